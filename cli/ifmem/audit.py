@@ -1,0 +1,89 @@
+"""`ifmem audit verify`: check every row of the log, no daemon and no trust in us needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ifmem.exits import FAILURE, USAGE, fail
+
+app = typer.Typer(help="Verify the signed, hash-chained event log.", no_args_is_help=True)
+
+
+def _progress(done: int, total: int) -> None:
+    print(
+        f"\rverifying: {done}/{total} events ({100 * done // max(total, 1)}%)",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+@app.command()
+def verify(
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Event log to verify (default: ~/.local/share/ifmem/events.db)."),
+    ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoints file (or saved journal) whose checkpoints the log must still hold.",
+        ),
+    ] = None,
+    pubkey: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pubkey", help="Trust only this Ed25519 public key (64 hex chars), not the log's own."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Processes to use (default: all cores)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify hashes, chain, keys and signatures of every row; exit 0 only if all hold."""
+    from ifmemd import checkpoint as cp
+    from ifmemd import paths
+    from ifmemd.errors import IfmemError
+    from ifmemd.verify import verify_log
+
+    keys = []
+    for text in pubkey or []:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            fail(f"--pubkey {text!r}: expected 64 hexadecimal characters", USAGE)
+        keys.append(key)
+    path = db or paths.log_path()
+    show_progress = sys.stderr.isatty() and not as_json
+    try:
+        checkpoints = [c for f in checkpoint or [] for c in cp.read_file(f)]
+        report = verify_log(
+            path,
+            checkpoints=checkpoints,
+            pubkeys=keys,
+            jobs=jobs,
+            progress=_progress if show_progress else None,
+        )
+    except IfmemError as e:
+        fail(str(e))
+    if show_progress:
+        print(file=sys.stderr)
+    if as_json:
+        print(json.dumps(report.to_json()))
+    elif report.failure is None:
+        extra = f", {report.checkpoints} checkpoint(s) hold" if report.checkpoints else ""
+        print(f"ok: {report.rows} events verified in {path} (log {report.log_id.hex()}){extra}")
+    else:
+        print(f"FAILED: {path}: first bad {report.failure}")
+    if report.failure is not None:
+        raise typer.Exit(FAILURE)

@@ -1,0 +1,19 @@
+"""Exit codes and the one place library errors become messages (DESIGN.md: CLI)."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+
+OK = 0
+FAILURE = 1
+USAGE = 2
+UNREACHABLE = 3
+
+
+def fail(message: str, code: int = FAILURE) -> NoReturn:
+    """Print `ifmem: message` to stderr and exit with `code`."""
+    print(f"ifmem: {message}", file=sys.stderr)
+    raise typer.Exit(code)

@@ -1,0 +1,145 @@
+"""`ifmem log` and `ifmem replay`: read the event log, with or without a daemon."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ifmem.exits import USAGE, fail
+from ifmem.timefmt import format_ns, parse_since
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="Event log to read (default: ~/.local/share/ifmem/events.db)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+FOLLOW_POLL_S = 0.2
+
+
+def _open(db: Path | None) -> Any:
+    from ifmemd import paths
+    from ifmemd.errors import IfmemError
+    from ifmemd.eventlog import EventLog
+
+    try:
+        return EventLog.open_readonly(db or paths.log_path())
+    except IfmemError as e:
+        fail(str(e))
+
+
+def _summary(body: bytes, width: int = 100) -> str:
+    data = json.loads(body)
+    data.pop("v", None)
+    text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(data.items()))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def log(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing events as they are committed.")
+    ] = False,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", "-k", help="Only events of this kind; a glob like 'shard.*'."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only events since T: 30s, 5m, 2h, 1d, or an ISO 8601 time."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Only the last N matching events.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the event log: one event a line, oldest first."""
+    from ifmemd.eventlog import _row
+
+    since_ns = 0
+    if since is not None:
+        try:
+            since_ns = parse_since(since)
+        except ValueError as e:
+            fail(str(e), USAGE)
+    patterns = kind or []
+
+    def wanted(row: tuple[Any, ...]) -> bool:
+        if row[1] < since_ns:
+            return False
+        return not patterns or any(fnmatch.fnmatchcase(row[2], p) for p in patterns)
+
+    def show(row: tuple[Any, ...]) -> None:
+        if as_json:
+            print(json.dumps(_row(row).to_json(), ensure_ascii=False), flush=True)
+        else:
+            seq, ts_ns, kind_, body = row[:4]
+            print(f"{seq:>8}  {format_ns(ts_ns)}  {kind_:<18} {_summary(body)}", flush=True)
+
+    with _open(db) as elog:
+        last = 0
+        matched = [r for r in elog.rows(0) if wanted(r)]
+        if limit is not None:
+            matched = matched[-limit:]
+        for row in matched:
+            show(row)
+        elog.refresh_head()
+        last = elog.head_seq
+        if not follow:
+            return
+        version = elog.data_version()
+        try:
+            while True:
+                time.sleep(FOLLOW_POLL_S)
+                if elog.data_version() == version:
+                    continue
+                version = elog.data_version()
+                for row in elog.rows(last):
+                    last = row[0]
+                    if wanted(row):
+                        show(row)
+        except KeyboardInterrupt:
+            return
+
+
+def replay(
+    upto: Annotated[
+        int | None,
+        typer.Option("--upto", min=0, help="Rebuild the state as it was at this seq."),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild the daemon's state from the log and print it ("what did it know at seq N")."""
+    from ifmemd import paths
+    from ifmemd.errors import IfmemError
+    from ifmemd.replay import replay as rebuild
+
+    with _open(db) as elog:
+        try:
+            result = rebuild(elog, snapshot_path=None if db else paths.snapshot_path(), upto=upto)
+        except IfmemError as e:
+            fail(str(e))
+    state = result.state
+    if as_json:
+        print(json.dumps(state.to_json(), ensure_ascii=False, indent=2))
+        return
+    print(f"state at seq {state.seq} (hash {state.hash.hex()[:16]}…)")
+    source = f"snapshot at seq {result.from_snapshot} + " if result.from_snapshot else ""
+    print(f"rebuilt from {source}{result.replayed} events; daemon runs: {state.runs}")
+    print(f"working memory: {len(state.memories)} item(s)")
+    for m in state.memories.values():
+        print(f"  memory:{m.memory_id}  {m.text[:80]}")
+    print(f"shards: {len(state.shards)}")
+    for s in state.shards.values():
+        print(
+            f"  {s.name:<12} {s.status:<10} files={s.files} tokens={s.tokens} restarts={s.restarts}"
+        )
+    print(f"queries without an answer: {len(state.pending)}")
+    for p in state.pending.values():
+        print(f"  {p.qid}  (seq {p.seq})  {p.question[:60]}")
+    print("events by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(state.counts.items())))

@@ -1,0 +1,43 @@
+"""The `ifmem` command: parses arguments, calls one library function, maps its errors.
+
+Command modules import the daemon library inside their functions, so a light
+command (`ifmem ask`) never pays for heavy imports it does not use.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ifmem import audit, logcmds
+
+app = typer.Typer(
+    name="ifmem",
+    help="A memory for LLM agents larger than one context window, with a signed event log.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+app.command("log")(logcmds.log)
+app.command("replay")(logcmds.replay)
+app.add_typer(audit.app, name="audit")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ifmemd import __version__
+
+        print(f"ifmem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """ifmem: ask, remember and audit an agent's long-term memory."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,351 @@
+"""Split a file's text into passages a shard can index and cite.
+
+A passage (`Chunk`) is always a run of whole lines, so it can be cited as
+`path:start-end` and its text is exactly those lines of the file. Files are cut
+along their own structure: Markdown and reStructuredText by sections, then
+paragraphs; source code by top-level definitions, then nested ones, then
+blank-line blocks; anything else in fixed windows with a little overlap. Small
+neighbours are merged up to a target size so bm25 does not see lone stubs.
+
+Invariants, for any text: every line is in at least one chunk, no chunk is
+empty, chunks come in file order, and `text == "".join(lines[start-1:end])`.
+Lines end at `\\n` only (a `\\r` before it stays part of the line), which is how
+editors and `sed -n` number them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from itertools import accumulate, pairwise
+from typing import Protocol
+
+from ifmemd.errors import IfmemError
+
+
+class ChunkSizeError(IfmemError, ValueError):
+    """Raised when a chunk size setting is not a usable positive number."""
+
+    def __init__(self, field: str, value: int, minimum: int) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"chunk size: {field} must be at least {minimum}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSize:
+    """How large a chunk may grow before it is cut.
+
+    `lines` and `chars` are both upper bounds (a single line longer than
+    `chars` still makes one chunk: a chunk is never smaller than a line).
+    `overlap` is how many lines consecutive windows of plain text share.
+    """
+
+    lines: int = 40
+    chars: int = 2048
+    overlap: int = 3
+
+    def __post_init__(self) -> None:
+        for field, minimum in (("lines", 1), ("chars", 1), ("overlap", 0)):
+            value = getattr(self, field)
+            if value < minimum:
+                raise ChunkSizeError(field, value, minimum)
+
+
+DEFAULT_SIZE = ChunkSize()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One passage: the exact text of lines `start_line`..`end_line` (1-based, inclusive)."""
+
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+
+    @property
+    def citation(self) -> str:
+        """The passage as it is cited in answers: `path:start-end`."""
+        return f"{self.path}:{self.start_line}-{self.end_line}"
+
+
+class HasPathAndText(Protocol):
+    """Anything with a path and its text, such as `ifmemd.corpus.SourceFile`."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class Kind(Enum):
+    """Which structure a file is cut along."""
+
+    MARKDOWN = "markdown"
+    RST = "rst"
+    CODE = "code"
+    TEXT = "text"
+
+
+MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd", ".mdx"})
+RST_SUFFIXES = frozenset({".rst", ".rest"})
+CODE_SUFFIXES = frozenset(
+    {
+        ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".cxx", ".hh", ".hpp", ".hxx",
+        ".java", ".kt", ".kts", ".scala", ".swift", ".cs", ".m", ".mm",
+        ".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx",
+        ".go", ".rs", ".zig", ".d", ".dart", ".php", ".rb", ".lua", ".pl", ".pm",
+        ".sh", ".bash", ".zsh", ".ksh", ".fish",
+    }
+)  # fmt: skip
+
+
+def kind_of(path: str, text: str) -> Kind:
+    """Decide how to cut a file, by its suffix, or a `#!` line for scripts without one."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in MARKDOWN_SUFFIXES:
+        return Kind.MARKDOWN
+    if suffix in RST_SUFFIXES:
+        return Kind.RST
+    if suffix in CODE_SUFFIXES or (not suffix and text.startswith("#!")):
+        return Kind.CODE
+    return Kind.TEXT
+
+
+def split_lines(text: str) -> list[str]:
+    """Cut text into lines, each keeping its `\\n`; the last may lack one.
+
+    Unlike `str.splitlines`, only `\\n` ends a line: form feeds, `\\x1c`,
+    U+2028 and friends stay inside the line so line numbers agree with editors.
+    """
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def chunk_text(path: str, text: str, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
+    """Cut one file's text into chunks along its structure (see the module docstring)."""
+    lines = split_lines(text)
+    if not lines:
+        return []
+    plan = _Plan(lines, size, kind_of(path, text))
+    return [Chunk(path, lo + 1, hi, "".join(lines[lo:hi])) for lo, hi in plan.ranges()]
+
+
+def chunk_file(source: HasPathAndText, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
+    """Cut one loaded file (an `ifmemd.corpus.SourceFile`) into chunks."""
+    return chunk_text(source.path, source.text, size)
+
+
+def chunk_files(sources: Iterable[HasPathAndText], size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
+    """Cut every file of a corpus into chunks, in corpus order."""
+    return [chunk for source in sources for chunk in chunk_file(source, size)]
+
+
+def whole_chunk(path: str, text: str) -> list[Chunk]:
+    """Make one chunk of a whole text, as for a remembered item; none if the text is empty."""
+    lines = split_lines(text)
+    if not lines:
+        return []
+    return [Chunk(path, 1, len(lines), text)]
+
+
+# A splitter proposes where units start inside lines[lo:hi] (exclusive of lo).
+Splitter = Callable[[int, int], list[int]]
+
+_ATX_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]|\r?$)")
+_FENCE = re.compile(r" {0,3}(```|~~~)")
+_MD_UNDERLINE = re.compile(r" {0,3}(?:=+|-{2,})[ \t]*\r?$")
+_RST_ADORNMENT = re.compile(r"([=\-~^\"'`#*+:.!$%&,/;<>?@\\_|])\1{2,}[ \t]*\r?$")
+_CLOSER = re.compile(r"(?:[})\]]|(?:end|fi|done|esac|else|elif|except|finally|catch)\b)")
+_DEFINITION = re.compile(
+    r"(?:(?:export|default|pub(?:\([^)]*\))?|public|private|protected|static|async|"
+    r"unsafe|extern|abstract|final|inline|override|local)\s+)*"
+    r"(?:def|class|function|fn|func|struct|enum|union|trait|impl|interface|type|"
+    r"module|mod|namespace|macro_rules!|template)\b"
+)
+
+
+class _Plan:
+    """Works out the line ranges of one file's chunks."""
+
+    def __init__(self, lines: list[str], size: ChunkSize, kind: Kind) -> None:
+        self.lines = lines
+        self.size = size
+        self.kind = kind
+        self.offsets = [0, *accumulate(len(line) for line in lines)]
+        self.blank = [not line.strip() for line in lines]
+        self.splitters = [] if kind is Kind.TEXT else self._make_splitters()
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """Half-open, 0-based line ranges covering the whole file."""
+        n = len(self.lines)
+        if self.kind is Kind.TEXT:
+            if self._fits(0, n):
+                return [(0, n)]
+            return self._windows(0, n, self.size.overlap)
+        return self._split(0, n, 0)
+
+    def _make_splitters(self) -> list[Splitter]:
+        """The file's structure, outermost first."""
+        if self.kind is Kind.CODE:
+            return [
+                _fixed(self._top_level_starts()),
+                self._nested_starts,
+                _fixed(self._paragraph_starts(set())),
+            ]
+        fenced = self._fenced_lines() if self.kind is Kind.MARKDOWN else set()
+        return [_fixed(self._heading_starts(fenced)), _fixed(self._paragraph_starts(fenced))]
+
+    def _fits(self, lo: int, hi: int) -> bool:
+        return hi - lo <= self.size.lines and self.offsets[hi] - self.offsets[lo] <= self.size.chars
+
+    def _split(self, lo: int, hi: int, level: int) -> list[tuple[int, int]]:
+        """Cut lines[lo:hi] by the first splitter from `level` on that finds units."""
+        if self._fits(lo, hi):
+            return [(lo, hi)]
+        for depth in range(level, len(self.splitters)):
+            starts = self.splitters[depth](lo, hi)
+            if not starts:
+                continue
+            bounds = [lo, *starts, hi]
+            pieces: list[tuple[int, int]] = []
+            for a, b in pairwise(bounds):
+                pieces.extend(self._split(a, b, depth + 1))
+            # Only the outermost structure (sections, top-level definitions)
+            # is worth keeping apart; deeper pieces merge freely.
+            strong = set(starts) if depth == 0 else set()
+            return self._merge(pieces, strong)
+        return self._windows(lo, hi, 0)
+
+    def _merge(self, pieces: list[tuple[int, int]], strong: set[int]) -> list[tuple[int, int]]:
+        """Join neighbouring pieces while they fit; a strong start only joins a small piece."""
+        merged = [pieces[0]]
+        for lo, hi in pieces[1:]:
+            cur_lo, cur_hi = merged[-1]
+            joinable = cur_hi == lo and self._fits(cur_lo, hi)
+            if joinable and (lo not in strong or self._small(cur_lo, cur_hi)):
+                merged[-1] = (cur_lo, hi)
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def _small(self, lo: int, hi: int) -> bool:
+        return (
+            hi - lo < max(2, self.size.lines // 4)
+            and self.offsets[hi] - self.offsets[lo] < self.size.chars // 4
+        )
+
+    def _windows(self, lo: int, hi: int, overlap: int) -> list[tuple[int, int]]:
+        """Fixed windows over lines[lo:hi], each as large as fits, sharing `overlap` lines."""
+        out: list[tuple[int, int]] = []
+        start = lo
+        while True:
+            end = start + 1
+            while end < hi and self._fits(start, end + 1):
+                end += 1
+            out.append((start, end))
+            if end >= hi:
+                return out
+            # Overlap never exceeds a quarter of a window, so long lines
+            # cannot make every line appear in many windows.
+            start = max(start + 1, end - min(overlap, (end - start) // 4))
+
+    def _heading_starts(self, fenced: set[int]) -> list[int]:
+        """Lines where a section starts: ATX headings, or the title above an underline."""
+        starts: set[int] = set()
+        lines, blank = self.lines, self.blank
+        markdown = self.kind is Kind.MARKDOWN
+        for i, line in enumerate(lines):
+            if i in fenced or blank[i]:
+                continue
+            if markdown and _ATX_HEADING.match(line):
+                starts.add(i)
+                continue
+            underline = _MD_UNDERLINE if markdown else _RST_ADORNMENT
+            if i == 0 or blank[i - 1] or (i - 1) in fenced or not underline.match(line):
+                continue
+            title = i - 1
+            # An rst overline above the title belongs to the same heading.
+            if not markdown and title >= 1 and lines[title - 1].strip() == line.strip():
+                title -= 1
+            starts.add(title)
+        starts.discard(0)
+        return sorted(starts)
+
+    def _paragraph_starts(self, fenced: set[int]) -> list[int]:
+        """Lines that start a block after a blank line (never inside a fenced block)."""
+        blank = self.blank
+        return [
+            i
+            for i in range(1, len(self.lines))
+            if not blank[i] and blank[i - 1] and i not in fenced
+        ]
+
+    def _fenced_lines(self) -> set[int]:
+        """Lines inside Markdown code fences (after the opening fence line)."""
+        inside: set[int] = set()
+        fence: str | None = None
+        for i, line in enumerate(self.lines):
+            match = _FENCE.match(line)
+            if fence is None:
+                if match:
+                    fence = match.group(1)
+            else:
+                inside.add(i)
+                if match and match.group(1) == fence:
+                    fence = None
+        return inside
+
+    def _top_level_starts(self) -> list[int]:
+        """Lines where a top-level unit of code starts.
+
+        An unindented line after a blank line starts a unit (so comments and
+        decorators above a definition stay with it); so does a definition
+        keyword right after an unindented closing brace, as in `}\\nfunc f()`.
+        """
+        lines, blank = self.lines, self.blank
+        starts: list[int] = []
+        for i in range(1, len(lines)):
+            line = lines[i]
+            if blank[i] or line[0] in " \t" or _CLOSER.match(line):
+                continue
+            previous = lines[i - 1]
+            after_closer = not blank[i - 1] and previous[0] not in " \t" and _CLOSER.match(previous)
+            if blank[i - 1] or (after_closer and _DEFINITION.match(line)):
+                starts.append(i)
+        return starts
+
+    def _nested_starts(self, lo: int, hi: int) -> list[int]:
+        """Inside one big unit: blocks at its shallowest inner indentation after a blank line."""
+        lines, blank = self.lines, self.blank
+        indents = [_indent(lines[i]) for i in range(lo + 1, hi) if not blank[i]]
+        if not indents:
+            return []
+        inner = min(indents)
+        return [
+            i
+            for i in range(lo + 1, hi)
+            if not blank[i] and blank[i - 1] and _indent(lines[i]) == inner
+        ]
+
+
+def _fixed(starts: list[int]) -> Splitter:
+    """A splitter over unit starts found once for the whole file."""
+
+    def within(lo: int, hi: int) -> list[int]:
+        return starts[bisect.bisect_right(starts, lo) : bisect.bisect_left(starts, hi)]
+
+    return within
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))

@@ -1,0 +1,80 @@
+"""The one error hierarchy of ifmem.
+
+Every error ifmem raises on purpose derives from `IfmemError`. Each subclass
+builds its message in `__init__` from the state it was given, so messages read
+the same wherever they are raised: the operation, what went wrong, and what
+follows for the user.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IfmemError(Exception):
+    """Base class of every error ifmem raises on purpose."""
+
+
+class StoreError(IfmemError):
+    """Raised when the event log's SQLite file cannot be opened, read or written."""
+
+    def __init__(self, operation: str, path: Path | str, reason: str) -> None:
+        self.operation = operation
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{operation}: {path}: {reason}")
+
+
+class NotAnEventLogError(StoreError):
+    """Raised when a file exists but is not an ifmem event log of a format we read."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__("open event log", path, f"not an ifmem event log ({reason})")
+
+
+class LogMissingError(StoreError):
+    """Raised when a read-only command is pointed at an event log that does not exist."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            "open event log",
+            path,
+            "no such file; start the daemon once (`ifmem daemon`) or name a log with --db",
+        )
+
+
+class KeyFileError(IfmemError):
+    """Raised when the signing key cannot be read, created, or is not private."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"signing key {path}: {reason}")
+
+
+class ChainError(IfmemError):
+    """Raised when replay finds a row whose hash chain does not hold."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(
+            f"event log is damaged at seq {seq}: {reason}; "
+            "run `ifmem audit verify` for the full report"
+        )
+
+
+class UnknownEventError(IfmemError):
+    """Raised when the log holds an event kind or version this ifmem does not know."""
+
+    def __init__(self, seq: int, kind: str, reason: str) -> None:
+        self.seq = seq
+        self.kind = kind
+        super().__init__(f"event {seq} ({kind}): {reason}")
+
+
+class CheckpointError(IfmemError):
+    """Raised when a checkpoint line cannot be parsed or its signature does not hold."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"checkpoint {where}: {reason}")

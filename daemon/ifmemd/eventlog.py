@@ -1,0 +1,313 @@
+"""The append-only, hash-chained, signed event log in SQLite (APSW).
+
+`EventLog` owns one SQLite file in the format of ifmem-log(5). A writable log
+appends batches of events in one transaction each (the group-commit writer in
+`writer.py` feeds it); a read-only log iterates rows for replay, `ifmem log`
+and the auditor. Every APSW error is translated to `StoreError` here, at the
+boundary, led by the operation that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import apsw.bestpractice
+
+from ifmemd import durable
+from ifmemd.errors import LogMissingError, NotAnEventLogError, StoreError
+from ifmemd.keys import Signer
+from ifmemd.logformat import (
+    APPLICATION_ID,
+    FORMAT,
+    LOG_ID_BYTES,
+    SCHEMA,
+    ZERO_HASH,
+    event_hash,
+)
+
+BUSY_TIMEOUT_MS = 5000
+_COLUMNS = "seq, ts_ns, kind, CAST(body AS BLOB), prev, hash, key_id, sig"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored row of the log, exactly as stored (body as its stored bytes)."""
+
+    seq: int
+    ts_ns: int
+    kind: str
+    body: bytes
+    prev: bytes
+    hash: bytes
+    key_id: str
+    sig: bytes
+
+    def data(self) -> dict[str, Any]:
+        """The body parsed as JSON (not upcast; see `events.decode`)."""
+        return json.loads(self.body)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly view of the row, for `ifmem log --json` and subscribers."""
+        return {
+            "seq": self.seq,
+            "ts_ns": self.ts_ns,
+            "kind": self.kind,
+            "body": self.data(),
+            "prev": self.prev.hex(),
+            "hash": self.hash.hex(),
+            "key_id": self.key_id,
+            "sig": self.sig.hex(),
+        }
+
+
+def _row(row: tuple[Any, ...]) -> Record:
+    seq, ts_ns, kind, body, prev, hash_, key_id, sig = row
+    return Record(seq, ts_ns, kind, bytes(body), bytes(prev), bytes(hash_), key_id, bytes(sig))
+
+
+def _configure(conn: apsw.Connection, writable: bool) -> None:
+    # apsw.bestpractice, applied by hand and only after we know the file is
+    # ours: its global hooks would switch a foreign database to WAL on open.
+    apsw.bestpractice.connection_busy_timeout(conn, BUSY_TIMEOUT_MS)
+    apsw.bestpractice.connection_dqs(conn)
+    apsw.bestpractice.connection_recursive_triggers(conn)
+    apsw.bestpractice.connection_enable_foreign_keys(conn)
+    if writable:
+        apsw.bestpractice.connection_wal(conn)
+        conn.pragma("synchronous", "FULL")
+
+
+# Signing dominates an append (~20 µs each); libsodium releases the GIL, so a
+# large batch is signed on two threads at once.
+_PARALLEL_SIGN_MIN = 16
+_signing_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifmem-sign")
+
+
+def _sign_all(signer: Signer, hashes: list[bytes]) -> list[bytes]:
+    if len(hashes) < _PARALLEL_SIGN_MIN:
+        return [signer.sign(h) for h in hashes]
+    half = len(hashes) // 2
+    other = _signing_pool.submit(lambda: [signer.sign(h) for h in hashes[half:]])
+    mine = [signer.sign(h) for h in hashes[:half]]
+    return mine + other.result()
+
+
+class EventLog:
+    """An open event log: its SQLite connection, `log_id`, head, and (if writable) signer."""
+
+    def __init__(
+        self, conn: apsw.Connection, path: Path, log_id: bytes, signer: Signer | None
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.log_id = log_id
+        self.signer = signer
+        self.head_seq, self.head_hash, self.head_ts = self._read_head()
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, signer: Signer) -> EventLog:
+        """Open the log at `path` for appending, creating it if it does not exist."""
+        if not path.parent.exists():
+            try:
+                durable.ensure_private_dir(path.parent)
+            except OSError as e:
+                raise StoreError("create log directory", path.parent, e.strerror or str(e)) from e
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        conn = cls._connect(path, flags)
+        try:
+            log_id = cls._check_or_create(conn, path)
+            _configure(conn, writable=True)
+            with conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO keys(key_id, public_key) VALUES(?, ?)",
+                    (signer.key_id, signer.public_key),
+                )
+        except apsw.Error as e:
+            conn.close()
+            raise StoreError("open event log", path, str(e)) from e
+        except StoreError:
+            conn.close()
+            raise
+        return cls(conn, path, log_id, signer)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> EventLog:
+        """Open an existing log for reading only (auditing, replay, `ifmem log`)."""
+        if not path.exists():
+            raise LogMissingError(path)
+        conn = cls._connect(path, apsw.SQLITE_OPEN_READONLY)
+        try:
+            log_id = cls._check(conn, path)
+            _configure(conn, writable=False)
+            return cls(conn, path, log_id, None)
+        except apsw.Error as e:
+            conn.close()
+            raise StoreError("open event log", path, str(e)) from e
+        except StoreError:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _connect(path: Path, flags: int) -> apsw.Connection:
+        try:
+            return apsw.Connection(str(path), flags=flags)
+        except apsw.Error as e:
+            raise StoreError("open event log", path, str(e)) from e
+
+    @classmethod
+    def _check(cls, conn: apsw.Connection, path: Path) -> bytes:
+        """The log_id of an existing ifmem log; refuse anything else."""
+        try:
+            app_id = conn.pragma("application_id")
+        except apsw.NotADBError as e:
+            raise NotAnEventLogError(path, "not an SQLite database, or corrupt") from e
+        if app_id != APPLICATION_ID:
+            raise NotAnEventLogError(
+                path, f"application_id is {app_id:#x}, an ifmem log has {APPLICATION_ID:#x}"
+            )
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+        except apsw.SQLError as e:
+            raise NotAnEventLogError(path, f"no meta table: {e}") from e
+        if meta.get("format") != FORMAT:
+            raise NotAnEventLogError(
+                path, f"format {meta.get('format')!r}; this ifmem reads format {FORMAT}"
+            )
+        try:
+            log_id = bytes.fromhex(meta.get("log_id", ""))
+        except ValueError:
+            log_id = b""
+        if len(log_id) != LOG_ID_BYTES:
+            raise NotAnEventLogError(path, "meta.log_id is not 32 hex characters")
+        return log_id
+
+    @classmethod
+    def _check_or_create(cls, conn: apsw.Connection, path: Path) -> bytes:
+        try:
+            app_id = conn.pragma("application_id")
+            empty = conn.pragma("page_count") == 0
+        except apsw.NotADBError as e:
+            raise NotAnEventLogError(path, "not an SQLite database, or corrupt") from e
+        if app_id == APPLICATION_ID or not empty:
+            return cls._check(conn, path)
+        log_id = os.urandom(LOG_ID_BYTES)
+        with conn:
+            conn.execute(SCHEMA)
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('log_id', ?), ('format', ?)",
+                (log_id.hex(), FORMAT),
+            )
+            conn.pragma("application_id", APPLICATION_ID)
+        return log_id
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending ---------------------------------------------------------------
+
+    def _read_head(self) -> tuple[int, bytes, int]:
+        row = self._conn.execute(
+            "SELECT seq, hash, ts_ns FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, ZERO_HASH, 0
+        return row[0], bytes(row[1]), row[2]
+
+    def append_batch(self, items: Sequence[tuple[str, bytes]]) -> list[Record]:
+        """Append `(kind, canonical body)` pairs in one transaction; return the rows.
+
+        Returns only once the transaction is durable (WAL, synchronous=FULL).
+        On failure nothing of the batch is stored and the head is unchanged.
+        """
+        signer = self.signer
+        if signer is None:
+            raise StoreError("append event", self.path, "log was opened read-only")
+        seq, prev = self.head_seq, self.head_hash
+        # Timestamps never go backwards in the log, even if the clock does.
+        ts = max(time.time_ns(), self.head_ts)
+        hashes = []
+        for kind, body in items:
+            seq += 1
+            prev = event_hash(self.log_id, seq, ts, kind.encode(), body, prev)
+            hashes.append(prev)
+        sigs = _sign_all(signer, hashes)
+        seq, prev = self.head_seq, self.head_hash
+        records = []
+        for (kind, body), h, sig in zip(items, hashes, sigs, strict=True):
+            seq += 1
+            records.append(Record(seq, ts, kind, body, prev, h, signer.key_id, sig))
+            prev = h
+        try:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT INTO events(seq, ts_ns, kind, body, prev, hash, key_id, sig) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.seq, r.ts_ns, r.kind, r.body.decode(), r.prev, r.hash, r.key_id, r.sig)
+                        for r in records
+                    ],
+                )
+        except apsw.FullError as e:
+            raise StoreError("append event", self.path, "disk full") from e
+        except apsw.Error as e:
+            raise StoreError("append event", self.path, str(e)) from e
+        if records:
+            last = records[-1]
+            self.head_seq, self.head_hash, self.head_ts = last.seq, last.hash, last.ts_ns
+        return records
+
+    # -- reading -----------------------------------------------------------------
+
+    def records(self, after: int = 0, upto: int | None = None) -> Iterator[Record]:
+        """Rows with `after < seq <= upto`, in seq order."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ?"
+        args: tuple[int, ...] = (after,)
+        if upto is not None:
+            sql += " AND seq <= ?"
+            args = (after, upto)
+        try:
+            for row in self._conn.execute(sql + " ORDER BY seq", args):
+                yield _row(row)
+        except apsw.Error as e:
+            raise StoreError("read events", self.path, str(e)) from e
+
+    def rows(self, after: int = 0, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Raw row tuples (seq, ts_ns, kind, body, prev, hash, key_id, sig), for fast scans."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+        try:
+            yield from self._conn.execute(sql, (after, upto if upto is not None else 2**63 - 1))
+        except apsw.Error as e:
+            raise StoreError("read events", self.path, str(e)) from e
+
+    def record(self, seq: int) -> Record | None:
+        """The row at `seq`, or None."""
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+        return _row(row) if row else None
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Every public key the log names, by key_id."""
+        return {k: bytes(v) for k, v in self._conn.execute("SELECT key_id, public_key FROM keys")}
+
+    def refresh_head(self) -> None:
+        """Re-read the head (for a read-only log that another process appends to)."""
+        self.head_seq, self.head_hash, self.head_ts = self._read_head()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (cheap polling for `log --follow`)."""
+        return self._conn.pragma("data_version")

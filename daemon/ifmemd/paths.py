@@ -1,0 +1,55 @@
+"""Where ifmem keeps its files (platformdirs, app name `ifmem`; XDG variables override)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "ifmem"
+
+
+def config_path() -> Path:
+    """The config file: `IFMEM_CONFIG`, else `~/.config/ifmem/ifmem.toml`."""
+    env = os.environ.get("IFMEM_CONFIG")
+    return Path(env) if env else platformdirs.user_config_path(APP) / "ifmem.toml"
+
+
+def data_dir() -> Path:
+    """`~/.local/share/ifmem`: the event log and the signing key."""
+    return platformdirs.user_data_path(APP)
+
+
+def state_dir() -> Path:
+    """`~/.local/state/ifmem`: checkpoints and snapshots."""
+    return platformdirs.user_state_path(APP)
+
+
+def log_path() -> Path:
+    """The event log."""
+    return data_dir() / "events.db"
+
+
+def key_path() -> Path:
+    """The Ed25519 signing key (mode 0600)."""
+    return data_dir() / "signing.key"
+
+
+def checkpoints_path() -> Path:
+    """The append-only checkpoints file, one signed checkpoint a line."""
+    return state_dir() / "checkpoints"
+
+
+def snapshot_path() -> Path:
+    """The latest snapshot of the projected state (derived data; may be deleted)."""
+    return state_dir() / "snapshot.json"
+
+
+def socket_path() -> Path:
+    """The daemon's socket: `IFMEM_SOCKET`, else `$XDG_RUNTIME_DIR/ifmem/ifmem.sock`."""
+    env = os.environ.get("IFMEM_SOCKET")
+    if env:
+        return Path(env)
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return Path(runtime) / APP / "ifmem.sock"

@@ -1,0 +1,269 @@
+"""The auditor: verify every row of a log, and say which is the first bad one and why.
+
+Each row must hash (with this log's `log_id`) to its stored hash, link to the
+previous row's hash, carry a key the log (or the auditor, `--pubkey`) knows,
+and a valid Ed25519 signature by it; seqs run 1, 2, 3… without gaps. A
+checkpoint proves the log still holds a (seq, hash) it once had, which is how
+a truncated tail is caught.
+
+Signature checks dominate (≈50 µs a row), so the seq range is split across
+processes, one per core; each reports the first failure in its range and the
+lowest one wins. When a row fails, `classify` looks at the whole log once more
+to name the cause: modified, bad signature, unknown key, gap, reordered,
+duplicated, renumbered, or a row from another log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ifmemd import checkpoint as cp
+from ifmemd.eventlog import EventLog
+from ifmemd.keys import verify as verify_sig
+from ifmemd.logformat import ZERO_HASH, event_hash
+
+# Reasons, as printed and as `--json` reports them.
+MODIFIED = "modified"
+BAD_SIGNATURE = "bad signature"
+UNKNOWN_KEY = "unknown key"
+GAP = "gap"
+REORDERED = "reordered"
+DUPLICATED = "duplicated"
+RENUMBERED = "renumbered"
+FOREIGN = "row from another log"
+TRUNCATED = "truncated"
+CHECKPOINT = "checkpoint mismatch"
+
+# Below this many rows, spawning processes costs more than it saves.
+PARALLEL_MIN_ROWS = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The first row that does not hold, and why."""
+
+    seq: int
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"seq {self.seq}: {self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What `audit verify` found."""
+
+    path: Path
+    log_id: bytes
+    rows: int
+    head_seq: int
+    checkpoints: int
+    failure: Failure | None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.failure
+        return {
+            "ok": self.ok,
+            "db": str(self.path),
+            "log_id": self.log_id.hex(),
+            "rows": self.rows,
+            "head_seq": self.head_seq,
+            "checkpoints": self.checkpoints,
+            "failure": None
+            if f is None
+            else {"seq": f.seq, "reason": f.reason, "detail": f.detail},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _RowFault:
+    """A cheap first finding in a scan, classified later against the whole log."""
+
+    seq: int  # the expected seq at the point of failure
+    stored_seq: int | None  # the seq of the row that was there (None: log ended)
+    check: str  # which check failed: seq, hash, link, key, sig
+
+
+def _scan(
+    path: str, lo: int, hi: int, keys: Mapping[str, bytes], signatures: bool
+) -> tuple[int, _RowFault | None]:
+    """Check rows lo..hi (inclusive); returns rows seen and the first fault."""
+    with EventLog.open_readonly(Path(path)) as log:
+        log_id = log.log_id
+        prev = ZERO_HASH
+        if lo > 1:
+            before = log.record(lo - 1)
+            prev = before.hash if before is not None else ZERO_HASH
+        expected = lo
+        seen = 0
+        for seq, ts_ns, kind, body, row_prev, row_hash, key_id, sig in log.rows(lo - 1, hi):
+            seen += 1
+            if seq != expected:
+                return seen, _RowFault(expected, seq, "seq")
+            if event_hash(log_id, seq, ts_ns, kind.encode(), body, row_prev) != row_hash:
+                return seen, _RowFault(seq, seq, "hash")
+            if row_prev != prev:
+                return seen, _RowFault(seq, seq, "link")
+            public = keys.get(key_id)
+            if public is None:
+                return seen, _RowFault(seq, seq, "key")
+            if signatures and not verify_sig(public, row_hash, sig):
+                return seen, _RowFault(seq, seq, "sig")
+            prev = row_hash
+            expected += 1
+        return seen, None
+
+
+def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
+    step = -(-head // parts)
+    return [(lo, min(lo + step - 1, head)) for lo in range(1, head + 1, step)]
+
+
+def verify_log(
+    path: Path,
+    *,
+    checkpoints: Iterable[cp.Checkpoint] = (),
+    pubkeys: Iterable[bytes] = (),
+    jobs: int | None = None,
+    signatures: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Verify the log at `path`; `pubkeys`, if given, replace the log's own keys table."""
+    from ifmemd.logformat import key_id_of
+
+    with EventLog.open_readonly(path) as log:
+        log_id = log.log_id
+        head = log.head_seq
+        max_seq = head
+        keys = {key_id_of(k): k for k in pubkeys} or log.public_keys()
+    checkpoints = list(checkpoints)
+    jobs = jobs or os.cpu_count() or 1
+    if head < PARALLEL_MIN_ROWS or jobs == 1:
+        chunks = [(1, head)] if head else []
+    else:
+        # Small chunks so the progress bar moves and an early fault ends the work early.
+        chunks = _ranges(head, max(jobs * 8, head // 50000))
+    fault: _RowFault | None = None
+    rows = 0
+    done = 0
+    if len(chunks) <= 1:
+        for lo, hi in chunks:
+            rows, fault = _scan(str(path), lo, hi, keys, signatures)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_scan, str(path), lo, hi, keys, signatures) for lo, hi in chunks]
+            for (lo, hi), future in zip(chunks, futures, strict=True):
+                seen, found = future.result()
+                rows += seen
+                done += hi - lo + 1
+                if progress is not None:
+                    progress(done, head)
+                if found is not None:
+                    fault = found
+                    for later in futures:
+                        later.cancel()
+                    break
+    with EventLog.open_readonly(path) as log:
+        failure = classify(log, fault, keys) if fault is not None else None
+        if failure is None:
+            # Rows past the head's seq would have been caught as gaps; count them.
+            rows = max(rows, _count(log))
+            failure = _check_checkpoints(log, checkpoints, keys, max_seq)
+    return Report(path, log_id, rows, head, len(checkpoints), failure)
+
+
+def _count(log: EventLog) -> int:
+    return sum(1 for _ in log.rows(-(2**62)))
+
+
+def _check_checkpoints(
+    log: EventLog, checkpoints: list[cp.Checkpoint], keys: Mapping[str, bytes], head: int
+) -> Failure | None:
+    for c in checkpoints:
+        if c.log_id != log.log_id:
+            continue  # a checkpoints file may hold several logs' lines
+        public = keys.get(c.key_id)
+        if public is None or not c.signature_holds(public):
+            return Failure(c.seq, CHECKPOINT, "the checkpoint's own signature does not hold")
+        if c.seq > head:
+            return Failure(
+                head + 1,
+                TRUNCATED,
+                f"the log ends at seq {head} but a checkpoint vouches for seq {c.seq}",
+            )
+        row = log.record(c.seq)
+        if row is None or row.hash != c.hash:
+            return Failure(
+                c.seq, CHECKPOINT, "the log's hash at this seq differs from the checkpoint"
+            )
+    if checkpoints and not any(c.log_id == log.log_id for c in checkpoints):
+        return Failure(0, CHECKPOINT, "no checkpoint in the file belongs to this log")
+    return None
+
+
+def _recompute(log_id: bytes, row: Any, seq: int) -> bytes:
+    _s, ts_ns, kind, body, prev, _h, _k, _sig = row
+    return event_hash(log_id, seq, ts_ns, kind.encode(), bytes(body), bytes(prev))
+
+
+def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Failure:
+    """Name the cause of a fault, looking at the whole log once more."""
+    log_id = log.log_id
+    k = fault.seq
+    before = log.record(k - 1) if k > 1 else None
+    prev_hash = before.hash if before is not None else ZERO_HASH
+    all_rows = list(log.rows(-(2**62)))
+    by_hash: dict[bytes, list[int]] = {}
+    for r in all_rows:
+        by_hash.setdefault(bytes(r[5]), []).append(r[0])
+
+    def original_seq(row: Any) -> int | None:
+        """The seq a row was signed at, if it hashes correctly at some seq of this log."""
+        candidates = range(1, max(log.head_seq, row[0]) + 2)
+        return next((s for s in candidates if _recompute(log_id, row, s) == bytes(row[5])), None)
+
+    if fault.check == "seq":
+        if fault.stored_seq is not None and fault.stored_seq < k:
+            return Failure(k - 1, DUPLICATED, f"seq {fault.stored_seq} appears more than once")
+        # A row that belongs at k may be stored elsewhere (renumbered).
+        for r in all_rows:
+            if bytes(r[4]) == prev_hash and r[0] != k and _recompute(log_id, r, k) == bytes(r[5]):
+                return Failure(k, RENUMBERED, f"the row signed as seq {k} is stored as seq {r[0]}")
+        return Failure(k, GAP, f"seq {k} is missing (the next row is seq {fault.stored_seq})")
+
+    row = next(r for r in all_rows if r[0] == k)
+    stored_hash = bytes(row[5])
+    if fault.check == "hash":
+        copies = [s for s in by_hash.get(stored_hash, []) if s != k]
+        if copies:
+            return Failure(k, DUPLICATED, f"a copy of the row at seq {copies[0]}")
+        signed_as = original_seq(row)
+        if signed_as is not None:
+            return Failure(k, REORDERED, f"the row stored at seq {k} was signed as seq {signed_as}")
+        links_back = bytes(row[4]) == prev_hash
+        nxt = log.record(k + 1)
+        links_forward = nxt is not None and nxt.prev == stored_hash
+        # An edited row keeps its place in the chain (its stored prev and hash
+        # still link to its neighbours); a row lifted from another log links
+        # to neither.
+        if not links_back and (not links_forward or nxt is None):
+            public = keys.get(row[6])
+            signed = public is not None and verify_sig(public, stored_hash, bytes(row[7]))
+            how = "validly signed by a key this log holds" if signed else f"signed by {row[6]!r}"
+            return Failure(k, FOREIGN, f"{how}, but its hash links to neither neighbour")
+        return Failure(k, MODIFIED, "the row's content does not hash to its stored hash")
+    if fault.check == "link":
+        return Failure(k, REORDERED, "prev does not match the hash of the row before it")
+    if fault.check == "key":
+        return Failure(k, UNKNOWN_KEY, f"signed by key {row[6]!r}, which the log does not hold")
+    return Failure(k, BAD_SIGNATURE, f"the signature does not verify with key {row[6]!r}")

@@ -1,0 +1,145 @@
+"""Group commit: many concurrent producers, one writer, one transaction per batch.
+
+Producers `await writer.append(kind, body)`; the writer task takes every
+event queued since its last commit, appends them in one transaction in a
+worker thread (the fsync must not block the event loop), and only then wakes
+their producers. Events that arrive together share one fsync. After each
+commit, committed records are handed to `on_commit` (the live projection,
+subscribers) in seq order, and a checkpoint is published every
+`checkpoint_every` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ifmemd import checkpoint as cp
+from ifmemd.errors import IfmemError, StoreError
+from ifmemd.eventlog import EventLog, Record
+from ifmemd.events import encode
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Events queued since the last commit; their producers share one wake-up."""
+
+    items: list[tuple[str, bytes]] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    records: list[Record] = field(default_factory=list)
+    error: IfmemError | None = None
+
+
+class WriterClosedError(IfmemError):
+    """Raised when an event is appended after the writer has stopped."""
+
+    def __init__(self) -> None:
+        super().__init__("append event: the log writer has stopped; the event was not recorded")
+
+
+class LogWriter:
+    """The single writer of an `EventLog`, batching concurrent appends."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoints_path: Path | None = None,
+        on_commit: Callable[[list[Record]], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.checkpoint_every = checkpoint_every
+        self.checkpoints_path = checkpoints_path
+        self.on_commit = on_commit
+        self._batch = _Batch()
+        self._wakeup = anyio.Event()
+        self._closed = False
+        self._stopped = anyio.Event()
+        self._last_checkpoint = log.head_seq
+        self.batches = 0
+
+    async def append(self, kind: str, fields: Mapping[str, Any]) -> Record:
+        """Append one event; returns its record once it is durable."""
+        return await self.append_raw(kind, encode(kind, fields))
+
+    async def append_raw(self, kind: str, body: bytes) -> Record:
+        """Append one event whose canonical body is already encoded."""
+        if self._closed:
+            raise WriterClosedError()
+        batch = self._batch
+        index = len(batch.items)
+        batch.items.append((kind, body))
+        self._wakeup.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.records[index]
+
+    def enqueue(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Queue an event without waiting for it (for the writer's own bookkeeping)."""
+        if not self._closed:
+            self._batch.items.append((kind, encode(kind, fields)))
+            self._wakeup.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until `close()`; drains what was queued before closing."""
+        task_status.started()
+        try:
+            while True:
+                batch = self._batch
+                if not batch.items:
+                    if self._closed:
+                        return
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                    continue
+                self._batch = _Batch()
+                await self._commit(batch)
+        finally:
+            self._closed = True
+            if self._batch.items:
+                self._batch.error = WriterClosedError()
+                self._batch.done.set()
+            self._stopped.set()
+
+    async def _commit(self, batch: _Batch) -> None:
+        try:
+            # Shielded: once the transaction is under way, cancelling the
+            # writer must not leave producers not knowing whether it committed.
+            with anyio.CancelScope(shield=True):
+                records = await anyio.to_thread.run_sync(self.log.append_batch, batch.items)
+        except StoreError as e:
+            batch.error = e
+            batch.done.set()
+            return
+        self.batches += 1
+        batch.records = records
+        if self.on_commit is not None:
+            self.on_commit(records)
+        batch.done.set()
+        if self.log.head_seq - self._last_checkpoint >= self.checkpoint_every:
+            checkpoint = await anyio.to_thread.run_sync(self.write_checkpoint)
+            if checkpoint is not None:
+                self.enqueue("checkpoint", {"seq": checkpoint.seq, "hash": checkpoint.hash.hex()})
+
+    def write_checkpoint(self) -> cp.Checkpoint | None:
+        """Publish a signed checkpoint of the current head (none for an empty log)."""
+        log = self.log
+        if log.head_seq == 0 or log.signer is None:
+            return None
+        checkpoint = cp.Checkpoint.make(log.signer, log.log_id, log.head_seq, log.head_hash)
+        cp.publish(checkpoint, self.checkpoints_path)
+        self._last_checkpoint = log.head_seq
+        return checkpoint
+
+    async def close(self) -> None:
+        """Stop accepting appends; return when everything queued is committed."""
+        self._closed = True
+        self._wakeup.set()
+        await self._stopped.wait()
