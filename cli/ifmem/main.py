@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ifmem import audit, logcmds
+from ifmem import audit, clientcmds, logcmds
 
 app = typer.Typer(
     name="ifmem",
@@ -17,6 +17,13 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
+app.command("daemon")(clientcmds.daemon)
+app.command("ask")(clientcmds.ask)
+app.command("remember")(clientcmds.remember)
+app.command("forget")(clientcmds.forget)
+app.command("status")(clientcmds.status)
+app.command("reload")(clientcmds.reload)
+app.command("stop")(clientcmds.stop)
 app.command("log")(logcmds.log)
 app.command("replay")(logcmds.replay)
 app.add_typer(audit.app, name="audit")

@@ -2,7 +2,8 @@
 
 `LineReader` turns any `anyio.abc.ByteReceiveStream` into lines with the same
 `LineBuffer` the blocking client uses, so both ends enforce `MAX_LINE` the same
-way. `server_handshake` runs the version negotiation on a fresh connection.
+way. `MessageWriter` sends whole lines from concurrent tasks, and
+`server_handshake` runs the version negotiation on a fresh connection.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ class LineReader:
 async def send_message(stream: ByteSendStream, obj: dict[str, Any]) -> None:
     """Send one message as a line (see `encode`)."""
     await stream.send(encode(obj))
+
+
+class MessageWriter:
+    """Sends whole messages on a stream that several tasks write to.
+
+    A connection's request handlers and its subscription both answer on one
+    stream; the lock keeps their lines from interleaving (anyio would refuse
+    concurrent sends with `BusyResourceError` instead).
+    """
+
+    def __init__(self, stream: ByteSendStream) -> None:
+        self.stream = stream
+        self._lock = anyio.Lock()
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        """Send one message as a line; raises `ProtocolError` before sending if it is too long."""
+        data = encode(obj)
+        async with self._lock:
+            await self.stream.send(data)
 
 
 async def server_handshake(reader: LineReader, stream: ByteSendStream) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
-from anyio.abc import SocketAttribute
+from anyio.abc import SocketAttribute, SocketStream
 
 from ifmemd.errors import IfmemError
 
@@ -43,7 +43,7 @@ class PeerCredError(IfmemError):
 
 
 class AccessDenied(IfmemError):
-    """Raised when a connecting peer is not allowed to use the daemon; `peer` is None if unidentified."""
+    """Raised when a peer may not use the daemon; `peer` is None when it could not be identified."""
 
     def __init__(self, peer: Peer | None, reason: str) -> None:
         self.peer = peer
@@ -67,7 +67,7 @@ def peer_of_socket(sock: socket.socket) -> Peer:
     return Peer(uid=uid, gid=gid, pid=pid)
 
 
-def peer_of_stream(stream: anyio.abc.SocketStream) -> Peer:
+def peer_of_stream(stream: SocketStream) -> Peer:
     """Read the peer credentials of an accepted anyio socket stream."""
     try:
         sock = stream.extra(SocketAttribute.raw_socket)
@@ -82,7 +82,7 @@ def authorize(peer: Peer, allowed_uid: int) -> None:
         raise AccessDenied(peer, f"only uid {allowed_uid}, the daemon's own user, may connect")
 
 
-def check_stream(stream: anyio.abc.SocketStream, allowed_uid: int) -> Peer:
+def check_stream(stream: SocketStream, allowed_uid: int) -> Peer:
     """Identify and authorize the peer of an accepted stream, in one step that fails closed.
 
     Returns the `Peer` on success; raises `AccessDenied` both when the peer is

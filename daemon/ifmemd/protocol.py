@@ -105,7 +105,7 @@ class RemoteError(IfmemError):
         self.message = message
         self.op = op
         where = f"{op}: " if op else ""
-        super().__init__(f"{where}ifmemd refused ({code}): {message}")
+        super().__init__(f"{where}{message} ({code})")
 
 
 class DaemonUnreachableError(IfmemError):
@@ -201,7 +201,9 @@ class LineBuffer:
     def eof(self) -> None:
         """Declare the end of the stream; raise `ConnectionClosedError` if a line was cut short."""
         if self.pending:
-            raise ConnectionClosedError(f"peer closed the connection after {self.pending} bytes of an unfinished line")
+            raise ConnectionClosedError(
+                f"peer closed the connection after {self.pending} bytes of an unfinished line"
+            )
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -278,12 +280,15 @@ def negotiate(hello: dict[str, Any]) -> int:
     expected = json.dumps(client_hello(), separators=(",", ":"))
     if hello.get("proto") != PROTO:
         raise ProtocolError(
-            BAD_HANDSHAKE, f"first line must be a hello like {expected}, got proto={hello.get('proto')!r}"
+            BAD_HANDSHAKE,
+            f"first line must be a hello like {expected}, got proto={hello.get('proto')!r}",
         )
     lo, hi = hello.get("min"), hello.get("max")
     for name, value in (("min", lo), ("max", hi)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ProtocolError(BAD_HANDSHAKE, f"hello {name} must be a positive integer, got {value!r}")
+            raise ProtocolError(
+                BAD_HANDSHAKE, f"hello {name} must be a positive integer, got {value!r}"
+            )
     assert isinstance(lo, int) and isinstance(hi, int)
     if lo > hi:
         raise ProtocolError(BAD_HANDSHAKE, f"hello min ({lo}) is greater than max ({hi})")
@@ -305,7 +310,9 @@ def check_server_hello(reply: dict[str, Any]) -> int:
         raise RemoteError(code, message, "handshake")
     version = reply.get("version")
     if version not in SUPPORTED_VERSIONS:
-        raise ProtocolError(BAD_RESPONSE, f"daemon picked version {version!r}, which was not offered")
+        raise ProtocolError(
+            BAD_RESPONSE, f"daemon picked version {version!r}, which was not offered"
+        )
     assert isinstance(version, int)
     return version
 
@@ -334,13 +341,17 @@ def _check_text(value: object, what: str, rid: RequestId) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ProtocolError(BAD_REQUEST, f"{what} is not valid Unicode (lone surrogate)", rid) from e
+        raise ProtocolError(
+            BAD_REQUEST, f"{what} is not valid Unicode (lone surrogate)", rid
+        ) from e
     return value
 
 
 def _check_str_list(value: object, what: str, rid: RequestId) -> list[str]:
     if not isinstance(value, list):
-        raise ProtocolError(BAD_REQUEST, f"{what} must be a list of strings, not {_json_type(value)}", rid)
+        raise ProtocolError(
+            BAD_REQUEST, f"{what} must be a list of strings, not {_json_type(value)}", rid
+        )
     for i, item in enumerate(value):
         _check_text(item, f"{what}[{i}]", rid)
     return value
@@ -358,7 +369,9 @@ def _check_ask(args: dict[str, Any], rid: RequestId) -> None:
     if "k" in args:
         k = args["k"]
         if not _is_int(k) or not 1 <= k <= MAX_K:
-            raise ProtocolError(BAD_REQUEST, f"ask: k must be an integer from 1 to {MAX_K}, got {k!r}", rid)
+            raise ProtocolError(
+                BAD_REQUEST, f"ask: k must be an integer from 1 to {MAX_K}, got {k!r}", rid
+            )
 
 
 def _check_remember(args: dict[str, Any], rid: RequestId) -> None:
@@ -376,7 +389,9 @@ def _check_subscribe(args: dict[str, Any], rid: RequestId) -> None:
         seq = args["since_seq"]
         if not _is_int(seq) or seq < 0:
             raise ProtocolError(
-                BAD_REQUEST, f"subscribe: since_seq must be a non-negative integer, got {seq!r}", rid
+                BAD_REQUEST,
+                f"subscribe: since_seq must be a non-negative integer, got {seq!r}",
+                rid,
             )
 
 
@@ -397,7 +412,7 @@ _OP_ARGS: Final = {
 
 
 def parse_request(obj: dict[str, Any]) -> Request:
-    """Validate a decoded request line, or raise `ProtocolError` carrying the id when it was readable."""
+    """Validate a decoded request, or raise `ProtocolError` (with the id, when it was readable)."""
     rid = obj.get("id")
     if rid is None:
         raise ProtocolError(BAD_REQUEST, "request has no id")
@@ -409,7 +424,9 @@ def parse_request(obj: dict[str, Any]) -> Request:
         except UnicodeEncodeError as e:
             raise ProtocolError(BAD_REQUEST, "request id is not valid Unicode") from e
     elif not _is_int(rid):
-        raise ProtocolError(BAD_REQUEST, f"request id must be a string or an integer, not {_json_type(rid)}")
+        raise ProtocolError(
+            BAD_REQUEST, f"request id must be a string or an integer, not {_json_type(rid)}"
+        )
     op = obj.get("op")
     if op is None:
         raise ProtocolError(BAD_REQUEST, "request has no op", rid)
@@ -443,7 +460,7 @@ def ok_response(request_id: RequestId | None, result: Any) -> dict[str, Any]:
 
 
 def error_response(request_id: RequestId | None, code: str, message: str) -> dict[str, Any]:
-    """The answer to a request that failed; `request_id` is None when the request's id was unreadable."""
+    """The answer to a request that failed; `request_id` is None when the id was unreadable."""
     return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
 
 
@@ -508,7 +525,9 @@ class Client:
             sock.connect(str(self.path))
         except TimeoutError as e:
             sock.close()
-            raise DaemonUnreachableError(self.path, f"connect timed out after {self.timeout:g} s") from e
+            raise DaemonUnreachableError(
+                self.path, f"connect timed out after {self.timeout:g} s"
+            ) from e
         except OSError as e:
             sock.close()
             raise DaemonUnreachableError(self.path, e.strerror or str(e)) from e
@@ -556,7 +575,9 @@ class Client:
                 raise DaemonTimeoutError(op, waited, request_id) from e
             except OSError as e:
                 self.close()
-                raise ConnectionClosedError(f"{op}: receive from ifmemd failed: {e.strerror or e}") from e
+                raise ConnectionClosedError(
+                    f"{op}: receive from ifmemd failed: {e.strerror or e}"
+                ) from e
             if not data:
                 self.close()
                 raise ConnectionClosedError(f"ifmemd closed the connection before answering {op}")
@@ -571,7 +592,9 @@ class Client:
         """Unpack a response to `request_id`, raising `RemoteError` for an error answer."""
         # With one request in flight, an error with a null id (e.g. our line was
         # unreadable) is still the answer to it.
-        if reply.get("id") != request_id and not (reply.get("id") is None and reply.get("ok") is False):
+        if reply.get("id") != request_id and not (
+            reply.get("id") is None and reply.get("ok") is False
+        ):
             self.close()
             raise ProtocolError(
                 BAD_RESPONSE, f"{op}: answer for id {reply.get('id')!r}, expected {request_id!r}"

@@ -74,7 +74,8 @@ class State:
     memories: Mapping[str, Memory] = field(default_factory=dict)
     shards: Mapping[str, ShardState] = field(default_factory=dict)
     pending: Mapping[str, PendingQuery] = field(default_factory=dict)
-    answered: Mapping[str, int] = field(default_factory=dict)  # qid -> seq of its final event
+    # request id -> seq of the event that answered it (query ids, remember/forget ids)
+    answered: Mapping[str, int] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -197,8 +198,12 @@ def _received(d: _Draft, e: Event) -> None:
 def _finished(d: _Draft, e: Event) -> None:
     qid = e.data["qid"]
     d.pending.pop(qid, None)
-    d.answered.pop(qid, None)
-    d.answered[qid] = e.seq
+    _answered(d, qid, e.seq)
+
+
+def _answered(d: _Draft, rid: str, seq: int) -> None:
+    d.answered.pop(rid, None)
+    d.answered[rid] = seq
     if len(d.answered) > ANSWER_WINDOW:
         del d.answered[next(iter(d.answered))]
 
@@ -206,10 +211,14 @@ def _finished(d: _Draft, e: Event) -> None:
 def _remembered(d: _Draft, e: Event) -> None:
     mid = e.data["memory_id"]
     d.memories[mid] = Memory(mid, e.data["text"], e.seq, e.ts_ns)
+    if e.data.get("rid"):
+        _answered(d, e.data["rid"], e.seq)
 
 
 def _forgotten(d: _Draft, e: Event) -> None:
     d.memories.pop(e.data["memory_id"], None)
+    if e.data.get("rid"):
+        _answered(d, e.data["rid"], e.seq)
 
 
 HANDLERS: dict[str, Callable[[_Draft, Event], None]] = {
@@ -243,11 +252,42 @@ def apply(state: State, event: Event, hash_: bytes = ZERO_HASH) -> State:
     return draft.freeze(event.seq, hash_)
 
 
+class Projection:
+    """The live state of a running daemon, advanced as events commit.
+
+    Holds one private mutable draft, so advancing costs only the event's own
+    change; `state()` hands out an immutable copy (for snapshots and replies).
+    """
+
+    def __init__(self, start: State) -> None:
+        self._draft = _Draft(start)
+        self.seq = start.seq
+        self.hash = start.hash
+
+    def advance(self, event: Event, hash_: bytes) -> None:
+        _step(self._draft, event)
+        self.seq, self.hash = event.seq, hash_
+
+    def state(self) -> State:
+        return _Draft(self._draft.freeze(self.seq, self.hash)).freeze(self.seq, self.hash)
+
+    # Read-only views of the draft for the daemon's hot paths; not to be mutated.
+    @property
+    def memories(self) -> Mapping[str, Memory]:
+        return self._draft.memories
+
+    @property
+    def answered(self) -> Mapping[str, int]:
+        return self._draft.answered
+
+    @property
+    def pending(self) -> Mapping[str, PendingQuery]:
+        return self._draft.pending
+
+
 def fold(state: State, events: Iterable[tuple[Event, bytes]]) -> State:
     """Apply `(event, hash)` pairs in order; equal to applying them one by one."""
-    draft = _Draft(state)
-    seq, hash_ = state.seq, state.hash
+    projection = Projection(state)
     for event, h in events:
-        _step(draft, event)
-        seq, hash_ = event.seq, h
-    return draft.freeze(seq, hash_)
+        projection.advance(event, h)
+    return projection.state() if projection.seq != state.seq else state

@@ -91,7 +91,7 @@ class _RowFault:
 
     seq: int  # the expected seq at the point of failure
     stored_seq: int | None  # the seq of the row that was there (None: log ended)
-    check: str  # which check failed: seq, hash, link, key, sig
+    check: str  # which check failed: seq, type, text, hash, link, key, sig
 
 
 def _scan(
@@ -100,28 +100,72 @@ def _scan(
     """Check rows lo..hi (inclusive); returns rows seen and the first fault."""
     with EventLog.open_readonly(Path(path)) as log:
         log_id = log.log_id
-        prev = ZERO_HASH
+        prev: bytes | None = ZERO_HASH
         if lo > 1:
-            before = log.record(lo - 1)
-            prev = before.hash if before is not None else ZERO_HASH
+            before = _readable(log, lo - 2, lo - 1)
+            prev = before[0][5] if before and _misstored(before[0]) is None else None
         expected = lo
         seen = 0
-        for seq, ts_ns, kind, body, row_prev, row_hash, key_id, sig in log.rows(lo - 1, hi):
-            seen += 1
-            if seq != expected:
-                return seen, _RowFault(expected, seq, "seq")
-            if event_hash(log_id, seq, ts_ns, kind.encode(), body, row_prev) != row_hash:
-                return seen, _RowFault(seq, seq, "hash")
-            if row_prev != prev:
-                return seen, _RowFault(seq, seq, "link")
-            public = keys.get(key_id)
-            if public is None:
-                return seen, _RowFault(seq, seq, "key")
-            if signatures and not verify_sig(public, row_hash, sig):
-                return seen, _RowFault(seq, seq, "sig")
-            prev = row_hash
-            expected += 1
+        try:
+            for row in log.rows(lo - 1, hi):
+                seq, ts_ns, kind, body, row_prev, row_hash, key_id, sig = row
+                seen += 1
+                if seq != expected:
+                    return seen, _RowFault(expected, seq, "seq")
+                if _misstored(row) is not None:
+                    return seen, _RowFault(seq, seq, "type")
+                if event_hash(log_id, seq, ts_ns, kind.encode(), body, row_prev) != row_hash:
+                    return seen, _RowFault(seq, seq, "hash")
+                if row_prev != prev:
+                    return seen, _RowFault(seq, seq, "link")
+                public = keys.get(key_id)
+                if public is None:
+                    return seen, _RowFault(seq, seq, "key")
+                if signatures and not verify_sig(public, row_hash, sig):
+                    return seen, _RowFault(seq, seq, "sig")
+                prev = row_hash
+                expected += 1
+        except UnicodeDecodeError:
+            # Only an edit of the file puts invalid UTF-8 in a TEXT column; the
+            # driver refuses to decode the next row, which is the first bad one.
+            return seen, _RowFault(expected, None, "text")
+        if expected <= hi:
+            # Rows missing at the end of a range that stops short of the head
+            # are a gap, not the end of the log.
+            return seen, _RowFault(expected, None, "seq")
         return seen, None
+
+
+_SQL_TYPES = {int: "an integer", float: "a real", str: "text", bytes: "a blob", type(None): "null"}
+_COLUMN_TYPES = (
+    ("seq", int),
+    ("ts_ns", int),
+    ("kind", str),
+    ("body", bytes),
+    ("prev", bytes),
+    ("hash", bytes),
+    ("key_id", str),
+    ("sig", bytes),
+)
+
+
+def _misstored(row: tuple[Any, ...]) -> str | None:
+    """Name a column stored as a type the format does not allow (only an edit does that)."""
+    for (name, want), value in zip(_COLUMN_TYPES, row, strict=True):
+        if type(value) is not want:
+            return f"{name} is stored as {_SQL_TYPES.get(type(value), type(value).__name__)}"
+    return None
+
+
+def _readable(log: EventLog, after: int = -(2**62), upto: int | None = None) -> list[Any]:
+    """Rows after < seq <= upto in seq order, up to the first one the driver cannot decode."""
+    out = []
+    try:
+        for row in log.rows(after, upto):
+            out.append(row)
+    except UnicodeDecodeError:
+        pass  # reported by the scan when it reaches that row
+    return out
 
 
 def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
@@ -179,11 +223,13 @@ def verify_log(
             # Rows past the head's seq would have been caught as gaps; count them.
             rows = max(rows, _count(log))
             failure = _check_checkpoints(log, checkpoints, keys, max_seq)
-    return Report(path, log_id, rows, head, len(checkpoints), failure)
+    # Lines of other logs in the file are skipped, so they vouch for nothing here.
+    mine = sum(1 for c in checkpoints if c.log_id == log_id)
+    return Report(path, log_id, rows, head, mine, failure)
 
 
 def _count(log: EventLog) -> int:
-    return sum(1 for _ in log.rows(-(2**62)))
+    return len(_readable(log))
 
 
 def _check_checkpoints(
@@ -220,12 +266,19 @@ def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Fail
     """Name the cause of a fault, looking at the whole log once more."""
     log_id = log.log_id
     k = fault.seq
-    before = log.record(k - 1) if k > 1 else None
-    prev_hash = before.hash if before is not None else ZERO_HASH
-    all_rows = list(log.rows(-(2**62)))
+    if fault.check == "text":
+        return Failure(k, MODIFIED, "a TEXT column (kind or key_id) holds bytes that are not UTF-8")
+    all_rows = _readable(log)
+    by_seq = {r[0]: r for r in all_rows}
+    if fault.check == "type":
+        return Failure(k, MODIFIED, f"{_misstored(by_seq[k])}, which the format does not allow")
+    # Only well-typed rows can be hashed; a misstored one is reported when the scan reaches it.
+    typed = [r for r in all_rows if _misstored(r) is None]
+    before = by_seq.get(k - 1)
+    prev_hash = before[5] if before is not None and _misstored(before) is None else ZERO_HASH
     by_hash: dict[bytes, list[int]] = {}
-    for r in all_rows:
-        by_hash.setdefault(bytes(r[5]), []).append(r[0])
+    for r in typed:
+        by_hash.setdefault(r[5], []).append(r[0])
 
     def original_seq(row: Any) -> int | None:
         """The seq a row was signed at, if it hashes correctly at some seq of this log."""
@@ -236,12 +289,13 @@ def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Fail
         if fault.stored_seq is not None and fault.stored_seq < k:
             return Failure(k - 1, DUPLICATED, f"seq {fault.stored_seq} appears more than once")
         # A row that belongs at k may be stored elsewhere (renumbered).
-        for r in all_rows:
-            if bytes(r[4]) == prev_hash and r[0] != k and _recompute(log_id, r, k) == bytes(r[5]):
+        for r in typed:
+            if r[4] == prev_hash and r[0] != k and _recompute(log_id, r, k) == r[5]:
                 return Failure(k, RENUMBERED, f"the row signed as seq {k} is stored as seq {r[0]}")
-        return Failure(k, GAP, f"seq {k} is missing (the next row is seq {fault.stored_seq})")
+        following = fault.stored_seq or next((r[0] for r in all_rows if r[0] > k), None)
+        return Failure(k, GAP, f"seq {k} is missing (the next row is seq {following})")
 
-    row = next(r for r in all_rows if r[0] == k)
+    row = by_seq[k]
     stored_hash = bytes(row[5])
     if fault.check == "hash":
         copies = [s for s in by_hash.get(stored_hash, []) if s != k]
@@ -250,20 +304,37 @@ def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Fail
         signed_as = original_seq(row)
         if signed_as is not None:
             return Failure(k, REORDERED, f"the row stored at seq {k} was signed as seq {signed_as}")
-        links_back = bytes(row[4]) == prev_hash
-        nxt = log.record(k + 1)
-        links_forward = nxt is not None and nxt.prev == stored_hash
-        # An edited row keeps its place in the chain (its stored prev and hash
-        # still link to its neighbours); a row lifted from another log links
-        # to neither.
-        if not links_back and (not links_forward or nxt is None):
-            public = keys.get(row[6])
-            signed = public is not None and verify_sig(public, stored_hash, bytes(row[7]))
-            how = "validly signed by a key this log holds" if signed else f"signed by {row[6]!r}"
-            return Failure(k, FOREIGN, f"{how}, but its hash links to neither neighbour")
+        _s, ts_ns, kind, body, row_prev, _h, key_id, sig = row
+        if event_hash(log_id, k, ts_ns, kind.encode(), body, prev_hash) == stored_hash:
+            return Failure(k, MODIFIED, "its prev was altered (the rest hashes to its stored hash)")
+        links_back = row_prev == prev_hash
+        nxt = by_seq.get(k + 1)
+        public = keys.get(key_id)
+        signed = public is not None and verify_sig(public, stored_hash, sig)
+        # An edited row keeps its place in the chain: the next row still links
+        # to its stored hash. A row lifted from another log links to neither
+        # neighbour, except at seq 1, where every log's prev is zero; there,
+        # its own valid signature tells it from a row whose hash was garbled.
+        if nxt is not None and nxt[4] == stored_hash:
+            foreign = False
+        elif nxt is None:
+            foreign = not links_back
+        else:
+            foreign = not links_back or public is None or signed
+        if foreign:
+            how = "validly signed by a key this log holds" if signed else f"signed by {key_id!r}"
+            return Failure(k, FOREIGN, f"{how}, but it is not part of this log's hash chain")
         return Failure(k, MODIFIED, "the row's content does not hash to its stored hash")
     if fault.check == "link":
-        return Failure(k, REORDERED, "prev does not match the hash of the row before it")
+        # Both rows hash and sign correctly, yet do not chain: one of them was
+        # replaced by a row signed with a key the log holds (a moved row would
+        # fail its hash, which covers its seq).
+        return Failure(
+            k,
+            MODIFIED,
+            "prev does not match the hash of the row before it; one of the two was "
+            "replaced by a row signed with a key the log holds (try --pubkey)",
+        )
     if fault.check == "key":
         return Failure(k, UNKNOWN_KEY, f"signed by key {row[6]!r}, which the log does not hold")
     return Failure(k, BAD_SIGNATURE, f"the signature does not verify with key {row[6]!r}")

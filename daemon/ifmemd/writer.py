@@ -11,7 +11,7 @@ subscribers) in seq order, and a checkpoint is published every
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,10 @@ class LogWriter:
         self._last_checkpoint = log.head_seq
         self.batches = 0
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def append(self, kind: str, fields: Mapping[str, Any]) -> Record:
         """Append one event; returns its record once it is durable."""
         return await self.append_raw(kind, encode(kind, fields))
@@ -80,6 +84,20 @@ class LogWriter:
         if batch.error is not None:
             raise batch.error
         return batch.records[index]
+
+    async def append_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Record]:
+        """Append several events in this order, in one transaction; return their records."""
+        if self._closed:
+            raise WriterClosedError()
+        encoded = [(kind, encode(kind, fields)) for kind, fields in events]
+        batch = self._batch
+        start = len(batch.items)
+        batch.items.extend(encoded)
+        self._wakeup.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.records[start : start + len(encoded)]
 
     def enqueue(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Queue an event without waiting for it (for the writer's own bookkeeping)."""

@@ -1,0 +1,63 @@
+"""Small statistics and formatting helpers shared by the benchmarks.
+
+Benchmarks report the median over repetitions (robust to one slow run on a
+shared machine) and, for latencies, nearest-rank percentiles of each run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of `values` (nan for none)."""
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank `p`-th percentile (0 < p <= 100) of `values`."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ratio(value: float, baseline: float) -> float:
+    """value / baseline, nan when the baseline is zero or missing."""
+    if not baseline or math.isnan(baseline) or math.isnan(value):
+        return math.nan
+    return value / baseline
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """Run `fn` once; return (seconds, its result)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def fmt_rate(per_s: float) -> str:
+    """A rate as '12,345/s'."""
+    return "-" if math.isnan(per_s) else f"{per_s:,.0f}/s"
+
+
+def fmt_seconds(s: float) -> str:
+    """A duration with a unit that keeps three significant figures."""
+    if math.isnan(s):
+        return "-"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def fmt_ratio(r: float) -> str:
+    return "-" if math.isnan(r) else f"{r:.2f}×"

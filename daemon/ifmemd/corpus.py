@@ -1,0 +1,304 @@
+"""Load the files a memory shard holds, from the `paths` of its config.
+
+A path may start with `~`, hold glob wildcards (`*`, `?`, `[...]`) and `**`
+(any number of directories), or name a directory, which means every file under
+it. As with the shell, wildcards and directories skip hidden names (starting
+with `.`) unless the pattern itself names them, or `include_hidden` is set.
+
+Loading never fails on a bad file: binary, undecodable, unreadable, oversized,
+special (FIFO, socket, device) and vanished files each become a `Skipped`
+warning in the result. Symlinks are followed, but a symlink loop is walked
+once, and a file reached by two paths is loaded once. Files come in sorted path
+order so the same tree always yields the same corpus and the same digest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import BinaryIO
+
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+BINARY_SNIFF_BYTES = 8 * 1024
+BYTES_PER_TOKEN = 4
+
+_MAGIC = re.compile(r"[*?[]")
+_DIGEST_DOMAIN = b"ifmem-corpus-v1\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One loaded text file: its absolute path and its whole text."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file (or pattern) that was left out of the corpus, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusTotals:
+    """Size of a corpus, as reported in `shard.ready`."""
+
+    files: int
+    lines: int
+    bytes: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The files a shard holds in memory, plus what was skipped while loading them."""
+
+    files: tuple[SourceFile, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+    @cached_property
+    def digest(self) -> str:
+        """BLAKE2b-256 (hex) over every path and text, to tell whether the corpus changed."""
+        h = hashlib.blake2b(_DIGEST_DOMAIN, digest_size=32)
+        for source in self.files:
+            path = source.path.encode("utf-8", "surrogateescape")
+            text = source.text.encode("utf-8", "surrogatepass")
+            h.update(len(path).to_bytes(8, "big"))
+            h.update(path)
+            h.update(len(text).to_bytes(8, "big"))
+            h.update(text)
+        return h.hexdigest()
+
+    @cached_property
+    def totals(self) -> CorpusTotals:
+        """Files, lines, UTF-8 bytes and approximate tokens (bytes / 4)."""
+        lines = size = 0
+        for source in self.files:
+            text = source.text
+            lines += text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+            size += len(text.encode("utf-8", "surrogatepass"))
+        return CorpusTotals(len(self.files), lines, size, size // BYTES_PER_TOKEN)
+
+
+Opener = Callable[[str], BinaryIO]
+
+
+def open_file(path: str) -> BinaryIO:
+    """Open a file for reading without ever blocking.
+
+    O_NONBLOCK keeps a FIFO from hanging the load; the caller then sees from
+    fstat that it is not a regular file and skips it.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        raise
+
+
+def load_corpus(
+    paths: Iterable[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    root: str | None = None,
+    include_hidden: bool = False,
+    opener: Opener = open_file,
+) -> Corpus:
+    """Load every text file named by `paths` into a `Corpus`.
+
+    Relative paths are taken from `root` (the current directory by default).
+    Files larger than `max_bytes` are skipped. `opener` is how files are
+    opened; tests pass one that fails.
+    """
+    skipped: list[Skipped] = []
+    candidates: set[str] = set()
+    for spec in paths:
+        found = _expand(spec, root, include_hidden, skipped)
+        if found is not None:
+            candidates.update(found)
+    files: list[SourceFile] = []
+    seen: dict[tuple[int, int], str] = {}
+    for path in sorted(candidates):
+        outcome = _read(path, max_bytes, opener, seen)
+        (files if isinstance(outcome, SourceFile) else skipped).append(outcome)
+    skipped.sort(key=lambda s: (s.path, s.reason))
+    return Corpus(tuple(files), tuple(skipped))
+
+
+def _expand(
+    spec: str, root: str | None, include_hidden: bool, skipped: list[Skipped]
+) -> list[str] | None:
+    """Turn one configured path into candidate file paths, recording what is missing."""
+    path = os.path.expanduser(spec)
+    path = os.path.normpath(os.path.join(root or os.getcwd(), path))
+    if not _MAGIC.search(path):
+        if os.path.isdir(path):
+            return list(_walk(path, ("**",), include_hidden, skipped))
+        if os.path.lexists(path):
+            return [path]
+        skipped.append(Skipped(path, "no such file or directory"))
+        return None
+    parts = path.split(os.sep)
+    first_magic = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
+    base = os.sep.join(parts[:first_magic]) or os.sep
+    found = list(_walk(base, tuple(parts[first_magic:]), include_hidden, skipped))
+    if not found:
+        skipped.append(Skipped(path, "no file matches this pattern"))
+    return found
+
+
+class _Pattern:
+    """A path pattern split into components, matched one directory level at a time.
+
+    The match state is the set of pattern positions still possible; `**`
+    consumes any number of names. This lets the walk prune directories no
+    match can come from, and notice when a directory itself matches.
+    """
+
+    def __init__(self, parts: tuple[str, ...], include_hidden: bool) -> None:
+        self.parts = parts
+        self.include_hidden = include_hidden
+
+    def start(self) -> frozenset[int]:
+        return self._closure({0})
+
+    def step(self, states: frozenset[int], name: str) -> frozenset[int]:
+        nxt: set[int] = set()
+        for i in states:
+            if i == len(self.parts):
+                continue
+            part = self.parts[i]
+            if part == "**":
+                if self._visible(name, part):
+                    nxt.add(i)
+            elif self._matches(part, name):
+                nxt.add(i + 1)
+        return self._closure(nxt)
+
+    def complete(self, states: frozenset[int]) -> bool:
+        return len(self.parts) in states
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if i < len(self.parts) and self.parts[i] == "**" and i + 1 not in states:
+                states.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(states)
+
+    def _matches(self, part: str, name: str) -> bool:
+        if not _MAGIC.search(part):
+            return part == name
+        return self._visible(name, part) and fnmatch.fnmatchcase(name, part)
+
+    def _visible(self, name: str, part: str) -> bool:
+        return self.include_hidden or not name.startswith(".") or part.startswith(".")
+
+
+def _walk(
+    base: str, parts: tuple[str, ...], include_hidden: bool, skipped: list[Skipped]
+) -> Iterator[str]:
+    """Yield paths under `base` matching `parts`; a matching directory yields all it holds.
+
+    A directory is entered once per (inode, match state), which ends symlink
+    loops and keeps a tree linked in twice from being walked twice.
+    """
+    pattern = _Pattern(parts, include_hidden)
+    everything = _Pattern(("**",), include_hidden)
+    stack = [(base, pattern, pattern.start())]
+    entered: set[tuple[int, int, tuple[str, ...], frozenset[int]]] = set()
+    while stack:
+        directory, current, states = stack.pop()
+        try:
+            st = os.stat(directory)
+            key = (st.st_dev, st.st_ino, current.parts, states)
+            if key in entered:
+                continue
+            entered.add(key)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            skipped.append(Skipped(directory, f"cannot list directory: {_why(e)}"))
+            continue
+        for entry in entries:
+            nxt = current.step(states, entry.name)
+            if not nxt:
+                continue
+            if _is_dir(entry):
+                if current.complete(nxt):
+                    stack.append((entry.path, everything, everything.start()))
+                else:
+                    stack.append((entry.path, current, nxt))
+            elif current.complete(nxt):
+                yield entry.path
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _read(
+    path: str, max_bytes: int, opener: Opener, seen: dict[tuple[int, int], str]
+) -> SourceFile | Skipped:
+    """Read one candidate file, or say why it is left out."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+        return Skipped(shown, "file name is not valid UTF-8")
+    try:
+        with opener(path) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return Skipped(path, "not a regular file")
+            if st.st_size > max_bytes:
+                return _too_big(path, st.st_size, max_bytes)
+            identity = (st.st_dev, st.st_ino)
+            if identity in seen:
+                return Skipped(path, f"same file as {seen[identity]}")
+            seen[identity] = path
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        reason = "dangling symlink" if os.path.islink(path) else "vanished while loading"
+        return Skipped(path, reason)
+    except OSError as e:
+        return Skipped(path, f"cannot read: {_why(e)}")
+    if len(data) > max_bytes:
+        return _too_big(path, len(data), max_bytes)
+    return _decode(path, data)
+
+
+def _decode(path: str, data: bytes) -> SourceFile | Skipped:
+    """Decode strictly: a file that is not clean UTF-8 is not text we can cite."""
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        return Skipped(path, "binary (NUL byte in the first 8 KiB)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return Skipped(path, f"binary or not UTF-8 (invalid byte at offset {e.start})")
+    return SourceFile(path, text)
+
+
+def _too_big(path: str, size: int, max_bytes: int) -> Skipped:
+    return Skipped(path, f"too large ({size} bytes; the limit is {max_bytes})")
+
+
+def _why(error: OSError) -> str:
+    return error.strerror or str(error)

@@ -1,0 +1,435 @@
+"""ifmemd: the daemon that composes the log, the supervisor, the coordinator and the server.
+
+Start-up: read the config, open the log, rebuild the state (snapshot + the
+tail, hash chain checked), mark queries that never got an answer as
+`query.abandoned`, bind (or inherit) the socket, tell systemd READY=1, start
+the shards. Shutdown (SIGTERM, `ifmem stop`): stop accepting, let in-flight
+requests finish, stop the shards, record `daemon.stopping`, write a
+checkpoint and a snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ifmemd import __version__, paths, protocol, sdnotify
+from ifmemd import snapshot as snapshots
+from ifmemd.config import ConfigError, load_config
+from ifmemd.coordinator import fan_out, fuse
+from ifmemd.eventlog import EventLog, Record
+from ifmemd.events import decode
+from ifmemd.keys import load_or_create_signer
+from ifmemd.peercred import Peer
+from ifmemd.replay import replay
+from ifmemd.server import Connection, OpError, Server, bind_socket, listener_from
+from ifmemd.state import Event, Projection
+from ifmemd.supervisor import Supervisor
+from ifmemd.writer import LogWriter
+
+DRAIN_TIMEOUT_S = 5.0
+SUBSCRIBER_BUFFER = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Where the daemon keeps things; defaults from `ifmemd.paths`."""
+
+    config: Path | None = None
+    socket: Path | None = None
+    db: Path | None = None
+    key: Path | None = None
+    state_dir: Path | None = None
+
+
+class _Subscriber:
+    def __init__(self, kinds: list[str] | None) -> None:
+        self.kinds = set(kinds) if kinds else None
+        self.send, self.receive = anyio.create_memory_object_stream[Record](SUBSCRIBER_BUFFER)
+
+
+class Daemon:
+    """One running ifmemd."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.config_path = options.config
+        self.config = load_config(options.config)
+        state_dir = options.state_dir or paths.state_dir()
+        self.checkpoints_path = state_dir / "checkpoints"
+        self.snapshot_path = state_dir / "snapshot.json"
+        self.socket_path = options.socket or paths.socket_path()
+        signer = load_or_create_signer(options.key or paths.key_path())
+        self.log = EventLog.open(options.db or paths.log_path(), signer)
+        self.reader = EventLog.open_readonly(self.log.path)
+        result = replay(self.log, snapshot_path=self.snapshot_path)
+        self.projection = Projection(result.state)
+        self.replay_note = f"replayed {result.replayed} events" + (
+            f" after snapshot at seq {result.from_snapshot}" if result.from_snapshot else ""
+        )
+        self.writer = LogWriter(
+            self.log,
+            checkpoint_every=self.config.daemon.checkpoint_every,
+            checkpoints_path=self.checkpoints_path,
+            on_commit=self._on_commit,
+        )
+        self.supervisor = Supervisor(self.config, self.writer.append, self._memories)
+        self.server: Server | None = None
+        self.started = time.monotonic()
+        self._subscribers: set[_Subscriber] = set()
+        self._inflight: dict[str, anyio.Event] = {}
+        self._stop = anyio.Event()
+        self._stop_reason = ""
+        self._bound_socket = False
+        self._snapshot_seq = result.state.seq
+
+    # -- the log ------------------------------------------------------------------
+
+    def _on_commit(self, records: list[Record]) -> None:
+        for r in records:
+            self.projection.advance(
+                Event(r.seq, r.ts_ns, r.kind, decode(r.seq, r.kind, r.body)), r.hash
+            )
+        for sub in list(self._subscribers):
+            for r in records:
+                if sub.kinds is None or r.kind in sub.kinds:
+                    try:
+                        sub.send.send_nowait(r)
+                    except anyio.WouldBlock:
+                        # A subscriber that cannot keep up is dropped, not waited for.
+                        self._subscribers.discard(sub)
+                        sub.send.close()
+                        break
+
+    def _memories(self) -> list[dict[str, str]]:
+        return [
+            {"memory_id": m.memory_id, "text": m.text} for m in self.projection.memories.values()
+        ]
+
+    # -- running ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until stopped by a signal or `ifmem stop`."""
+        inherited = sdnotify.listen_fds()
+        if inherited:
+            sock = inherited[0]
+        else:
+            sock = bind_socket(self.socket_path)
+            self._bound_socket = True
+        listener = await listener_from(sock)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.writer.run)
+            await self._recover()
+            self.server = Server(
+                listener, self._handle, self._denied, self.config.daemon.max_clients
+            )
+            await tg.start(self.supervisor.run)
+            server_scope = anyio.CancelScope()
+            tg.start_soon(self._serve, server_scope)
+            tg.start_soon(self._signals, tg)
+            tg.start_soon(self._watchdog)
+            sdnotify.notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+            print(
+                f"ifmemd {__version__}: listening on {self.socket_path}; {self.replay_note}; "
+                f"log {self.log.path} at seq {self.log.head_seq}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await self._stop.wait()
+            sdnotify.notify("STOPPING=1", "STATUS=stopping")
+            self.server.stop_accepting()
+            await self.server.wait_idle(DRAIN_TIMEOUT_S)
+            server_scope.cancel()
+            await listener.aclose()
+            await self.supervisor.stop()
+            await self._shutdown_log()
+            tg.cancel_scope.cancel()
+        if self._bound_socket:
+            self.socket_path.unlink(missing_ok=True)
+        self.reader.close()
+        self.log.close()
+
+    async def _serve(self, scope: anyio.CancelScope) -> None:
+        assert self.server is not None
+        with scope:
+            await self.server.serve()
+
+    async def _recover(self) -> None:
+        abandoned = [
+            ("query.abandoned", {"qid": qid, "reason": "the daemon stopped before answering"})
+            for qid in self.projection.pending
+        ]
+        await self.writer.append_many(
+            [
+                *abandoned,
+                (
+                    "daemon.started",
+                    {
+                        "pid": os.getpid(),
+                        "version": __version__,
+                        "shards": [s.name for s in self.config.shards],
+                        "abandoned": len(abandoned),
+                    },
+                ),
+            ]
+        )
+
+    async def _shutdown_log(self) -> None:
+        await self.writer.append("daemon.stopping", {"reason": self._stop_reason or "stop"})
+        checkpoint = await anyio.to_thread.run_sync(self.writer.write_checkpoint)
+        if checkpoint is not None:
+            await self.writer.append(
+                "checkpoint", {"seq": checkpoint.seq, "hash": checkpoint.hash.hex()}
+            )
+        await self.writer.close()
+        await anyio.to_thread.run_sync(self._save_snapshot)
+
+    def _save_snapshot(self) -> None:
+        snapshots.save(self.snapshot_path, self.log.log_id, self.projection.state())
+        self._snapshot_seq = self.projection.seq
+
+    async def _signals(self, tg: TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        await self.reload()
+                    except ConfigError as e:
+                        print(f"ifmemd: reload refused: {e}", file=sys.stderr, flush=True)
+                else:
+                    self.request_stop(signal.Signals(signum).name)
+
+    async def _watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval()
+        period = min(interval, 2.0) if interval else 2.0
+        while True:
+            await anyio.sleep(period)
+            lines = [f"STATUS={self._status_line()}"]
+            # Only a daemon whose writer still commits is healthy enough to pet the watchdog.
+            if interval and not self.writer.closed:
+                lines.append("WATCHDOG=1")
+            sdnotify.notify(*lines)
+            if self.projection.seq - self._snapshot_seq >= self.config.daemon.checkpoint_every:
+                await anyio.to_thread.run_sync(self._save_snapshot)
+
+    def _status_line(self) -> str:
+        shards = self.supervisor.shards.values()
+        ready = sum(1 for h in shards if h.ready)
+        failed = [h.name for h in shards if h.status == "failed"]
+        text = f"{ready}/{len(shards)} shards ready; log at seq {self.projection.seq}"
+        return text + (f"; failed: {', '.join(failed)}" if failed else "")
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and corpora; a broken config changes nothing and says why."""
+        new = load_config(self.config_path)
+        changes = await self.supervisor.reload(new)
+        self.config = new
+        await self.writer.append(
+            "config.loaded", {"shards": [s.name for s in new.shards], **changes}
+        )
+        return changes
+
+    # -- requests -----------------------------------------------------------------
+
+    async def _denied(self, peer: Peer, reason: str) -> None:
+        await self.writer.append(
+            "client.denied", {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "reason": reason}
+        )
+
+    async def _handle(self, conn: Connection, request: protocol.Request) -> Any:
+        op = request.op
+        rid = str(request.id)
+        args = request.args
+        if op == protocol.ASK:
+            return await self.ask(rid, args["question"], args.get("shards"), args.get("k", 10))
+        if op == protocol.REMEMBER:
+            return await self.remember(rid, args["text"])
+        if op == protocol.FORGET:
+            return await self.forget(rid, args["memory_id"])
+        if op == protocol.STATUS:
+            return self.status()
+        if op == protocol.RELOAD:
+            try:
+                return await self.reload()
+            except ConfigError as e:
+                raise OpError(protocol.BAD_REQUEST, f"reload refused, nothing changed: {e}") from e
+        if op == protocol.STOP:
+            self.request_stop("ifmem stop")
+            return {"stopping": True}
+        if op == protocol.SUBSCRIBE:
+            await self.subscribe(conn, request)
+            return None
+        raise OpError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
+
+    def _recorded(self, rid: str) -> Record | None:
+        seq = self.projection.answered.get(rid)
+        return self.reader.record(seq) if seq is not None else None
+
+    async def ask(self, rid: str, question: str, shards: list[str] | None, k: int) -> dict:
+        """Answer a question, exactly once per request id."""
+        while rid in self._inflight:  # the same id is being answered right now
+            await self._inflight[rid].wait()
+        recorded = self._recorded(rid)
+        if recorded is not None and recorded.kind != "query.abandoned":
+            return self._replayed(rid, question, recorded)
+        names = shards if shards else list(self.supervisor.shards)
+        unknown = [n for n in names if n not in self.supervisor.shards]
+        if unknown:
+            raise OpError(protocol.NOT_FOUND, f"no shard named {', '.join(map(repr, unknown))}")
+        done = self._inflight[rid] = anyio.Event()
+        try:
+            return await self._answer(rid, question, names, k)
+        finally:
+            del self._inflight[rid]
+            done.set()
+
+    async def _answer(self, rid: str, question: str, names: list[str], k: int) -> dict:
+        await self.writer.append(
+            "query.received", {"qid": rid, "question": question, "shards": names, "k": k}
+        )
+        handles = [self.supervisor.shards[n] for n in names]
+        answers = await fan_out(handles, question, k, self.config.daemon.ask_timeout)
+        passages = fuse(answers, k)
+        missing = [{"shard": a.shard, "reason": a.missing} for a in answers if a.missing]
+        answered = [a.shard for a in answers if not a.missing]
+        result = {
+            "qid": rid,
+            "question": question,
+            "passages": passages,
+            "missing": missing,
+            "shards": answered,
+        }
+        records = await self.writer.append_many(
+            [
+                *(
+                    (
+                        "shard.answered",
+                        {
+                            "qid": rid,
+                            "shard": a.shard,
+                            "ms": a.ms,
+                            "passages": [
+                                {
+                                    "path": p.path,
+                                    "start_line": p.start_line,
+                                    "end_line": p.end_line,
+                                    "score": p.score,
+                                }
+                                for p in a.passages
+                            ],
+                        },
+                    )
+                    for a in answers
+                    if not a.missing
+                ),
+                ("query.answered", result),
+            ]
+        )
+        return {**result, "seq": records[-1].seq, "replayed": False}
+
+    def _replayed(self, rid: str, question: str | None, record: Record) -> dict:
+        data = decode(record.seq, record.kind, record.body)
+        if record.kind == "query.failed":
+            raise OpError(protocol.UNAVAILABLE, f"query {rid} failed: {data['reason']}")
+        if not record.kind.startswith("query.") or (
+            question is not None and data.get("question") != question
+        ):
+            raise OpError(
+                protocol.DUPLICATE_ID, f"request id {rid!r} was already used for another request"
+            )
+        data.pop("v", None)
+        return {**data, "seq": record.seq, "replayed": True}
+
+    async def remember(self, rid: str, text: str) -> dict:
+        recorded = self._recorded(rid)
+        if recorded is not None:
+            if recorded.kind != "memory.remembered":
+                raise OpError(
+                    protocol.DUPLICATE_ID,
+                    f"request id {rid!r} was already used for another request",
+                )
+            data = decode(recorded.seq, recorded.kind, recorded.body)
+            return {
+                "memory_id": data["memory_id"],
+                "citation": f"memory:{data['memory_id']}",
+                "seq": recorded.seq,
+                "replayed": True,
+            }
+        memory_id = secrets.token_hex(6)
+        while memory_id in self.projection.memories:
+            memory_id = secrets.token_hex(6)
+        record = await self.writer.append(
+            "memory.remembered", {"memory_id": memory_id, "text": text, "rid": rid}
+        )
+        await self.supervisor.broadcast_memory("add", {"memory_id": memory_id, "text": text})
+        return {
+            "memory_id": memory_id,
+            "citation": f"memory:{memory_id}",
+            "seq": record.seq,
+            "replayed": False,
+        }
+
+    async def forget(self, rid: str, memory_id: str) -> dict:
+        recorded = self._recorded(rid)
+        if recorded is not None and recorded.kind == "memory.forgotten":
+            return {"memory_id": memory_id, "seq": recorded.seq, "replayed": True}
+        if memory_id.startswith("memory:"):
+            memory_id = memory_id[len("memory:") :]
+        if memory_id not in self.projection.memories:
+            raise OpError(protocol.NOT_FOUND, f"no remembered item memory:{memory_id}")
+        record = await self.writer.append("memory.forgotten", {"memory_id": memory_id, "rid": rid})
+        await self.supervisor.broadcast_memory("remove", {"memory_id": memory_id})
+        return {"memory_id": memory_id, "seq": record.seq, "replayed": False}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "socket": str(self.socket_path),
+            "config": str(self.config_path) if self.config_path else None,
+            "log": {
+                "path": str(self.log.path),
+                "log_id": self.log.log_id.hex(),
+                "seq": self.projection.seq,
+                "hash": self.projection.hash.hex(),
+            },
+            "memories": len(self.projection.memories),
+            "clients": self.server.clients if self.server else 0,
+            "shards": [h.status_json() for h in self.supervisor.shards.values()],
+        }
+
+    async def subscribe(self, conn: Connection, request: protocol.Request) -> None:
+        """Stream committed events: the backlog after `since_seq`, then live ones."""
+        sub = _Subscriber(request.args.get("kinds"))
+        self._subscribers.add(sub)
+        try:
+            await conn.send(
+                protocol.ok_response(request.id, {"subscribed": True, "seq": self.projection.seq})
+            )
+            last = request.args.get("since_seq")
+            if last is not None:
+                for record in self.reader.records(after=last, upto=self.projection.seq):
+                    if sub.kinds is None or record.kind in sub.kinds:
+                        await conn.send(protocol.event_message(request.id, record.to_json()))
+                    last = record.seq
+            async with sub.receive:
+                async for record in sub.receive:
+                    if last is not None and record.seq <= last:
+                        continue
+                    await conn.send(protocol.event_message(request.id, record.to_json()))
+        finally:
+            self._subscribers.discard(sub)

@@ -1,0 +1,348 @@
+"""Full-text search over a shard's passages, in memory, with SQLite FTS5.
+
+An `Index` holds chunks in an in-memory FTS5 table (`porter unicode61`) and
+answers `search(query, k)` with the best passages by bm25, each with its
+citation and a short snippet. It is built once from a corpus (`Index.build`)
+or grown and shrunk item by item (`add`, `remove`) for working memory, whose
+passages are `memory:<id>`.
+
+Any user text is a valid query. It is never handed to FTS5's query language:
+it is cut into words by the same tokenizer the index uses, and the words are
+quoted and OR-ed. To keep latency bounded on large corpora, only the most
+informative words are kept: words absent from the index are dropped, English
+stopwords are dropped when other words remain, and of the rest at most
+`MAX_TERMS` are kept, rarest first (by document frequency), skipping words
+that occur in most passages when rarer ones exist (their bm25 weight is
+near zero while their posting lists are the longest).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import apsw
+
+from ifmemd.chunker import Chunk
+from ifmemd.errors import IfmemError
+
+MAX_QUERY_CHARS = 64 * 1024
+MAX_CANDIDATES = 256
+MAX_TERMS = 32
+# About 7 ms of bm25 scoring at ~0.45 µs a matched row (measured on a
+# 12M-token corpus); rarer terms are kept first until this many postings.
+POSTINGS_BUDGET = 16_000
+PREWARM_MIN_DOCS = 64
+MAX_CACHED_TERMS = 200_000
+COMMON_FRACTION = 0.5
+SNIPPET_TOKENS = 24
+SNIPPET_CHARS = 300
+ELLIPSIS = "…"
+
+STOPWORDS = frozenset(
+    {
+        "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any",
+        "are", "as", "at", "be", "because", "been", "before", "being", "below", "between",
+        "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during",
+        "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
+        "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into",
+        "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor",
+        "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours",
+        "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such",
+        "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there",
+        "these", "they", "this", "those", "through", "to", "too", "under", "until", "up",
+        "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom",
+        "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves",
+    }
+)  # fmt: skip
+
+_SCHEMA = """
+CREATE VIRTUAL TABLE passage USING fts5(body, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
+"""
+# Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
+# own `ORDER BY rank`, which sorts every match; snippets are then made for
+# the k winners only.
+_RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2 LIMIT ?"
+_SNIPPETS = f"""
+SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS})
+FROM passage WHERE passage MATCH ? AND rowid IN (SELECT value FROM json_each(?))
+"""
+_TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
+_COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
+_WHITESPACE = re.compile(r"\s+")
+
+
+class SearchIndexError(IfmemError):
+    """Raised when the in-memory search index cannot be built, changed or queried."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{operation}: {reason}; the shard's index is unusable until rebuilt")
+
+
+class PassageFormatError(IfmemError):
+    """Raised when a JSON object does not describe a passage."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"read passage: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One search hit: where it is (`path:start-end`), how good, and an excerpt.
+
+    `score` is the negated bm25 rank: higher is better, only comparable
+    within one index.
+    """
+
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    snippet: str
+
+    @property
+    def citation(self) -> str:
+        """The passage as cited in answers: `path:start-end`."""
+        return f"{self.path}:{self.start_line}-{self.end_line}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The passage as a JSON-ready dict, for the shard protocol and the event log."""
+        return {
+            "path": self.path,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "score": self.score,
+            "snippet": self.snippet,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Passage:
+        """Read back what `to_json` wrote, checking every field."""
+        if not isinstance(data, Mapping):
+            raise PassageFormatError(f"expected an object, got {type(data).__name__}")
+        fields = {
+            "path": (str,),
+            "start_line": (int,),
+            "end_line": (int,),
+            "score": (int, float),
+            "snippet": (str,),
+        }
+        for name, types in fields.items():
+            value = data.get(name)
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise PassageFormatError(f"field {name!r} is missing or not {types[0].__name__}")
+        if not 1 <= data["start_line"] <= data["end_line"]:
+            raise PassageFormatError(
+                f"line range {data['start_line']}-{data['end_line']} is not 1 <= start <= end"
+            )
+        return cls(
+            data["path"],
+            data["start_line"],
+            data["end_line"],
+            float(data["score"]),
+            data["snippet"],
+        )
+
+
+class Index:
+    """An in-memory FTS5 index of passages, searched by bm25.
+
+    Not safe for concurrent use from several threads; a shard serves one
+    query at a time.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._db = apsw.Connection(":memory:")
+            self._db.execute(_SCHEMA)
+            self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
+        except apsw.Error as e:
+            raise SearchIndexError("create index", str(e)) from e
+        self._where: dict[int, tuple[str, int, int]] = {}
+        self._rowids: dict[str, list[int]] = {}
+        self._next_rowid = 1
+        self._doc_freq: dict[str, int] = {}
+
+    @classmethod
+    def build(cls, chunks: Iterable[Chunk]) -> Self:
+        """Make an index of many chunks at once, merged for fast queries."""
+        index = cls()
+        index._insert(chunks, "build index")
+        try:
+            # One b-tree per term instead of many segments: queries read
+            # each posting list in one piece.
+            index._db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
+        except apsw.Error as e:
+            raise SearchIndexError("build index", str(e)) from e
+        index._prewarm()
+        return index
+
+    def add(self, path: str, chunks: Iterable[Chunk]) -> int:
+        """Index `chunks` as the passages of `path`, replacing any it had; return how many."""
+        chunks = list(chunks)
+        for chunk in chunks:
+            if chunk.path != path:
+                raise SearchIndexError(
+                    f"add {path}", f"chunk {chunk.citation} belongs to another path"
+                )
+        self.remove(path)
+        return self._insert(chunks, f"add {path}")
+
+    def remove(self, path: str) -> int:
+        """Drop every passage of `path`; return how many there were."""
+        rowids = self._rowids.pop(path, [])
+        if not rowids:
+            return 0
+        try:
+            with self._db:
+                self._db.executemany(
+                    "DELETE FROM passage WHERE rowid = ?", ((rowid,) for rowid in rowids)
+                )
+        except apsw.Error as e:
+            raise SearchIndexError(f"remove {path}", str(e)) from e
+        for rowid in rowids:
+            del self._where[rowid]
+        self._doc_freq.clear()
+        return len(rowids)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._rowids
+
+    def paths(self) -> list[str]:
+        """Every path with passages in the index, sorted."""
+        return sorted(self._rowids)
+
+    def close(self) -> None:
+        """Free the index's memory; it cannot be used afterwards."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def search(self, query: str, k: int = 10) -> list[Passage]:
+        """The `k` passages that best match `query` (any text), best first.
+
+        Returns [] when the query has no word the index knows.
+        """
+        if k <= 0:
+            return []
+        expression = self.match_expression(query)
+        if expression is None:
+            return []
+        try:
+            ranked = self._db.execute(_RANK, (expression, k)).fetchall()
+            rowids = json.dumps([rowid for rowid, _ in ranked])
+            snippets = dict(self._db.execute(_SNIPPETS, (expression, rowids)).fetchall())
+        except apsw.Error as e:
+            raise SearchIndexError("search", str(e)) from e
+        passages = []
+        for rowid, rank in ranked:
+            path, start, end = self._where[rowid]
+            passages.append(Passage(path, start, end, -rank, _tidy(snippets.get(rowid, ""))))
+        return passages
+
+    def match_expression(self, query: str) -> str | None:
+        """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
+        terms = self._choose_terms(self._words(query))
+        if not terms:
+            return None
+        return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+    def _words(self, query: str) -> dict[str, str]:
+        """Map each indexed form (stemmed) of the query's words to one word as typed."""
+        # Lone surrogates (possible in text decoded from JSON) cannot be
+        # encoded as UTF-8; replace them rather than fail.
+        data = query[:MAX_QUERY_CHARS].encode("utf-8", "replace")
+        try:
+            tokens = self._tokenizer(data, apsw.FTS5_TOKENIZE_QUERY, None)
+        except apsw.Error as e:
+            raise SearchIndexError("tokenize query", str(e)) from e
+        words: dict[str, str] = {}
+        for start, end, stem, *_ in tokens:
+            if stem not in words:
+                words[stem] = data[start:end].decode("utf-8", "replace")
+        if len(words) > MAX_CANDIDATES:
+            longest = sorted(words, key=len, reverse=True)[:MAX_CANDIDATES]
+            words = {stem: words[stem] for stem in longest}
+        return words
+
+    def _choose_terms(self, words: dict[str, str]) -> list[str]:
+        """Keep the rarest informative words (as typed) that occur in the index."""
+        meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
+        stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
+        known = self._known(meaningful) or self._known(stopwords)
+        common = COMMON_FRACTION * len(self._where)
+        pool = [(df, stem) for df, stem in known if df <= common] or known
+        chosen: list[str] = []
+        postings = 0
+        for df, stem in pool[:MAX_TERMS]:
+            # Ranking cost grows with the rows matched; the rarest term is
+            # always kept so a query of common words still finds something.
+            if chosen and postings + df > POSTINGS_BUDGET:
+                break
+            chosen.append(words[stem])
+            postings += df
+        return chosen
+
+    def _known(self, stems: list[str]) -> list[tuple[int, str]]:
+        """(document frequency, stem) of the stems the index holds, rarest first."""
+        return sorted((df, stem) for stem in stems if (df := self._df(stem)) > 0)
+
+    def _df(self, stem: str) -> int:
+        """How many passages hold `stem` (cached until the index changes)."""
+        df = self._doc_freq.get(stem)
+        if df is None:
+            try:
+                row = self._db.execute(_TERM_DOCS, (stem,)).fetchone()
+            except apsw.Error as e:
+                raise SearchIndexError("look up term", str(e)) from e
+            df = row[0] if row else 0
+            if len(self._doc_freq) >= MAX_CACHED_TERMS:
+                self._doc_freq.clear()
+            self._doc_freq[stem] = df
+        return df
+
+    def _prewarm(self) -> None:
+        """Cache the frequencies of common terms, whose lookups are slowest (one scan)."""
+        try:
+            rows = self._db.execute(_COMMON_TERMS, (PREWARM_MIN_DOCS,)).fetchall()
+        except apsw.Error as e:
+            raise SearchIndexError("build index", str(e)) from e
+        self._doc_freq.update(rows)
+
+    def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
+        chunks = list(chunks)
+        first = self._next_rowid
+        rows = [(first + i, chunk.text) for i, chunk in enumerate(chunks)]
+        try:
+            with self._db:
+                self._db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", rows)
+        except apsw.Error as e:
+            raise SearchIndexError(operation, str(e)) from e
+        for rowid, chunk in enumerate(chunks, start=first):
+            self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line)
+            self._rowids.setdefault(chunk.path, []).append(rowid)
+        self._next_rowid = first + len(chunks)
+        self._doc_freq.clear()
+        return len(chunks)
+
+
+def _tidy(snippet: str) -> str:
+    """One line of at most SNIPPET_CHARS characters."""
+    text = _WHITESPACE.sub(" ", snippet).strip()
+    if len(text) > SNIPPET_CHARS:
+        text = text[: SNIPPET_CHARS - 1].rstrip() + ELLIPSIS
+    return text

@@ -1,0 +1,236 @@
+"""The Unix-socket server: accept, check the peer, shake hands, serve NDJSON requests.
+
+Who is calling is decided once, at accept: the peer's uid (SO_PEERCRED) must
+be the daemon's own, whatever the socket file's mode says; every refusal is
+recorded as `client.denied`. Each connection then serves requests one at a
+time; `subscribe` turns it into an event stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketListener, SocketStream
+
+from ifmemd import durable, protocol
+from ifmemd.errors import IfmemError
+from ifmemd.framing import LineReader, send_message, server_handshake
+from ifmemd.peercred import AccessDenied, Peer, authorize, peer_of_stream
+
+# Running out of file descriptors or buffers is temporary: wait and accept again.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_BACKOFF_S = 0.1
+LISTEN_BACKLOG = 512
+
+Handler = Callable[["Connection", protocol.Request], Awaitable[Any]]
+
+
+class SocketInUseError(IfmemError):
+    """Raised when another daemon already answers on the socket path."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"bind {path}: another ifmemd is already listening there; "
+            "stop it (`ifmem stop`) or use another --socket"
+        )
+
+
+class UnsafeSocketDirError(IfmemError):
+    """Raised when the socket's directory is not private to the daemon's user."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"socket directory {path}: {reason}")
+
+
+class OpError(IfmemError):
+    """Raised by a request handler to answer with a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at `path`, inside a 0700 directory, created 0600.
+
+    The mode is set by the umask at bind time, never by chmod afterwards, so
+    there is no moment when the socket is open to others.
+    """
+    directory = path.parent
+    durable.ensure_private_dir(directory)
+    st = directory.stat()
+    if st.st_uid != os.getuid():
+        raise UnsafeSocketDirError(directory, f"owned by uid {st.st_uid}, not {os.getuid()}")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise UnsafeSocketDirError(
+            directory, f"mode {stat.S_IMODE(st.st_mode):04o}; run `chmod 700 {directory}`"
+        )
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket from a daemon that died
+        else:
+            raise SocketInUseError(path)
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+class Connection:
+    """One accepted client: its peer, its stream, and a lock for whole-line sends."""
+
+    def __init__(self, stream: SocketStream, peer: Peer) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.reader = LineReader(stream)
+        self._send_lock = anyio.Lock()
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await send_message(self.stream, obj)
+
+
+class Server:
+    """Accepts connections and dispatches their requests to `handler`."""
+
+    def __init__(
+        self,
+        listener: SocketListener,
+        handler: Handler,
+        on_denied: Callable[[Peer, str], Awaitable[None]],
+        max_clients: int,
+    ) -> None:
+        self.listener = listener
+        self.handler = handler
+        self.on_denied = on_denied
+        self.max_clients = max_clients
+        self.clients = 0
+        self.busy = 0  # requests being handled now
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._accepting = anyio.CancelScope()
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Accept connections until cancelled.
+
+        Error handling: accept errors in ACCEPT_CAPACITY_ERRNOS (out of fds or
+        memory) are reported and retried after ACCEPT_BACKOFF_S; any other
+        error propagates and stops the server. A connection's own errors end
+        only that connection, which is closed in `finally` whatever happens.
+        """
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            with self._accepting:
+                while True:
+                    try:
+                        stream = await self.listener.accept()
+                    except OSError as e:
+                        if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        print(f"ifmemd: accept: {e.strerror}; retrying", file=sys.stderr)
+                        await anyio.sleep(ACCEPT_BACKOFF_S)
+                        continue
+                    tg.start_soon(self._connection, stream)
+
+    def stop_accepting(self) -> None:
+        """Accept no new connection; the ones open go on until cancelled."""
+        self._accepting.cancel()
+
+    async def _connection(self, stream: SocketStream) -> None:
+        self.clients += 1
+        try:
+            await self._serve_connection(stream)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the client went away
+        except protocol.ConnectionClosedError:
+            pass
+        finally:
+            self.clients -= 1
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
+        peer = peer_of_stream(stream)
+        try:
+            authorize(peer, os.getuid())
+        except AccessDenied as e:
+            await self.on_denied(peer, e.reason)
+            await send_message(stream, protocol.server_hello_error(protocol.DENIED, str(e)))
+            return
+        if self.clients > self.max_clients:
+            await send_message(
+                stream,
+                protocol.server_hello_error(
+                    protocol.UNAVAILABLE, f"too many clients (max_clients = {self.max_clients})"
+                ),
+            )
+            return
+        conn = Connection(stream, peer)
+        try:
+            await server_handshake(conn.reader, stream)
+        except protocol.ProtocolError:
+            return  # server_handshake has answered with the error
+        while True:
+            try:
+                request = protocol.parse_request(await conn.reader.read_message())
+            except protocol.ProtocolError as e:
+                await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
+                continue
+            await self._dispatch(conn, request)
+
+    async def _dispatch(self, conn: Connection, request: protocol.Request) -> None:
+        self.busy += 1
+        if self.busy == 1:
+            self._idle = anyio.Event()
+        result: Any = None
+        try:
+            try:
+                result = await self.handler(conn, request)
+                response = protocol.ok_response(request.id, result)
+            except OpError as e:
+                response = protocol.error_response(request.id, e.code, str(e))
+            except IfmemError as e:
+                response = protocol.error_response(request.id, protocol.INTERNAL, str(e))
+            if result is not None or response.get("ok") is False:
+                await conn.send(response)
+        finally:
+            # A request counts as in flight until its answer is sent, so a
+            # stopping daemon still delivers the answer to `ifmem stop` itself.
+            self.busy -= 1
+            if self.busy == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait for in-flight requests to finish; False if some were still running."""
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+            return True
+        return self.busy == 0
+
+
+async def listener_from(sock: socket.socket) -> SocketListener:
+    sock.setblocking(False)
+    return await SocketListener.from_socket(sock)
+
+
+def suppress_disconnect() -> contextlib.AbstractContextManager[None]:
+    """Ignore a client that went away while we were writing to it."""
+    return contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError)

@@ -1,0 +1,364 @@
+"""The supervisor: keeps one child process per shard alive and records what they do.
+
+Each shard runs `python -m ifmemd.shard` under its own task: spawn, send its
+init line, read results and heartbeats from its stdout, kill it with SIGKILL
+when it goes silent for `heartbeat_timeout`, restart it with backoff when it
+exits, mark it failed past the restart intensity. Shards never write the log;
+every event about them is recorded here through `record`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskGroup, TaskStatus
+
+from ifmemd.config import Config, DaemonConfig, ShardConfig
+from ifmemd.errors import IfmemError
+from ifmemd.framing import LineReader
+from ifmemd.index import Passage
+from ifmemd.restart import RestartPolicy, heartbeat_overdue
+
+Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+SHARD_STDOUT_MAX_LINE = 16 << 20
+STOP_GRACE_S = 2.0
+
+
+class ShardUnavailableError(IfmemError):
+    """Raised when a search is sent to a shard that is not ready or dies before answering."""
+
+    def __init__(self, shard: str, reason: str) -> None:
+        self.shard = shard
+        self.reason = reason
+        super().__init__(f"shard {shard!r} unavailable: {reason}")
+
+
+@dataclass(slots=True)
+class _Waiter:
+    done: anyio.Event
+    passages: list[Passage] | None = None
+    error: str | None = None
+
+
+class ShardHandle:
+    """One supervised shard: its config, its current process, its health."""
+
+    def __init__(self, config: ShardConfig, daemon: DaemonConfig, clock: Callable[[], float]):
+        self.config = config
+        self.daemon = daemon
+        self.clock = clock
+        self.status = "starting"
+        self.pid: int | None = None
+        self.process: Process | None = None
+        self.policy = RestartPolicy(*daemon.restart_intensity)
+        self.last_heard = clock()
+        self.ready_info: dict[str, Any] = {}
+        self.served = 0
+        self.rss_bytes = 0
+        self.failure = ""
+        self.scope: anyio.CancelScope | None = None
+        self._waiters: dict[int, _Waiter] = {}
+        self._next_rid = 0
+        self.ready_event = anyio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready" and self.process is not None
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        process = self.process
+        if process is None or process.stdin is None:
+            raise ShardUnavailableError(self.name, f"not running ({self.status})")
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        try:
+            await process.stdin.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+            raise ShardUnavailableError(self.name, f"pipe closed: {e}") from e
+
+    async def search(self, query: str, k: int) -> list[Passage]:
+        """Ask this shard for its top `k` passages (the caller bounds the wait)."""
+        if not self.ready:
+            raise ShardUnavailableError(self.name, f"status is {self.status}")
+        self._next_rid += 1
+        rid = self._next_rid
+        waiter = _Waiter(anyio.Event())
+        self._waiters[rid] = waiter
+        try:
+            await self.send({"op": "search", "rid": rid, "query": query, "k": k})
+            await waiter.done.wait()
+        finally:
+            self._waiters.pop(rid, None)
+        if waiter.error is not None:
+            raise ShardUnavailableError(self.name, waiter.error)
+        assert waiter.passages is not None
+        return waiter.passages
+
+    def _resolve(self, msg: dict[str, Any]) -> None:
+        waiter = self._waiters.get(msg.get("rid", -1))
+        if waiter is None:
+            return  # the asker timed out and left
+        if msg["type"] == "result":
+            waiter.passages = [Passage.from_json(p) for p in msg["passages"]]
+        else:
+            waiter.error = str(msg.get("message", "error"))
+        waiter.done.set()
+
+    def _fail_waiters(self, reason: str) -> None:
+        for waiter in self._waiters.values():
+            waiter.error = reason
+            waiter.done.set()
+        self._waiters.clear()
+
+    def status_json(self) -> dict[str, Any]:
+        info = self.ready_info
+        return {
+            "name": self.name,
+            "kind": self.config.kind,
+            "backend": self.config.backend,
+            "description": self.config.description,
+            "status": self.status,
+            "pid": self.pid,
+            "restarts": self.policy.total,
+            "files": info.get("files", 0),
+            "lines": info.get("lines", 0),
+            "tokens": info.get("tokens", 0),
+            "load_ms": info.get("load_ms"),
+            "served": self.served,
+            "rss_bytes": self.rss_bytes,
+            "heartbeat_age_s": round(max(0.0, self.clock() - self.last_heard), 3),
+            "failure": self.failure or None,
+        }
+
+
+class Supervisor:
+    """All shards of a config, each under its own supervising task."""
+
+    def __init__(
+        self,
+        config: Config,
+        record: Recorder,
+        memories: Callable[[], list[dict[str, str]]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.record = record
+        self.memories = memories
+        self.clock = clock
+        self.shards: dict[str, ShardHandle] = {}
+        self._tg: TaskGroup | None = None
+        self.stopping = False
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start every shard and supervise them until `stop()`."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for shard in self.config.shards:
+                self._start(shard)
+            task_status.started()
+
+    def _start(self, config: ShardConfig) -> ShardHandle:
+        assert self._tg is not None
+        handle = ShardHandle(config, self.config.daemon, self.clock)
+        self.shards[config.name] = handle
+        self._tg.start_soon(self._supervise, handle)
+        return handle
+
+    async def _supervise(self, handle: ShardHandle) -> None:
+        with anyio.CancelScope() as scope:
+            handle.scope = scope
+            while not self.stopping:
+                handle.policy.started(self.clock())
+                code = await self._run_once(handle)
+                handle.process = None
+                handle._fail_waiters(f"the shard exited (code {code})")
+                await self.record("shard.exited", {"shard": handle.name, "code": code})
+                if self.stopping:
+                    handle.status = "stopped"
+                    return
+                decision = handle.policy.exited(self.clock())
+                if decision.failed:
+                    handle.status = "failed"
+                    handle.failure = f"shard {handle.name!r} {decision.reason}"
+                    await self.record(
+                        "shard.failed", {"shard": handle.name, "reason": decision.reason}
+                    )
+                    return
+                handle.status = "restarting"
+                await self.record(
+                    "shard.restarting",
+                    {
+                        "shard": handle.name,
+                        "delay_s": decision.delay_s,
+                        "restarts": decision.restarts,
+                    },
+                )
+                await anyio.sleep(decision.delay_s)
+
+    async def _run_once(self, handle: ShardHandle) -> int:
+        """Run the shard's process until it exits; return its exit code (negative: signal)."""
+        handle.status = "starting"
+        handle.ready_event = anyio.Event()
+        process = await anyio.open_process(
+            [sys.executable, "-m", "ifmemd.shard"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+        )
+        handle.process, handle.pid = process, process.pid
+        handle.last_heard = self.clock()
+        await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
+        cfg, daemon = handle.config, self.config.daemon
+        init = {
+            "op": "init",
+            "name": cfg.name,
+            "kind": cfg.kind,
+            "paths": list(cfg.paths),
+            "max_file_bytes": cfg.max_file_bytes,
+            "heartbeat_interval": daemon.heartbeat_interval,
+            "memories": self.memories() if cfg.kind == "memory" else [],
+        }
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watchdog, handle, process)
+                try:
+                    await handle.send(init)
+                    await self._read(handle, process)
+                finally:
+                    tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                return await process.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _reap(process)
+
+    async def _watchdog(self, handle: ShardHandle, process: Process) -> None:
+        timeout = self.config.daemon.heartbeat_timeout
+        while True:
+            await anyio.sleep(min(1.0, timeout / 4))
+            if heartbeat_overdue(handle.last_heard, self.clock(), timeout):
+                handle.status = "hung"
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # SIGKILL: a stopped (SIGSTOP) process ignores anything less
+                return
+
+    async def _read(self, handle: ShardHandle, process: Process) -> None:
+        assert process.stdout is not None
+        reader = LineReader(process.stdout, SHARD_STDOUT_MAX_LINE)
+        name = handle.name
+        while True:
+            try:
+                msg = json.loads(await reader.read_line())
+            except (anyio.EndOfStream, anyio.BrokenResourceError, IfmemError):
+                return
+            handle.last_heard = self.clock()
+            kind = msg.get("type")
+            if kind in ("result", "error"):
+                handle._resolve(msg)
+            elif kind == "heartbeat":
+                handle.served, handle.rss_bytes = msg["served"], msg["rss_bytes"]
+                await self.record(
+                    "shard.heartbeat",
+                    {k: msg[k] for k in ("rss_bytes", "served", "uptime_s")} | {"shard": name},
+                )
+            elif kind == "ready":
+                info = {k: msg[k] for k in ("files", "lines", "tokens", "digest", "load_ms")}
+                handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
+                await self.record("shard.ready", info | {"shard": name})
+                handle.status = "ready"
+                handle.failure = ""
+                handle.ready_event.set()
+            elif kind == "warning":
+                await self.record(
+                    "shard.warning", {"shard": name, "path": msg["path"], "reason": msg["reason"]}
+                )
+
+    # -- control ------------------------------------------------------------------
+
+    def ready_shards(self) -> list[ShardHandle]:
+        return [h for h in self.shards.values() if h.ready]
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until every shard is ready or failed; False on timeout."""
+        with anyio.move_on_after(timeout):
+            while any(h.status not in ("ready", "failed") for h in self.shards.values()):
+                await anyio.sleep(0.01)
+            return True
+        return False
+
+    async def broadcast_memory(self, op: str, fields: dict[str, str]) -> None:
+        """Tell every running memory shard about a remembered or forgotten item."""
+        for handle in self.shards.values():
+            if handle.config.kind == "memory" and handle.process is not None:
+                with contextlib.suppress(ShardUnavailableError):
+                    await handle.send({"op": op, **fields})
+
+    async def reload(self, new: Config) -> dict[str, list[str]]:
+        """Apply a new config: restart changed shards, start new, stop removed, keep the rest.
+
+        Unchanged file shards re-read their corpus in place; failed shards get a fresh start.
+        """
+        old = {s.name: s for s in self.config.shards}
+        self.config = new
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
+        for name in list(old):
+            if new.shard(name) is None:
+                await self._stop_one(self.shards.pop(name))
+                changes["removed"].append(name)
+        for cfg in new.shards:
+            handle = self.shards.get(cfg.name)
+            if handle is None:
+                self._start(cfg)
+                changes["added"].append(cfg.name)
+            elif handle.config != cfg or handle.status == "failed":
+                await self._stop_one(self.shards.pop(cfg.name))
+                self._start(cfg)
+                changes["restarted"].append(cfg.name)
+            else:
+                handle.daemon = new.daemon
+                with contextlib.suppress(ShardUnavailableError):
+                    await handle.send({"op": "reload"})
+                changes["kept"].append(cfg.name)
+        return changes
+
+    async def _stop_one(self, handle: ShardHandle) -> None:
+        if handle.scope is not None:
+            handle.scope.cancel()
+        if handle.process is not None:
+            await _reap(handle.process)
+        handle.status = "stopped"
+
+    async def stop(self) -> None:
+        """Stop every shard: close its stdin, give it a moment, then kill it."""
+        self.stopping = True
+        async with anyio.create_task_group() as tg:
+            for handle in self.shards.values():
+                tg.start_soon(self._stop_one, handle)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+
+async def _reap(process: Process) -> None:
+    """End a shard process: EOF on stdin, a grace period, then SIGKILL; always waited for."""
+    if process.returncode is None and process.stdin is not None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await process.stdin.aclose()
+        with anyio.move_on_after(STOP_GRACE_S):
+            await process.wait()
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    with anyio.CancelScope(shield=True):
+        await process.wait()
+    await process.aclose()
