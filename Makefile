@@ -18,6 +18,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest -q
 
+demo: $(STAMP)
+	examples/demo.sh
+
 bench: $(STAMP)
 	$(BIN)/python bench/eventlog.py
 

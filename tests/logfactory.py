@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import apsw
-
 from ifmemd import events
 from ifmemd.eventlog import EventLog, Record
 from ifmemd.keys import Signer

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -537,6 +538,41 @@ def test_handshake_refused_raises_remote_error(sock_dir: Path) -> None:
     with serving(path, refuse), pytest.raises(RemoteError) as info:
         Client(path, timeout=5)
     assert (info.value.code, info.value.op) == (DENIED, "handshake")
+
+
+def test_refusal_is_read_even_when_our_hello_hits_a_closed_socket(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon may refuse and hang up before the hello is sent: report its reason, not EPIPE."""
+    path = sock_dir / "s"
+    hung_up = threading.Event()
+
+    async def refuse(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await send_message(stream, protocol.server_hello_error(DENIED, "uid 1000 only"))
+        hung_up.set()
+
+    real_encode = protocol.encode
+
+    def encode_after_hangup(obj: dict[str, Any]) -> bytes:
+        if "proto" in obj:
+            assert hung_up.wait(10)
+        return real_encode(obj)
+
+    monkeypatch.setattr(protocol, "encode", encode_after_hangup)
+    with serving(path, refuse), pytest.raises(RemoteError) as info:
+        Client(path, timeout=5)
+    assert str(info.value) == "handshake: uid 1000 only (denied)"
+
+
+def test_hangup_without_a_reason_is_connection_closed(sock_dir: Path) -> None:
+    path = sock_dir / "s"
+
+    async def hang_up(stream: anyio.abc.SocketStream) -> None:
+        await stream.aclose()
+
+    with serving(path, hang_up), pytest.raises(ConnectionClosedError):
+        Client(path, timeout=5)
 
 
 def test_not_an_ifmem_daemon(sock_dir: Path) -> None:

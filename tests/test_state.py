@@ -40,9 +40,14 @@ shards = st.sampled_from(["docs", "code", "working"])
 small = st.integers(min_value=0, max_value=10**6)
 text = st.text(max_size=30)
 
+# Remember/forget may carry the client's request id (`rid`), recorded as answered.
+rids = st.one_of(st.just({}), st.builds(lambda r: {"rid": r}, st.sampled_from(["r1", "r2", "a"])))
+
 EVENTS = st.one_of(
-    st.builds(lambda m, t: ("memory.remembered", {"memory_id": m, "text": t}), ids, text),
-    st.builds(lambda m: ("memory.forgotten", {"memory_id": m}), ids),
+    st.builds(
+        lambda m, t, r: ("memory.remembered", {"memory_id": m, "text": t, **r}), ids, text, rids
+    ),
+    st.builds(lambda m, r: ("memory.forgotten", {"memory_id": m, **r}), ids, rids),
     st.builds(
         lambda q, t, s: ("query.received", {"qid": q, "question": t, "shards": s}),
         ids,
@@ -176,7 +181,7 @@ def test_fold_of_a_known_history() -> None:
                 [("daemon.started", {"pid": 1, "version": "0"})],
                 [
                     ("memory.remembered", {"memory_id": "a", "text": "alpha"}),
-                    ("memory.remembered", {"memory_id": "b", "text": "beta"}),
+                    ("memory.remembered", {"memory_id": "b", "text": "beta", "rid": "r9"}),
                     ("memory.forgotten", {"memory_id": "a"}),
                     ("query.received", {"qid": "q1", "question": "?", "shards": []}),
                     ("query.received", {"qid": "q2", "question": "??", "shards": []}),
@@ -191,7 +196,7 @@ def test_fold_of_a_known_history() -> None:
     assert list(state.memories) == ["b"]
     assert state.memories["b"].text == "beta"
     assert list(state.pending) == ["q2"]
-    assert state.answered == {"q1": 7}
+    assert state.answered == {"r9": 3, "q1": 7}
     assert state.shards["docs"].status == "restarting"
     assert state.shards["docs"].pid == 42
     assert state.shards["docs"].restarts == 2

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
 from ifmemd import checkpoint as cp
+from ifmemd import durable
 from ifmemd.errors import StoreError
 from ifmemd.eventlog import EventLog, Record
 from ifmemd.verify import verify_log
@@ -218,3 +221,38 @@ async def test_a_failed_first_batch_leaves_the_head_unchanged(
     assert after.seq == first.seq + 1
     assert after.prev == first.hash
     assert [token_of(r) for r in log.records()] == ["before", "after"]
+
+
+@pytest.mark.anyio
+async def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_writer(
+    log: EventLog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    checkpoints_path = tmp_path / "state" / "checkpoints"
+    writer = LogWriter(log, checkpoint_every=3, checkpoints_path=checkpoints_path)
+    failures = 0
+
+    def fsync_fails_once(fd: int) -> None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync(fd)
+
+    monkeypatch.setattr(durable, "fsync", fsync_fails_once)
+    records = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for i in range(10):
+            records.append(await writer.append("memory.remembered", fields(f"m{i}")))
+        await writer.close()
+    assert failures == 1
+    assert [token_of(r) for r in records] == [f"m{i}" for i in range(10)]
+    assert "No space left on device" in capfd.readouterr().err
+    # The checkpoint that failed is published after the next commit instead.
+    published = cp.read_file(checkpoints_path)
+    assert published[0].seq == 4
+    assert all(log.record(c.seq).hash == c.hash for c in published)
+    assert verify_log(log.path, checkpoints=published, jobs=1).ok

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-import typer
-
 OK = 0
 FAILURE = 1
 USAGE = 2
@@ -14,6 +12,9 @@ UNREACHABLE = 3
 
 
 def fail(message: str, code: int = FAILURE) -> NoReturn:
-    """Print `ifmem: message` to stderr and exit with `code`."""
+    """Print `ifmem: message` to stderr and exit with `code`.
+
+    SystemExit rather than typer.Exit: the fast client path runs without typer.
+    """
     print(f"ifmem: {message}", file=sys.stderr)
-    raise typer.Exit(code)
+    raise SystemExit(code)

@@ -1,14 +1,16 @@
 """The `ifmem` command: parses arguments, calls one library function, maps its errors.
 
 Command modules import the daemon library inside their functions, so a light
-command (`ifmem ask`) never pays for heavy imports it does not use.
+command never pays for heavy imports it does not use; the hottest commands
+(`ask`, `remember`, `forget`, `status`) skip typer entirely (see `fast.py`,
+`entry.py`).
 """
 
 from __future__ import annotations
 
 import typer
 
-from ifmem import audit, clientcmds, logcmds
+from ifmem import audit, clientcmds, logcmds, setupcmds
 
 app = typer.Typer(
     name="ifmem",
@@ -17,6 +19,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
+app.command("init")(setupcmds.init)
 app.command("daemon")(clientcmds.daemon)
 app.command("ask")(clientcmds.ask)
 app.command("remember")(clientcmds.remember)
@@ -26,6 +29,7 @@ app.command("reload")(clientcmds.reload)
 app.command("stop")(clientcmds.stop)
 app.command("log")(logcmds.log)
 app.command("replay")(logcmds.replay)
+app.command("doctor")(setupcmds.doctor)
 app.add_typer(audit.app, name="audit")
 
 
@@ -47,4 +51,5 @@ def _root(
 
 
 def main() -> None:
+    """Run the typer app (the console script goes through `ifmem.entry` first)."""
     app()

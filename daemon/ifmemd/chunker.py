@@ -169,8 +169,8 @@ _CLOSER = re.compile(r"(?:[})\]]|(?:end|fi|done|esac|else|elif|except|finally|ca
 _DEFINITION = re.compile(
     r"(?:(?:export|default|pub(?:\([^)]*\))?|public|private|protected|static|async|"
     r"unsafe|extern|abstract|final|inline|override|local)\s+)*"
-    r"(?:def|class|function|fn|func|struct|enum|union|trait|impl|interface|type|"
-    r"module|mod|namespace|macro_rules!|template)\b"
+    r"(?:(?:def|class|function|fn|func|struct|enum|union|trait|impl|interface|type|"
+    r"module|mod|namespace|template)\b|macro_rules!)"
 )
 
 
@@ -183,15 +183,16 @@ class _Plan:
         self.kind = kind
         self.offsets = [0, *accumulate(len(line) for line in lines)]
         self.blank = [not line.strip() for line in lines]
-        self.splitters = [] if kind is Kind.TEXT else self._make_splitters()
+        self.splitters: list[Splitter] = []
 
     def ranges(self) -> list[tuple[int, int]]:
         """Half-open, 0-based line ranges covering the whole file."""
         n = len(self.lines)
+        if self._fits(0, n):
+            return [(0, n)]
         if self.kind is Kind.TEXT:
-            if self._fits(0, n):
-                return [(0, n)]
             return self._windows(0, n, self.size.overlap)
+        self.splitters = self._make_splitters()
         return self._split(0, n, 0)
 
     def _make_splitters(self) -> list[Splitter]:

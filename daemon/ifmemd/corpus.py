@@ -129,11 +129,17 @@ def load_corpus(
             candidates.update(found)
     files: list[SourceFile] = []
     seen: dict[tuple[int, int], str] = {}
-    for path in sorted(candidates):
+    for path in sorted(candidates, key=_preference):
         outcome = _read(path, max_bytes, opener, seen)
         (files if isinstance(outcome, SourceFile) else skipped).append(outcome)
+    files.sort(key=lambda f: f.path)
     skipped.sort(key=lambda s: (s.path, s.reason))
     return Corpus(tuple(files), tuple(skipped))
+
+
+def _preference(path: str) -> tuple[bool, int, str]:
+    """Which of several paths to one file is kept: not a symlink, then the shortest."""
+    return (os.path.islink(path), path.count(os.sep), path)
 
 
 def _expand(
@@ -218,9 +224,12 @@ def _walk(
     pattern = _Pattern(parts, include_hidden)
     everything = _Pattern(("**",), include_hidden)
     stack = [(base, pattern, pattern.start())]
+    # Symlinked directories wait until the real tree is walked, so a file is
+    # found under its real directory rather than through an alias.
+    linked: list[tuple[str, _Pattern, frozenset[int]]] = []
     entered: set[tuple[int, int, tuple[str, ...], frozenset[int]]] = set()
-    while stack:
-        directory, current, states = stack.pop()
+    while stack or linked:
+        directory, current, states = stack.pop() if stack else linked.pop()
         try:
             st = os.stat(directory)
             key = (st.st_dev, st.st_ino, current.parts, states)
@@ -239,10 +248,11 @@ def _walk(
             if not nxt:
                 continue
             if _is_dir(entry):
+                todo = linked if entry.is_symlink() else stack
                 if current.complete(nxt):
-                    stack.append((entry.path, everything, everything.start()))
+                    todo.append((entry.path, everything, everything.start()))
                 else:
-                    stack.append((entry.path, current, nxt))
+                    todo.append((entry.path, current, nxt))
             elif current.complete(nxt):
                 yield entry.path
 

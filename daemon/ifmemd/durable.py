@@ -9,6 +9,7 @@ tests can inject ENOSPC and other faults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -68,12 +69,20 @@ def append_line(path: Path, line: str, mode: int = 0o600) -> None:
     fd = os_open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, mode)
     try:
         data = (line.rstrip("\n") + "\n").encode("utf-8")
-        # One write call: O_APPEND makes it land whole at the end even if
-        # another process appends too.
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write appending to {path} ({written} of {len(data)} bytes)")
-        fsync(fd)
+        end = os.fstat(fd).st_size
+        try:
+            # One write call: O_APPEND makes it land whole at the end even if
+            # another process appends too.
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(f"short write appending to {path} ({written} of {len(data)} bytes)")
+            fsync(fd)
+        except BaseException:
+            # A torn line (disk full) or one not made durable must not stay:
+            # the next line would be glued to it and neither could be read.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            raise
     finally:
         os.close(fd)
     if new:

@@ -73,6 +73,26 @@ def _row(row: tuple[Any, ...]) -> Record:
     return Record(seq, ts_ns, kind, bytes(body), bytes(prev), bytes(hash_), key_id, bytes(sig))
 
 
+def _open_reason(path: Path, e: apsw.Error) -> str:
+    """SQLite's reason for failing to open `path`, with the cause it leaves out."""
+    reason = str(e)
+    if not isinstance(e, apsw.CantOpenError | apsw.ReadOnlyError):
+        return reason
+    # SQLite says only "unable to open database file": a WAL log also needs to
+    # create its -wal and -shm files beside it, so name what stops that.
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{reason} ({folder} is on a read-only file system)"
+    except OSError as err:
+        return f"{reason} ({folder}: {err.strerror or err})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{reason} (no permission to create files in {folder})"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"{reason} (no permission to read and write {path})"
+    return reason
+
+
 def _configure(conn: apsw.Connection, writable: bool) -> None:
     # apsw.bestpractice, applied by hand and only after we know the file is
     # ours: its global hooks would switch a foreign database to WAL on open.
@@ -134,7 +154,7 @@ class EventLog:
                 )
         except apsw.Error as e:
             conn.close()
-            raise StoreError("open event log", path, str(e)) from e
+            raise StoreError("open event log", path, _open_reason(path, e)) from e
         except StoreError:
             conn.close()
             raise
@@ -152,7 +172,7 @@ class EventLog:
             return cls(conn, path, log_id, None)
         except apsw.Error as e:
             conn.close()
-            raise StoreError("open event log", path, str(e)) from e
+            raise StoreError("open event log", path, _open_reason(path, e)) from e
         except StoreError:
             conn.close()
             raise
@@ -162,7 +182,7 @@ class EventLog:
         try:
             return apsw.Connection(str(path), flags=flags)
         except apsw.Error as e:
-            raise StoreError("open event log", path, str(e)) from e
+            raise StoreError("open event log", path, _open_reason(path, e)) from e
 
     @classmethod
     def _check(cls, conn: apsw.Connection, path: Path) -> bytes:

@@ -10,10 +10,11 @@ Any user text is a valid query. It is never handed to FTS5's query language:
 it is cut into words by the same tokenizer the index uses, and the words are
 quoted and OR-ed. To keep latency bounded on large corpora, only the most
 informative words are kept: words absent from the index are dropped, English
-stopwords are dropped when other words remain, and of the rest at most
-`MAX_TERMS` are kept, rarest first (by document frequency), skipping words
-that occur in most passages when rarer ones exist (their bm25 weight is
-near zero while their posting lists are the longest).
+stopwords are dropped when other words remain, words in more than half of
+the passages are dropped when rarer ones remain (their bm25 weight is near
+zero while their posting lists are the longest), and of the rest the rarest
+are kept, at most `MAX_TERMS` of them and no more than `POSTINGS_BUDGET`
+postings in all, since ranking costs time for every row a query matches.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; snippets are then made for
 # the k winners only.
-_RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2 LIMIT ?"
+_RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
 _SNIPPETS = f"""
 SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS})
 FROM passage WHERE passage MATCH ? AND rowid IN (SELECT value FROM json_each(?))
@@ -83,6 +84,17 @@ class SearchIndexError(IfmemError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"{operation}: {reason}; the shard's index is unusable until rebuilt")
+
+
+class MisfiledChunkError(IfmemError, ValueError):
+    """Raised when `Index.add` is given a chunk of another path than the one it adds."""
+
+    def __init__(self, path: str, chunk: Chunk) -> None:
+        self.path = path
+        self.chunk = chunk
+        super().__init__(
+            f"add {path}: chunk {chunk.citation} belongs to another path; nothing was added"
+        )
 
 
 class PassageFormatError(IfmemError):
@@ -189,9 +201,7 @@ class Index:
         chunks = list(chunks)
         for chunk in chunks:
             if chunk.path != path:
-                raise SearchIndexError(
-                    f"add {path}", f"chunk {chunk.citation} belongs to another path"
-                )
+                raise MisfiledChunkError(path, chunk)
         self.remove(path)
         return self._insert(chunks, f"add {path}")
 

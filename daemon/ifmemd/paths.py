@@ -1,4 +1,7 @@
-"""Where ifmem keeps its files (platformdirs, app name `ifmem`; XDG variables override)."""
+"""Where ifmem keeps its files (platformdirs, app name `ifmem`; XDG variables override).
+
+The config file's path lives in `config.default_config_path`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,6 @@ from pathlib import Path
 import platformdirs
 
 APP = "ifmem"
-
-
-def config_path() -> Path:
-    """The config file: `IFMEM_CONFIG`, else `~/.config/ifmem/ifmem.toml`."""
-    env = os.environ.get("IFMEM_CONFIG")
-    return Path(env) if env else platformdirs.user_config_path(APP) / "ifmem.toml"
 
 
 def data_dir() -> Path:

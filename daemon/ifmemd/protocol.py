@@ -533,13 +533,31 @@ class Client:
             raise DaemonUnreachableError(self.path, e.strerror or str(e)) from e
         self._sock = sock
         self._lines = LineBuffer()
+        shook_hands = False
         try:
-            self._send(client_hello(), "handshake", None)
+            self.version = self._handshake(sock)
+            shook_hands = True
+        finally:
+            if not shook_hands:
+                self.close()
+
+    def _handshake(self, sock: socket.socket) -> int:
+        try:
+            sock.sendall(encode(client_hello()))
+        except TimeoutError as e:
+            raise DaemonTimeoutError("handshake", self.timeout or 0.0, None) from e
+        except OSError as e:
+            # A daemon that refuses a peer says why and hangs up, possibly before
+            # our hello arrives: its reason is still there to read, and says more.
+            try:
+                reply = self._receive("handshake", None)
+            except ConnectionClosedError:
+                raise ConnectionClosedError(
+                    f"handshake: send to ifmemd failed: {e.strerror or e}"
+                ) from e
+        else:
             reply = self._receive("handshake", None)
-            self.version = check_server_hello(reply)
-        except BaseException:
-            self.close()
-            raise
+        return check_server_hello(reply)
 
     def _send(self, obj: dict[str, Any], op: str, request_id: RequestId | None) -> None:
         data = encode(obj)

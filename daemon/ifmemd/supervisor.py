@@ -322,7 +322,9 @@ class Supervisor:
                 self._start(cfg)
                 changes["added"].append(cfg.name)
             elif handle.config != cfg or handle.status == "failed":
-                await self._stop_one(self.shards.pop(cfg.name))
+                # Stopped in place, not popped: until its successor takes the name,
+                # `status` still lists it and an ask names it as missing, not unknown.
+                await self._stop_one(handle)
                 self._start(cfg)
                 changes["restarted"].append(cfg.name)
             else:

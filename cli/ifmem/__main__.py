@@ -1,0 +1,5 @@
+"""`python -m ifmem`."""
+
+from ifmem.entry import main
+
+main()

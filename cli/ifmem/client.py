@@ -1,0 +1,150 @@
+"""Talking to the daemon and printing its answers; no typer, no heavy imports.
+
+Shared by the typer commands (`clientcmds.py`) and the fast path (`fast.py`)
+that `ifmem ask` takes to start in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket as socket_mod
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ifmem.exits import FAILURE, UNREACHABLE, fail
+
+STOP_WAIT_S = 15.0
+
+
+def socket_path(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from ifmemd.paths import socket_path as default
+
+    return default()
+
+
+def call(socket: Path | None, op: str, timeout: float = 30.0, **args: Any) -> Any:
+    """One request to the daemon; errors become a message and an exit code."""
+    from ifmemd.errors import IfmemError
+    from ifmemd.protocol import Client, DaemonUnreachableError
+
+    try:
+        with Client(socket_path(socket), timeout=timeout) as client:
+            return client.request(op, retries=2, **args)
+    except DaemonUnreachableError as e:
+        fail(str(e), UNREACHABLE)
+    except IfmemError as e:
+        fail(str(e), FAILURE)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def ask(
+    question: str,
+    shards: list[str] | None,
+    k: int,
+    socket: Path | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    args: dict[str, Any] = {"question": question, "k": k}
+    if shards:
+        args["shards"] = shards
+    result = call(socket, "ask", timeout, **args)
+    if as_json:
+        print_json(result)
+        return
+    passages = result["passages"]
+    if not passages:
+        print("no passage matches.")
+    for i, p in enumerate(passages, 1):
+        print(f"{i}. {p['citation']}  [{p['shard']}]")
+        snippet = " ".join(p.get("snippet", "").split())
+        if snippet:
+            print(f"   {snippet}")
+    for m in result.get("missing", []):
+        print(f"missing: shard {m['shard']!r}: {m['reason']}", file=sys.stderr)
+
+
+def remember(text: str, socket: Path | None, as_json: bool) -> None:
+    result = call(socket, "remember", text=text)
+    if as_json:
+        print_json(result)
+    else:
+        print(f"remembered as {result['citation']}")
+
+
+def forget(memory_id: str, socket: Path | None, as_json: bool) -> None:
+    result = call(socket, "forget", memory_id=memory_id)
+    if as_json:
+        print_json(result)
+    else:
+        print(f"forgot memory:{result['memory_id']}")
+
+
+def status(socket: Path | None, as_json: bool) -> None:
+    result = call(socket, "status", timeout=10.0)
+    if as_json:
+        print_json(result)
+        return
+    log = result["log"]
+    print(f"ifmemd {result['version']}  pid {result['pid']}  up {result['uptime_s']} s")
+    print(f"log     {log['path']}  seq {log['seq']}  ({log['hash'][:16]}…)")
+    print(f"socket  {result['socket']}  clients {result['clients']}  memories {result['memories']}")
+    rows = [("SHARD", "STATUS", "FILES", "TOKENS", "SERVED", "RESTARTS", "RSS MB", "HEARTBEAT")]
+    for s in result["shards"]:
+        rows.append(
+            (
+                s["name"],
+                s["status"],
+                str(s["files"]),
+                str(s["tokens"]),
+                str(s["served"]),
+                str(s["restarts"]),
+                f"{s['rss_bytes'] / 1e6:.1f}",
+                f"{s['heartbeat_age_s']:.1f}s ago",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for s in result["shards"]:
+        if s.get("failure"):
+            print(f"{s['name']}: {s['failure']}")
+
+
+def reload(socket: Path | None, as_json: bool) -> None:
+    result = call(socket, "reload", timeout=60.0)
+    if as_json:
+        print_json(result)
+        return
+    for what in ("added", "removed", "restarted", "kept"):
+        if result.get(what):
+            print(f"{what}: {', '.join(result[what])}")
+
+
+def stop(socket: Path | None, as_json: bool) -> None:
+    result = call(socket, "stop", timeout=10.0)
+    wait_gone(socket_path(socket), STOP_WAIT_S)
+    if as_json:
+        print_json(result)
+    else:
+        print("ifmemd stopped")
+
+
+def wait_gone(path: Path, timeout: float) -> None:
+    """Wait until nothing answers on `path`, so `stop` then `daemon` just works."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as s:
+            try:
+                s.connect(str(path))
+            except OSError:
+                return
+        time.sleep(0.05)
+    fail(f"ifmemd did not stop within {timeout:g} s", FAILURE)

@@ -1,0 +1,5 @@
+"""`python -m ifmemd`: what the installed systemd unit runs."""
+
+from ifmemd.main import main
+
+main()

@@ -1,0 +1,227 @@
+"""Tests for ifmemd.index: bm25 search over passages, safe for any query text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from ifmemd.chunker import Chunk, chunk_text, whole_chunk
+from ifmemd.index import (
+    MAX_TERMS,
+    SNIPPET_CHARS,
+    Index,
+    MisfiledChunkError,
+    Passage,
+    PassageFormatError,
+    SearchIndexError,
+)
+
+DOCS = {
+    "/docs/supervisor.md": (
+        "# Supervisor\n\nThe supervisor restarts a crashed shard with back-off.\n"
+        "Too many restarts and the shard is marked failed.\n"
+    ),
+    "/docs/log.md": (
+        "# Event log\n\nEvery event is hash-chained and signed with Ed25519.\n"
+        "Auditors verify the chain without our code.\n"
+    ),
+    "/src/router.py": (
+        "def route(question, shards):\n"
+        '    """Pick the shards that can answer a question."""\n'
+        "    return [s for s in shards if s.accepts(question)]\n"
+    ),
+    "/notes/running.txt": "She was running quickly; runners run every morning.\n",
+}
+
+
+def build(docs: dict[str, str]) -> Index:
+    return Index.build(chunk for path, text in docs.items() for chunk in chunk_text(path, text))
+
+
+@pytest.fixture(scope="module")
+def index() -> Index:
+    return build(DOCS)
+
+
+NOISE = random.Random(7).randbytes(16 * 1024).decode("latin-1")
+NASTY = [
+    "",
+    " ",
+    "\t\n\r  \x0b",
+    '"',
+    '"unterminated',
+    "'single'",
+    "(",
+    "((shard",
+    "shard)",
+    "AND",
+    "OR OR OR",
+    "NOT shard",
+    "shard AND OR NOT",
+    "NEAR(shard supervisor, 2)",
+    "NEAR(",
+    "*",
+    "shard*",
+    "^shard",
+    ":",
+    "body:shard",
+    "nosuchcolumn:shard",
+    "{body rowid}: shard",
+    "- shard",
+    "+",
+    "\x00",
+    "shard\x00supervisor",
+    "\x01\x02\x1b[31m",
+    "😀🔥 shard 😀",
+    "\ud800 lone surrogate",
+    "ﬁ ligature Ⅻ",
+    "a" * 10_000,
+    " ".join(f"w{i}" for i in range(5_000)),
+    NOISE,
+]
+
+
+@given(query=st.text())
+@example(query="")
+@settings(max_examples=200, deadline=None)
+def test_search_never_raises(index: Index, query: str) -> None:
+    results = index.search(query, 5)
+    assert len(results) <= 5
+    assert all(isinstance(p, Passage) for p in results)
+
+
+@pytest.mark.parametrize("query", NASTY, ids=range(len(NASTY)))
+def test_nasty_queries_never_raise(index: Index, query: str) -> None:
+    results = index.search(query, 5)
+    assert len(results) <= 5
+    expression = index.match_expression(query)
+    assert expression is None or expression.count(" OR ") < MAX_TERMS
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n", "!!! ??? ...", "😀", "zzzqqq"])
+def test_query_without_known_words_finds_nothing(index: Index, query: str) -> None:
+    assert index.search(query) == []
+    assert index.match_expression(query) is None
+
+
+def test_best_passage_comes_first_with_its_citation(index: Index) -> None:
+    results = index.search("how are crashed shards restarted?", 3)
+    assert results[0].citation == "/docs/supervisor.md:1-4"
+    assert results[0].score > 0
+    assert "restarts a crashed shard" in results[0].snippet
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_words_are_stemmed(index: Index) -> None:
+    assert index.search("run")[0].path == "/notes/running.txt"
+
+
+def test_query_syntax_is_matched_as_words(index: Index) -> None:
+    assert index.search('signed AND "ed25519" NOT(')[0].path == "/docs/log.md"
+    assert index.search("body:route*")[0].path == "/src/router.py"
+
+
+def test_stopwords_are_dropped_when_other_words_remain(index: Index) -> None:
+    assert index.match_expression("the shard") == '"shard"'
+    assert index.match_expression("the") == '"the"'
+
+
+def test_terms_are_capped() -> None:
+    words = [f"term{i}" for i in range(200)]
+    index = build({"/many.txt": " ".join(words)})
+    expression = index.match_expression(" ".join(words))
+    assert expression is not None
+    assert expression.count(" OR ") == MAX_TERMS - 1
+
+
+def test_rare_terms_are_preferred_over_common_ones() -> None:
+    docs = {f"/d{i}.txt": f"common filler {i}\n" for i in range(10)}
+    docs["/d3.txt"] = "common filler rare\n"
+    index = build(docs)
+    assert index.match_expression("common rare") == '"rare"'
+    assert index.match_expression("common") == '"common"'
+
+
+def test_k_limits_results(index: Index) -> None:
+    assert len(index.search("shard question event running", 2)) == 2
+    assert index.search("shard", 0) == []
+
+
+def test_snippet_is_short_even_for_a_huge_line() -> None:
+    index = build({"/huge.txt": "needle " + "hay " * 50_000})
+    [hit] = index.search("needle")
+    assert len(hit.snippet) <= SNIPPET_CHARS
+    assert "needle" in hit.snippet
+
+
+def test_working_memory_add_replace_remove() -> None:
+    with Index() as memory:
+        assert memory.search("anything") == []
+        assert (
+            memory.add("memory:1", whole_chunk("memory:1", "the deploy key lives in vault\n")) == 1
+        )
+        memory.add("memory:2", whole_chunk("memory:2", "standup is at ten\nevery weekday\n"))
+        assert [p.citation for p in memory.search("vault")] == ["memory:1:1-1"]
+        assert [p.citation for p in memory.search("weekday standup")] == ["memory:2:1-2"]
+        memory.add("memory:1", whole_chunk("memory:1", "the deploy key moved to the safe\n"))
+        assert memory.search("vault") == []
+        assert memory.search("safe")[0].path == "memory:1"
+        assert len(memory) == 2 and "memory:1" in memory
+        assert memory.remove("memory:1") == 1
+        assert memory.remove("memory:1") == 0
+        assert memory.search("safe") == []
+        assert memory.paths() == ["memory:2"]
+
+
+def test_add_refuses_chunks_of_another_path() -> None:
+    with Index() as memory:
+        with pytest.raises(MisfiledChunkError, match="belongs to another path"):
+            memory.add("memory:1", [Chunk("memory:1", 1, 1, "x"), Chunk("memory:2", 1, 1, "y")])
+        assert len(memory) == 0
+
+
+def test_empty_index_finds_nothing() -> None:
+    with Index.build([]) as empty:
+        assert len(empty) == 0
+        assert empty.search("anything") == []
+
+
+def test_closed_index_raises_a_named_error() -> None:
+    memory = Index()
+    memory.add("memory:1", whole_chunk("memory:1", "x marks the spot\n"))
+    memory.close()
+    with pytest.raises(SearchIndexError, match=r"^look up term: "):
+        memory.search("spot")
+
+
+def test_passage_json_round_trip() -> None:
+    passage = Passage("/a.md", 3, 9, 1.5, "some text")
+    assert passage.to_json() == {
+        "path": "/a.md",
+        "start_line": 3,
+        "end_line": 9,
+        "score": 1.5,
+        "snippet": "some text",
+    }
+    assert Passage.from_json(passage.to_json()) == passage
+    assert Passage.from_json({**passage.to_json(), "score": 2}).score == 2.0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {},
+        {"path": "/a", "start_line": 1, "end_line": 1, "score": 0.0},
+        {"path": 1, "start_line": 1, "end_line": 1, "score": 0.0, "snippet": ""},
+        {"path": "/a", "start_line": True, "end_line": 1, "score": 0.0, "snippet": ""},
+        {"path": "/a", "start_line": 1, "end_line": 1, "score": "1", "snippet": ""},
+        {"path": "/a", "start_line": 0, "end_line": 1, "score": 0.0, "snippet": ""},
+        {"path": "/a", "start_line": 5, "end_line": 4, "score": 0.0, "snippet": ""},
+    ],
+)
+def test_passage_from_bad_json(data: object) -> None:
+    with pytest.raises(PassageFormatError):
+        Passage.from_json(data)  # type: ignore[arg-type]

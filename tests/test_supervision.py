@@ -1,0 +1,271 @@
+"""Supervision against a real daemon: shards killed, hung, crash-looping, reloaded.
+
+Every test runs the installed `ifmemd` with real shard processes and short
+heartbeats (0.2 s, timeout 1 s); nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import daemonproc as dp
+from ifmemd.protocol import RemoteError
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[dp.DaemonFactory]:
+    with dp.factory(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def daemon(daemons: dp.DaemonFactory) -> dp.DaemonProc:
+    return daemons()
+
+
+def kinds_after(d: dp.DaemonProc, seq: int, shard: str) -> list[tuple[int, str, dict]]:
+    """Shard lifecycle events (no heartbeats) of `shard` after `seq`."""
+    return [
+        e
+        for e in d.events("shard.exited", "shard.restarting", "shard.spawned", "shard.ready",
+                          "shard.failed")
+        if e[0] > seq and e[2].get("shard") == shard
+    ]
+
+
+def head(d: dp.DaemonProc) -> int:
+    return d.status()["log"]["seq"]
+
+
+def test_a_sigkilled_shard_is_back_and_answering_within_a_second(daemon: dp.DaemonProc) -> None:
+    client = daemon.client()
+    before = head(daemon)
+    old = daemon.shard_pids()["docs"]
+
+    start = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    while True:
+        docs = next(s for s in client.request("status")["shards"] if s["name"] == "docs")
+        if docs["status"] == "ready" and docs["pid"] != old:
+            answer = client.request("ask", question="lighthouse beacon", shards=["docs"])
+            if answer["passages"] and not answer["missing"]:
+                break
+        assert time.monotonic() - start < 5.0, f"docs never came back: {docs}"
+        time.sleep(0.005)
+    elapsed = time.monotonic() - start
+
+    assert elapsed < 1.0, f"the shard took {elapsed:.3f} s to answer again"
+    assert answer["passages"][0]["path"].endswith("beacon.md")
+    new = docs["pid"]
+    assert dp.pid_alive(new) and not dp.pid_alive(old)
+    assert docs["restarts"] == 1
+
+    events = kinds_after(daemon, before, "docs")
+    assert [k for _, k, _ in events] == [
+        "shard.exited",
+        "shard.restarting",
+        "shard.spawned",
+        "shard.ready",
+    ]
+    assert events[0][2]["code"] == -signal.SIGKILL
+    assert events[1][2]["delay_s"] == pytest.approx(0.1)
+    assert events[1][2]["restarts"] == 1
+    assert events[2][2]["pid"] == new
+    # The other shards were not touched.
+    assert kinds_after(daemon, before, "code") == []
+
+
+def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
+    daemon: dp.DaemonProc,
+) -> None:
+    client = daemon.client()
+    before = head(daemon)
+    old = daemon.shard_pids()["docs"]
+
+    stopped_at = time.monotonic()
+    os.kill(old, signal.SIGSTOP)
+    # A question to every shard is still answered while docs hangs: docs is named as
+    # missing once it has been killed, instead of holding the answer hostage.
+    answer = client.request("ask", question="valve opened")
+    asked_for = time.monotonic() - stopped_at
+    assert asked_for < 3.0
+    assert answer["passages"][0]["path"].endswith("valve.py")
+    assert [m["shard"] for m in answer["missing"]] == ["docs"]
+    # Other shards keep serving on their own meanwhile.
+    assert client.request("ask", question="glacier", shards=["code"])["missing"] == []
+
+    def replaced() -> dict | None:
+        docs = daemon.shard("docs")
+        return docs if docs["pid"] != old and docs["status"] == "ready" else None
+
+    docs = dp.wait_for(replaced, 5.0, "docs to be replaced", daemon.diagnostics)
+    took = time.monotonic() - stopped_at
+    # The last beat came at most one interval before the stop: no kill before then.
+    assert took >= dp.HEARTBEAT_TIMEOUT - dp.HEARTBEAT_INTERVAL
+    assert not dp.pid_alive(old)
+    events = kinds_after(daemon, before, "docs")
+    assert [k for _, k, _ in events] == [
+        "shard.exited",
+        "shard.restarting",
+        "shard.spawned",
+        "shard.ready",
+    ]
+    # Killed with SIGKILL: a stopped process ignores anything less.
+    assert events[0][2]["code"] == -signal.SIGKILL
+    assert events[2][2]["pid"] == docs["pid"]
+    answer = client.request("ask", question="lighthouse", shards=["docs"])
+    assert answer["passages"] and not answer["missing"]
+
+
+def test_a_shard_that_keeps_dying_is_marked_failed_and_the_others_keep_serving(
+    daemons: dp.DaemonFactory,
+) -> None:
+    d = daemons(daemons.default_config(restart_intensity=(2, 30)))
+    client = d.client()
+    before = head(d)
+    killed: list[int] = []
+    for _ in range(3):
+        pid = dp.wait_for(
+            lambda: (lambda s: s["pid"] if s["pid"] not in killed and s["status"] == "ready"
+                     else None)(d.shard("docs")),
+            5.0,
+            "docs to be running again",
+            d.diagnostics,
+        )
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    docs = dp.wait_for(
+        lambda: (lambda s: s if s["status"] == "failed" else None)(d.shard("docs")),
+        5.0,
+        "docs to be marked failed",
+        d.diagnostics,
+    )
+    assert docs["restarts"] == 2
+    assert "exited 3 times in 30 s" in docs["failure"]
+    assert "ifmem reload" in docs["failure"]
+    failed = d.events("shard.failed")
+    assert len(failed) == 1 and failed[0][2]["shard"] == "docs"
+    assert "ifmem reload" in failed[0][2]["reason"]
+    assert [k for _, k, _ in kinds_after(d, before, "docs")][-2:] == [
+        "shard.exited",
+        "shard.failed",
+    ]
+    # No restart is attempted after the failure.
+    time.sleep(0.5)
+    assert d.shard("docs")["status"] == "failed"
+    assert not any(dp.pid_alive(p) for p in killed)
+    assert len(d.events("shard.spawned")) == len(killed) + 2  # docs x3, code, working
+
+    answer = client.request("ask", question="pump water")
+    assert answer["passages"][0]["path"].endswith("pump.py")
+    assert answer["missing"] and answer["missing"][0]["shard"] == "docs"
+    assert "ifmem reload" in answer["missing"][0]["reason"]
+    assert sorted(answer["shards"]) == ["code", "working"]
+
+    # A reload gives the failed shard a fresh start.
+    changes = client.request("reload")
+    assert changes["restarted"] == ["docs"]
+    docs = dp.wait_for(
+        lambda: (lambda s: s if s["status"] == "ready" else None)(d.shard("docs")),
+        5.0,
+        "docs to be ready after reload",
+        d.diagnostics,
+    )
+    assert docs["restarts"] == 0 and docs["failure"] is None
+    assert client.request("ask", question="glacier", shards=["docs"])["passages"]
+
+
+def test_reload_restarts_only_the_shard_whose_config_changed(
+    daemons: dp.DaemonFactory, tmp_path: Path
+) -> None:
+    d = daemons()
+    pids = d.shard_pids()
+    extra = tmp_path / "more-docs"
+    extra.mkdir()
+    (extra / "orchard.md").write_text("# Orchard\n\nApple trees in the orchard blossom.\n")
+    d.config_path.write_text(
+        dp.config_text(
+            {
+                "docs": [str(daemons.corpus["docs"] / "*.md"), str(extra / "*.md")],
+                "code": [str(daemons.corpus["code"] / "*.py")],
+            }
+        )
+    )
+    changes = d.request("reload")
+    assert changes == {"added": [], "removed": [], "restarted": ["docs"], "kept": ["code", "working"]}
+    status = d.wait_ready()
+    now = {s["name"]: s["pid"] for s in status["shards"]}
+    assert now["docs"] != pids["docs"]
+    assert not dp.pid_alive(pids["docs"])
+    assert now["code"] == pids["code"]
+    assert now["working"] == pids["working"]
+    answer = d.request("ask", question="apple orchard", shards=["docs"])
+    assert answer["passages"][0]["path"] == str(extra / "orchard.md")
+    loaded = d.events("config.loaded")
+    assert loaded and loaded[-1][2]["restarted"] == ["docs"]
+
+
+def test_a_broken_config_on_reload_is_refused_with_its_line_and_changes_nothing(
+    daemon: dp.DaemonProc,
+) -> None:
+    pids = daemon.shard_pids()
+    good = daemon.config_path.read_text()
+    broken = good.replace('name = "code"', 'name = "code"\nbackend = "carrier-pigeon"')
+    assert broken != good
+    line = broken.splitlines().index('backend = "carrier-pigeon"') + 1
+    daemon.config_path.write_text(broken)
+    loaded_before = len(daemon.events("config.loaded"))
+
+    with pytest.raises(RemoteError) as caught:
+        daemon.request("reload")
+    assert caught.value.code == "bad_request"
+    assert f"{daemon.config_path}:{line}:" in caught.value.message
+    assert "backend" in caught.value.message
+    assert "nothing changed" in caught.value.message
+
+    status = daemon.status()
+    assert {s["name"]: s["pid"] for s in status["shards"]} == pids
+    assert all(s["status"] == "ready" for s in status["shards"])
+    assert len(daemon.events("config.loaded")) == loaded_before
+    assert daemon.request("ask", question="pump", shards=["code"])["passages"]
+
+
+def test_sighup_reloads(daemons: dp.DaemonFactory, tmp_path: Path) -> None:
+    d = daemons()
+    pids = d.shard_pids()
+    # A broken config first: refused on stderr with its line, nothing changes.
+    d.config_path.write_text(d.config_path.read_text() + "\n[daemon.oops]\n")
+    os.kill(d.pid, signal.SIGHUP)
+    dp.wait_for(lambda: "reload refused" in d.stderr(), 5.0, "the refusal", d.diagnostics)
+    assert f"{d.config_path}:" in d.stderr()
+    assert d.shard_pids() == pids
+
+    # Then a good one that changes only `code`.
+    d.config_path.write_text(
+        dp.config_text(
+            {
+                "docs": [str(daemons.corpus["docs"] / "*.md")],
+                "code": [str(daemons.corpus["code"] / "pump.py")],
+            }
+        )
+    )
+    os.kill(d.pid, signal.SIGHUP)
+
+    def reloaded() -> dict | None:
+        status = d.status()
+        code = next(s for s in status["shards"] if s["name"] == "code")
+        return status if code["pid"] != pids["code"] and code["status"] == "ready" else None
+
+    status = dp.wait_for(reloaded, 5.0, "code to restart after SIGHUP", d.diagnostics)
+    now = {s["name"]: s["pid"] for s in status["shards"]}
+    assert now["docs"] == pids["docs"] and now["working"] == pids["working"]
+    code = next(s for s in status["shards"] if s["name"] == "code")
+    assert code["files"] == 1
+    assert d.request("ask", question="valve", shards=["code"])["passages"] == []
