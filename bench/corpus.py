@@ -109,6 +109,16 @@ class Candidate:
 
 def candidates(domain: Domain) -> list[Candidate]:
     """Every file of `domain` that may be chosen, in sorted order (not yet checked as text)."""
+    key = (domain.name, str(domain.root))
+    if key not in _CANDIDATES:
+        _CANDIDATES[key] = _list(domain)
+    return _CANDIDATES[key]
+
+
+_CANDIDATES: dict[tuple[str, str], list[Candidate]] = {}
+
+
+def _list(domain: Domain) -> list[Candidate]:
     out: list[Candidate] = []
     if not domain.root.is_dir():
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +270,45 @@ def test_sighup_reloads(daemons: dp.DaemonFactory, tmp_path: Path) -> None:
     code = next(s for s in status["shards"] if s["name"] == "code")
     assert code["files"] == 1
     assert d.request("ask", question="valve", shards=["code"])["passages"] == []
+
+
+def test_a_shard_being_restarted_by_reload_is_never_unknown(daemons: dp.DaemonFactory) -> None:
+    d = daemons()
+    errors: list[str] = []
+    listed: list[list[str]] = []
+    answers: list[dict] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        with d.client() as c:
+            while not done.is_set():
+                listed.append([s["name"] for s in c.request("status")["shards"]])
+                try:
+                    answers.append(c.request("ask", question="valve", shards=["code"]))
+                except RemoteError as e:
+                    errors.append(f"{e.code}: {e.message}")
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        for glob in ("valve.py", "*.py", "valve.py"):
+            time.sleep(0.1)
+            d.config_path.write_text(
+                dp.config_text(
+                    {
+                        "docs": [str(daemons.corpus["docs"] / "*.md")],
+                        "code": [str(daemons.corpus["code"] / glob)],
+                    }
+                )
+            )
+            assert d.request("reload")["restarted"] == ["code"]
+        time.sleep(0.1)
+    finally:
+        done.set()
+        thread.join(10)
+    assert errors == []
+    assert all(names == ["docs", "code", "working"] for names in listed), listed
+    # Each answer either has code's passage or names code as missing; none drops it silently.
+    for a in answers:
+        assert a["shards"] == ["code"] or [m["shard"] for m in a["missing"]] == ["code"], a
+    assert any(a["shards"] == ["code"] for a in answers)

@@ -11,6 +11,7 @@ subscribers) in seq order, and a checkpoint is published every
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,18 @@ class LogWriter:
             self.on_commit(records)
         batch.done.set()
         if self.log.head_seq - self._last_checkpoint >= self.checkpoint_every:
-            checkpoint = await anyio.to_thread.run_sync(self.write_checkpoint)
+            try:
+                checkpoint = await anyio.to_thread.run_sync(self.write_checkpoint)
+            except OSError as e:
+                # The events are committed; a checkpoint that cannot be written
+                # (disk full) must not stop the writer. It is tried again after
+                # the next commit.
+                print(
+                    f"ifmemd: write checkpoint: {self.checkpoints_path}: {e.strerror or e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
             if checkpoint is not None:
                 self.enqueue("checkpoint", {"seq": checkpoint.seq, "hash": checkpoint.hash.hex()})
 
