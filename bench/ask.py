@@ -53,7 +53,6 @@ from typing import Any
 import corpus as bench_corpus
 from _stats import fmt_ratio, fmt_seconds, median, percentile, ratio
 from corpus import Question, ShardTree
-
 from ifmemd.protocol import Client
 
 ROOT = Path(__file__).resolve().parent

@@ -275,9 +275,12 @@ _MD_HEADING = re.compile(r"^#{1,3}\s+([A-Za-z][A-Za-z0-9 ,'/-]{6,60}?)\s*#*\s*$"
 _UNDERLINED = re.compile(r"^([A-Z][A-Za-z0-9 ,'/-]{6,60})\n[=-]{4,}\s*$", re.M)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{2,}")
 _STOP = frozenset(
-    "the and for with how what does this that from are you your can use using into about "
-    "which when where why who will not all any its our".split()
-)
+    {
+        "the", "and", "for", "with", "how", "what", "does", "this", "that", "from", "are",
+        "you", "your", "can", "use", "using", "into", "about", "which", "when", "where", "why",
+        "who", "will", "not", "all", "any", "its", "our",
+    }
+)  # fmt: skip
 
 
 def _templates(kind: str) -> list[str]:

@@ -7,7 +7,6 @@ import re
 import stat
 from pathlib import Path
 
-import anyio
 import logfactory as lf
 import pytest
 from hypothesis import given
@@ -254,31 +253,3 @@ def test_a_malformed_line_names_its_line_number(db: Path, signer: Signer, tmp_pa
     path.write_text(f"{c.line()}\nnoise\n{c.line()[:-2]}\n")
     with pytest.raises(CheckpointError, match=re.escape(f"{path}:3")):
         cp.read_file(path)
-
-
-# -- the writer publishes them -----------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_writer_publishes_checkpoints_every_n_events(
-    log: EventLog, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "state" / "checkpoints"
-    writer = LogWriter(log, checkpoint_every=5, checkpoints_path=path)
-    async with anyio.create_task_group() as tg:
-        await tg.start(writer.run)
-        for kind, body in lf.items(12):
-            await writer.append_raw(kind, body)
-        await writer.close()
-    published = cp.read_file(path)
-    assert len(published) >= 2
-    assert capsys.readouterr().err.split("\n")[:-1] == [c.line() for c in published]
-    seqs = [c.seq for c in published]
-    assert seqs == sorted(seqs)
-    assert seqs[0] >= 5
-    # Each checkpoint is also an event of the log, naming the same seq and hash.
-    logged = [r.data() for r in log.records() if r.kind == "checkpoint"]
-    assert [(d["seq"], d["hash"]) for d in logged] == [(c.seq, c.hash.hex()) for c in published]
-    report = verify_log(log.path, jobs=1, checkpoints=published)
-    assert report.ok
-    assert report.checkpoints == len(published)

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from ifmemd import checkpoint as cp
 from ifmemd.eventlog import EventLog
 from ifmemd.verify import verify_log
 
@@ -107,6 +109,7 @@ def run_and_kill(script: Path, db: Path, key: Path, run: str, delay: float) -> l
     return [line for line in lines if line.endswith("\n")]
 
 
+@pytest.mark.slow  # three child processes and a full signature check: 4-6 s
 def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -126,9 +129,12 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
         report = verify_log(db, jobs=1, signatures=False)
         assert report.ok, f"seed {seed}, run {n}, delay {delay:.2f}: {report.failure}"
 
-    report = verify_log(db, jobs=1)
+    # Every checkpoint the children published is still held by the log.
+    checkpoints = cp.read_file(db.parent / "checkpoints")
+    report = verify_log(db, checkpoints=checkpoints, jobs=1)
     assert report.ok, f"seed {seed}: {report.failure}"
     assert report.rows == report.head_seq
+    assert report.checkpoints == len(checkpoints) > 0
 
     with EventLog.open_readonly(db) as log:
         stored = {

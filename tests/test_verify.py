@@ -98,11 +98,57 @@ def test_triggers_refuse_update_and_delete(db: Path) -> None:
             conn.execute("DELETE FROM events WHERE seq = ?", (N,))
         with pytest.raises(apsw.ConstraintError, match="append-only: DELETE refused"):
             conn.execute("DELETE FROM events")
+        with pytest.raises(apsw.ConstraintError, match="append-only: UPDATE refused"):
+            conn.execute(
+                "INSERT INTO events SELECT * FROM events WHERE seq = 2 "
+                "ON CONFLICT(seq) DO UPDATE SET body = '{}'"
+            )
     finally:
         conn.close()
     report = verify_log(db, jobs=1)
     assert report.ok
     assert report.rows == N
+
+
+_REPLACE = (
+    "REPLACE INTO events SELECT seq, ts_ns, kind, '{\"v\":1}', prev, hash, key_id, sig "
+    "FROM events WHERE seq = 3"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,
+    reason="REPLACE deletes the old row without firing events_no_delete unless the "
+    "connection enables recursive_triggers (the sqlite3 shell does not); "
+    "logformat.SCHEMA has no BEFORE INSERT trigger",
+)
+def test_triggers_refuse_replace(db: Path) -> None:
+    conn = apsw.Connection(str(db))
+    try:
+        assert conn.pragma("recursive_triggers") == 0  # as in the sqlite3 shell
+        with pytest.raises(apsw.ConstraintError, match="append-only"):
+            conn.execute(_REPLACE)
+    finally:
+        conn.close()
+
+
+def test_rewrite_by_replace_is_caught(db: Path) -> None:
+    # Whatever the triggers let through, the verifier is the guarantee.
+    conn = apsw.Connection(str(db))
+    try:
+        conn.execute(_REPLACE)
+        replaced = True
+    except apsw.ConstraintError:
+        replaced = False  # refused by a trigger, as it should be
+    finally:
+        conn.close()
+    report = verify_log(db, jobs=1)
+    if replaced:
+        assert report.failure is not None
+        assert (report.failure.seq, report.failure.reason) == (3, MODIFIED)
+    else:
+        assert report.ok
 
 
 # -- mutation probes -----------------------------------------------------------------------

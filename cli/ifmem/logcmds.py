@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,9 +33,8 @@ def _open(db: Path | None) -> Any:
         fail(str(e))
 
 
-def _summary(body: bytes, width: int = 100) -> str:
-    data = json.loads(body)
-    data.pop("v", None)
+def _summary(body: dict[str, Any], width: int = 100) -> str:
+    data = {k: v for k, v in body.items() if k != "v"}
     text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(data.items()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -68,42 +68,80 @@ def log(
             fail(str(e), USAGE)
     patterns = kind or []
 
-    def wanted(row: tuple[Any, ...]) -> bool:
-        if row[1] < since_ns:
+    def wanted(ev: dict[str, Any]) -> bool:
+        if ev["ts_ns"] < since_ns:
             return False
-        return not patterns or any(fnmatch.fnmatchcase(row[2], p) for p in patterns)
+        return not patterns or any(fnmatch.fnmatchcase(ev["kind"], p) for p in patterns)
 
-    def show(row: tuple[Any, ...]) -> None:
+    def show(ev: dict[str, Any]) -> None:
         if as_json:
-            print(json.dumps(_row(row).to_json(), ensure_ascii=False), flush=True)
+            print(json.dumps(ev, ensure_ascii=False), flush=True)
         else:
-            seq, ts_ns, kind_, body = row[:4]
-            print(f"{seq:>8}  {format_ns(ts_ns)}  {kind_:<18} {_summary(body)}", flush=True)
+            line = (
+                f"{ev['seq']:>8}  {format_ns(ev['ts_ns'])}  {ev['kind']:<18} {_summary(ev['body'])}"
+            )
+            print(line, flush=True)
 
     with _open(db) as elog:
-        last = 0
-        matched = [r for r in elog.rows(0) if wanted(r)]
+        matched = [ev for ev in (_row(r).to_json() for r in elog.rows(0)) if wanted(ev)]
         if limit is not None:
             matched = matched[-limit:]
-        for row in matched:
-            show(row)
+        for ev in matched:
+            show(ev)
         elog.refresh_head()
-        last = elog.head_seq
         if not follow:
             return
-        version = elog.data_version()
         try:
-            while True:
-                time.sleep(FOLLOW_POLL_S)
-                if elog.data_version() == version:
-                    continue
-                version = elog.data_version()
-                for row in elog.rows(last):
-                    last = row[0]
-                    if wanted(row):
-                        show(row)
+            _follow(elog, elog.head_seq, lambda ev: show(ev) if wanted(ev) else None)
         except KeyboardInterrupt:
             return
+
+
+def _follow(elog: Any, last: int, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Print new events as they commit: pushed by the daemon when it serves this log,
+    else read from the file whenever SQLite says it changed."""
+    from ifmemd.eventlog import _row
+
+    while True:
+        last = _follow_daemon(elog.path, last, emit)
+        # No daemon (or another log's daemon): catch up from the file, then try again.
+        version = elog.data_version()
+        for row in elog.rows(last):
+            last = row[0]
+            emit(_row(row).to_json())
+        while elog.data_version() == version and not _daemon_serves(elog.path):
+            time.sleep(FOLLOW_POLL_S)
+
+
+def _daemon_serves(db: Path) -> bool:
+    from ifmemd.errors import IfmemError
+    from ifmemd.paths import socket_path
+    from ifmemd.protocol import Client
+
+    try:
+        with Client(socket_path(), timeout=2) as client:
+            return Path(client.request("status")["log"]["path"]).resolve() == db.resolve()
+    except IfmemError:
+        return False
+
+
+def _follow_daemon(db: Path, last: int, emit: Callable[[dict[str, Any]], None]) -> int:
+    """Stream events after `last` from the daemon's `subscribe`; the last seq seen when it ends."""
+    from ifmemd.errors import IfmemError
+    from ifmemd.paths import socket_path
+    from ifmemd.protocol import Client
+
+    try:
+        with Client(socket_path(), timeout=5) as client:
+            served = Path(client.request("status")["log"]["path"]).resolve()
+            if served != db.resolve():
+                return last
+            for event in client.iter_events(since_seq=last):
+                last = event["seq"]
+                emit(event)
+    except IfmemError:
+        return last
+    return last
 
 
 def replay(

@@ -197,6 +197,14 @@ class Server:
             await self._dispatch(conn, request)
 
     async def _dispatch(self, conn: Connection, request: protocol.Request) -> None:
+        if request.op == protocol.SUBSCRIBE:
+            # A subscription streams until the client or the daemon goes away:
+            # it is not a request in flight that a stopping daemon waits for.
+            try:
+                await self.handler(conn, request)
+            except OpError as e:
+                await conn.send(protocol.error_response(request.id, e.code, str(e)))
+            return
         self.busy += 1
         if self.busy == 1:
             self._idle = anyio.Event()

@@ -209,7 +209,10 @@ class Supervisor:
     async def _run_once(self, handle: ShardHandle) -> int:
         """Run the shard's process until it exits; return its exit code (negative: signal)."""
         handle.status = "starting"
-        handle.ready_event = anyio.Event()
+        # Replace only a spent event: askers may already wait on the one not yet set
+        # (a new handle's first run), and must be woken by this run's `ready`.
+        if handle.ready_event.is_set():
+            handle.ready_event = anyio.Event()
         process = await anyio.open_process(
             [sys.executable, "-m", "ifmemd.shard"],
             stdin=subprocess.PIPE,
@@ -335,8 +338,11 @@ class Supervisor:
         return changes
 
     async def _stop_one(self, handle: ShardHandle) -> None:
+        handle.status = "stopping"  # no new searches
         if handle.scope is not None:
             handle.scope.cancel()
+        # Its reader goes with the scope, so searches in flight would wait out ask_timeout.
+        handle._fail_waiters("the shard is being stopped")
         if handle.process is not None:
             await _reap(handle.process)
         handle.status = "stopped"
