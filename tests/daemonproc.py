@@ -184,10 +184,29 @@ class DaemonProc:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=self.env(),
             )
         if wait:
             self.wait_ready(timeout)
         return self
+
+    def env(self) -> dict[str, str]:
+        """The daemon's environment: its key, state and runtime dirs all under `root`.
+
+        Set here, not inherited, so a daemon started by a module-scoped fixture
+        (before the per-test HOME is set) never touches the real home either.
+        """
+        home = self.root / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IFMEM_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))}
+        env.update(
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_DATA_HOME=str(home / ".local/share"),
+            XDG_STATE_HOME=str(home / ".local/state"),
+            XDG_CACHE_HOME=str(home / ".cache"),
+            XDG_RUNTIME_DIR=str(self.socket_dir),
+        )
+        return env
 
     @property
     def pid(self) -> int:

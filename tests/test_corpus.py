@@ -87,6 +87,10 @@ def test_tilde_is_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert loaded(load_corpus(["~/notes"])) == [str(home / "notes" / "n.md")]
 
 
+def test_a_lone_string_is_one_path(tree: Path) -> None:
+    assert loaded(load_corpus(str(tree / "a.txt"))) == [str(tree / "a.txt")]
+
+
 def test_relative_paths_start_at_root(tree: Path) -> None:
     assert loaded(load_corpus(["sub/*.md"], root=str(tree))) == [str(tree / "sub" / "c.md")]
 

@@ -331,6 +331,11 @@ def _save_doc(path: Path, mutate: Any, log: EventLog, at: int) -> None:
             "projection version 0",
         ),
         (
+            "seq not an integer",
+            lambda p, log: _save_doc(p, lambda d: d["state"].__setitem__("seq", "5"), log, 5),
+            "malformed snapshot: seq '5'",
+        ),
+        (
             "malformed state",
             lambda p, log: _save_doc(p, lambda d: d["state"].pop("memories"), log, 5),
             "malformed snapshot",

@@ -121,12 +121,13 @@ def load_corpus(
     Files larger than `max_bytes` are skipped. `opener` is how files are
     opened; tests pass one that fails.
     """
+    if isinstance(paths, str):
+        # A lone string would otherwise be walked character by character.
+        paths = [paths]
     skipped: list[Skipped] = []
     candidates: set[str] = set()
     for spec in paths:
-        found = _expand(spec, root, include_hidden, skipped)
-        if found is not None:
-            candidates.update(found)
+        candidates.update(_expand(spec, root, include_hidden, skipped))
     files: list[SourceFile] = []
     seen: dict[tuple[int, int], str] = {}
     for path in sorted(candidates, key=_preference):
@@ -142,9 +143,7 @@ def _preference(path: str) -> tuple[bool, int, str]:
     return (os.path.islink(path), path.count(os.sep), path)
 
 
-def _expand(
-    spec: str, root: str | None, include_hidden: bool, skipped: list[Skipped]
-) -> list[str] | None:
+def _expand(spec: str, root: str | None, include_hidden: bool, skipped: list[Skipped]) -> list[str]:
     """Turn one configured path into candidate file paths, recording what is missing."""
     path = os.path.expanduser(spec)
     path = os.path.normpath(os.path.join(root or os.getcwd(), path))
@@ -154,7 +153,7 @@ def _expand(
         if os.path.lexists(path):
             return [path]
         skipped.append(Skipped(path, "no such file or directory"))
-        return None
+        return []
     parts = path.split(os.sep)
     first_magic = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
     base = os.sep.join(parts[:first_magic]) or os.sep

@@ -356,12 +356,13 @@ class Daemon:
     async def remember(self, rid: str, text: str) -> dict:
         recorded = self._recorded(rid)
         if recorded is not None:
-            if recorded.kind != "memory.remembered":
+            data = decode(recorded.seq, recorded.kind, recorded.body)
+            # The same id for other text is another request, not a retry.
+            if recorded.kind != "memory.remembered" or data["text"] != text:
                 raise OpError(
                     protocol.DUPLICATE_ID,
                     f"request id {rid!r} was already used for another request",
                 )
-            data = decode(recorded.seq, recorded.kind, recorded.body)
             return {
                 "memory_id": data["memory_id"],
                 "citation": f"memory:{data['memory_id']}",
@@ -383,11 +384,18 @@ class Daemon:
         }
 
     async def forget(self, rid: str, memory_id: str) -> dict:
-        recorded = self._recorded(rid)
-        if recorded is not None and recorded.kind == "memory.forgotten":
-            return {"memory_id": memory_id, "seq": recorded.seq, "replayed": True}
         if memory_id.startswith("memory:"):
             memory_id = memory_id[len("memory:") :]
+        recorded = self._recorded(rid)
+        if recorded is not None:
+            # A retry must name the same item; anything else reusing the id is refused.
+            data = decode(recorded.seq, recorded.kind, recorded.body)
+            if recorded.kind != "memory.forgotten" or data["memory_id"] != memory_id:
+                raise OpError(
+                    protocol.DUPLICATE_ID,
+                    f"request id {rid!r} was already used for another request",
+                )
+            return {"memory_id": memory_id, "seq": recorded.seq, "replayed": True}
         if memory_id not in self.projection.memories:
             raise OpError(protocol.NOT_FOUND, f"no remembered item memory:{memory_id}")
         record = await self.writer.append("memory.forgotten", {"memory_id": memory_id, "rid": rid})

@@ -258,6 +258,13 @@ class EventLog:
         signer = self.signer
         if signer is None:
             raise StoreError("append event", self.path, "log was opened read-only")
+        for kind, body in items:
+            # Bodies are stored as TEXT: a body that is not UTF-8 would fail
+            # mid-transaction; refuse the batch before anything is signed.
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise StoreError("append event", self.path, f"{kind} body is not UTF-8") from e
         seq, prev = self.head_seq, self.head_hash
         # Timestamps never go backwards in the log, even if the clock does.
         ts = max(time.time_ns(), self.head_ts)

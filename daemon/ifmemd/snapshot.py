@@ -52,9 +52,13 @@ def load(path: Path) -> tuple[Snapshot | None, str]:
     if doc.get("projection") != PROJECTION_VERSION:
         return None, f"projection version {doc.get('projection')} is not {PROJECTION_VERSION}"
     try:
-        return Snapshot(bytes.fromhex(doc["log_id"]), State.from_json(doc["state"])), ""
+        snap = Snapshot(bytes.fromhex(doc["log_id"]), State.from_json(doc["state"]))
     except (KeyError, TypeError, ValueError) as e:
         return None, f"malformed snapshot: {e}"
+    # Replay counts on from this seq: anything but an int would crash it.
+    if type(snap.state.seq) is not int or snap.state.seq < 0:
+        return None, f"malformed snapshot: seq {snap.state.seq!r} is not a position in a log"
+    return snap, ""
 
 
 def usable(snap: Snapshot, log: EventLog) -> str:

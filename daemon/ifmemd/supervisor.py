@@ -343,8 +343,16 @@ class Supervisor:
             handle.scope.cancel()
         # Its reader goes with the scope, so searches in flight would wait out ask_timeout.
         handle._fail_waiters("the shard is being stopped")
-        if handle.process is not None:
-            await _reap(handle.process)
+        handle.ready_event.set()  # and askers waiting for it to load: it never will
+        process = handle.process
+        if process is not None:
+            await _reap(process)
+            # The cancelled supervising task records nothing: say here that it is gone,
+            # or a replay of the log would show it ready forever.
+            await self.record(
+                "shard.exited",
+                {"shard": handle.name, "code": process.returncode, "reason": "stopped"},
+            )
         handle.status = "stopped"
 
     async def stop(self) -> None:

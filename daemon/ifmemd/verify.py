@@ -185,39 +185,43 @@ def verify_log(
     """Verify the log at `path`; `pubkeys`, if given, replace the log's own keys table."""
     from ifmemd.logformat import key_id_of
 
+    # The log stays open while the workers open it: with a connection holding
+    # the WAL index, their read-only opens need no recovery, which would make
+    # them race for it and fail with "database is locked".
     with EventLog.open_readonly(path) as log:
         log_id = log.log_id
         head = log.head_seq
         max_seq = head
         keys = {key_id_of(k): k for k in pubkeys} or log.public_keys()
-    checkpoints = list(checkpoints)
-    jobs = jobs or os.cpu_count() or 1
-    if head < PARALLEL_MIN_ROWS or jobs == 1:
-        chunks = [(1, head)] if head else []
-    else:
-        # Small chunks so the progress bar moves and an early fault ends the work early.
-        chunks = _ranges(head, max(jobs * 8, head // 50000))
-    fault: _RowFault | None = None
-    rows = 0
-    done = 0
-    if len(chunks) <= 1:
-        for lo, hi in chunks:
-            rows, fault = _scan(str(path), lo, hi, keys, signatures)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_scan, str(path), lo, hi, keys, signatures) for lo, hi in chunks]
-            for (lo, hi), future in zip(chunks, futures, strict=True):
-                seen, found = future.result()
-                rows += seen
-                done += hi - lo + 1
-                if progress is not None:
-                    progress(done, head)
-                if found is not None:
-                    fault = found
-                    for later in futures:
-                        later.cancel()
-                    break
-    with EventLog.open_readonly(path) as log:
+        checkpoints = list(checkpoints)
+        jobs = jobs or os.cpu_count() or 1
+        if head < PARALLEL_MIN_ROWS or jobs == 1:
+            chunks = [(1, head)] if head else []
+        else:
+            # Small chunks so the progress bar moves and an early fault ends the work early.
+            chunks = _ranges(head, max(jobs * 8, head // 50000))
+        fault: _RowFault | None = None
+        rows = 0
+        done = 0
+        if len(chunks) <= 1:
+            for lo, hi in chunks:
+                rows, fault = _scan(str(path), lo, hi, keys, signatures)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [
+                    pool.submit(_scan, str(path), lo, hi, keys, signatures) for lo, hi in chunks
+                ]
+                for (lo, hi), future in zip(chunks, futures, strict=True):
+                    seen, found = future.result()
+                    rows += seen
+                    done += hi - lo + 1
+                    if progress is not None:
+                        progress(done, head)
+                    if found is not None:
+                        fault = found
+                        for later in futures:
+                            later.cancel()
+                        break
         failure = classify(log, fault, keys) if fault is not None else None
         if failure is None:
             # Rows past the head's seq would have been caught as gaps; count them.

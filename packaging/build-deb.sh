@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Build the ifmem Debian package into OUTDIR (default: dist/).
+#
+#   sudo packaging/build-deb.sh [OUTDIR]
+#
+# The package holds a self-contained venv at /usr/lib/ifmem, built from the
+# distribution's own Python (/usr/bin/python3.X, see packaging/README.md), with
+# ifmem and every dependency in it; /usr/bin/ifmem and /usr/bin/ifmemd link into
+# it. The venv is built at its real path inside a private mount namespace
+# (packaging/in-root.sh), so every path in it is right. Needs root, dpkg-deb,
+# unshare and network access to PyPI (for the dependencies).
+#
+# Environment:
+#   DEB_PYTHON     interpreter the package runs on (default /usr/bin/python3;
+#                  resolved to its versioned name, e.g. /usr/bin/python3.11)
+#   PYTHON         interpreter for the build tools (default python3)
+#   WHEEL          use this ifmem wheel instead of building one
+#   DEB_COMPRESS   dpkg-deb compression: xz (default), gzip, zstd, none
+#   DEB_MAINTAINER the control file's Maintainer
+set -euo pipefail
+umask 022
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+outdir=${1:-$repo/dist}
+prefix=/usr/lib/ifmem
+
+die() {
+    echo "build-deb.sh: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "needs root (the venv is built at $prefix in a private mount namespace)"
+for tool in dpkg-deb dpkg unshare flock gzip md5sum; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+# The interpreter the installed package will run on. Use the versioned name, so
+# the venv keeps working when /usr/bin/python3 is repointed, and depend on the
+# package that ships exactly that interpreter.
+deb_python=${DEB_PYTHON:-/usr/bin/python3}
+[ -x "$deb_python" ] || die "$deb_python not found (install python3, or set DEB_PYTHON)"
+pyver=$("$deb_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+interp=/usr/bin/python$pyver
+[ -x "$interp" ] || die "$interp not found"
+"$interp" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$interp is older than 3.11"
+
+version=$("$interp" -c '
+import sys, tomllib
+print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$repo/pyproject.toml")
+# PEP 440 pre-releases sort before the release in Debian only with a tilde.
+deb_version=$(printf '%s' "$version" | sed -E 's/\.?(a|b|rc|dev)([0-9]+)/~\1\2/g')
+arch=$(dpkg --print-architecture)
+description=$("$interp" -c '
+import sys, tomllib
+print(tomllib.load(open(sys.argv[1], "rb"))["project"]["description"])' "$repo/pyproject.toml")
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+work=$(mktemp -d "${TMPDIR:-/tmp}/ifmem-build-deb.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+stage=$work/root
+mkdir -p "$stage$prefix" "$work/completion"
+chmod 0755 "$stage"
+
+# 1. The wheel, and a pip to install it with (the package's venv gets no pip).
+if [ -n "${WHEEL:-}" ]; then
+    wheel=$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")
+else
+    "$here/build-wheel.sh" --wheel "$work/wheel" >/dev/null
+    wheel=$(echo "$work"/wheel/ifmem-*.whl)
+fi
+[ -f "$wheel" ] || die "no wheel at $wheel"
+"${PYTHON:-python3}" -m venv "$work/tools"
+
+# 2. The venv, at its real path, and what is generated from it.
+"$here/in-root.sh" "$stage" bash -euo pipefail -c '
+    interp=$1 pip=$2 wheel=$3 completion=$4 prefix=/usr/lib/ifmem
+    "$interp" -m venv --without-pip "$prefix"
+    "$pip" --python "$prefix/bin/python" install --quiet --no-warn-script-location "$wheel"
+    # Byte-compile everything now: users cannot write under /usr/lib, and
+    # files written later would not belong to the package.
+    "$prefix/bin/python" -m compileall -q "$prefix/lib"
+    "$prefix/bin/ifmem" --version >/dev/null
+    "$prefix/bin/ifmemd" --version >/dev/null
+    cd /
+    _IFMEM_COMPLETE=source_bash "$prefix/bin/ifmem" >"$completion/bash"
+    _IFMEM_COMPLETE=source_zsh "$prefix/bin/ifmem" >"$completion/zsh"
+' in-root "$interp" "$work/tools/bin/pip" "$wheel" "$work/completion"
+
+# 3. Commands.
+mkdir -p "$stage/usr/bin"
+ln -s ../lib/ifmem/bin/ifmem "$stage/usr/bin/ifmem"
+ln -s ../lib/ifmem/bin/ifmemd "$stage/usr/bin/ifmemd"
+
+# 4. systemd user units (the repository's copies are rendered for /usr/bin/ifmemd).
+grep -qx 'ExecStart=/usr/bin/ifmemd' "$repo/systemd/ifmem.service" ||
+    die "systemd/ifmem.service does not run /usr/bin/ifmemd"
+install -d "$stage/usr/lib/systemd/user"
+install -m 0644 "$repo/systemd/ifmem.service" "$repo/systemd/ifmem.socket" "$stage/usr/lib/systemd/user/"
+
+# 5. Man pages: whatever man/NAME.SECTION exist now.
+shopt -s nullglob
+pages=("$repo"/man/*.[0-9])
+shopt -u nullglob
+[ ${#pages[@]} -gt 0 ] || echo "build-deb.sh: warning: no man pages in $repo/man" >&2
+for page in "${pages[@]}"; do
+    section=${page##*.}
+    install -d "$stage/usr/share/man/man$section"
+    gzip -9n <"$page" >"$stage/usr/share/man/man$section/$(basename "$page").gz"
+    chmod 0644 "$stage/usr/share/man/man$section/$(basename "$page").gz"
+done
+
+# 6. Shell completion, generated by the packaged ifmem itself (typer/click's
+# _IFMEM_COMPLETE=source_SHELL protocol). bash-completion loads
+# completions/ifmem lazily on the first <Tab> after `ifmem`.
+grep -q 'complete .*-F _ifmem_completion ifmem' "$work/completion/bash" ||
+    die "unexpected bash completion script: $(cat "$work/completion/bash")"
+install -D -m 0644 "$work/completion/bash" "$stage/usr/share/bash-completion/completions/ifmem"
+# zsh autoloads _ifmem from $fpath: `#compdef` must be the first line, and the
+# first call must complete (not only register), as click's own zsh script does.
+"$interp" - "$work/completion/zsh" "$work/completion/_ifmem" <<'PY'
+import sys
+
+text = open(sys.argv[1]).read().lstrip("\n")
+register = "compdef _ifmem_completion ifmem\n"
+if not text.startswith("#compdef ifmem\n") or register not in text:
+    sys.exit(f"build-deb.sh: unexpected zsh completion script:\n{text}")
+text = text.replace(
+    register,
+    "if [[ $zsh_eval_context[-1] == loadautofunc ]]; then\n"
+    "    _ifmem_completion \"$@\"\n"
+    "else\n"
+    "    compdef _ifmem_completion ifmem\n"
+    "fi\n",
+)
+open(sys.argv[2], "w").write(text)
+PY
+install -D -m 0644 "$work/completion/_ifmem" "$stage/usr/share/zsh/vendor-completions/_ifmem"
+
+# 7. Documentation.
+install -d "$stage/usr/share/doc/ifmem"
+gzip -9n <"$repo/README.md" >"$stage/usr/share/doc/ifmem/README.md.gz"
+cat >"$stage/usr/share/doc/ifmem/copyright" <<EOF
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: ifmem
+Comment: /usr/lib/ifmem is a Python venv holding ifmem and its dependencies
+ from PyPI (see /usr/lib/ifmem/lib/python$pyver/site-packages/*.dist-info for
+ each one's licence).
+
+Files: *
+License: MIT
+EOF
+chmod 0644 "$stage/usr/share/doc/ifmem/"*
+
+# 8. Control files.
+install -d "$stage/DEBIAN"
+(cd "$stage" && find usr -type f -print0 | sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
+installed_size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+cat >"$stage/DEBIAN/control" <<EOF
+Package: ifmem
+Version: $deb_version
+Architecture: $arch
+Maintainer: ${DEB_MAINTAINER:-ifmem developers <ifmem@localhost>}
+Installed-Size: $installed_size
+Depends: python$pyver
+Section: utils
+Priority: optional
+Description: $description
+ ifmemd keeps one memory shard per domain (docs, code, session history,
+ working memory) alive as child processes and answers \`ifmem ask\` over a
+ Unix socket with cited passages. Every query, answer and heartbeat is an
+ event in an append-only, hash-chained, Ed25519-signed SQLite log that
+ \`ifmem audit verify\` checks.
+ .
+ Start it for your user with: systemctl --user enable --now ifmem.socket
+EOF
+chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
+
+mkdir -p "$outdir"
+deb=$(cd "$outdir" && pwd)/ifmem_${deb_version}_${arch}.deb
+dpkg-deb --build --root-owner-group "-Z${DEB_COMPRESS:-xz}" "$stage" "$deb" >/dev/null
+echo "$deb"
