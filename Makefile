@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+# mandoc lints the man pages (tests/test_docs.py); under CI=true the test requires it.
+.PHONY: deps-apt
+deps-apt:
+	command -v mandoc >/dev/null || (apt-get update -qq && apt-get install -y -qq mandoc)
+
+test: $(STAMP) deps-apt lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

@@ -48,8 +48,6 @@ from typing import Any
 import anyio
 import apsw
 from _stats import fmt_rate, fmt_ratio, fmt_seconds, median, percentile, ratio, timed
-from nacl import bindings
-
 from ifmemd import snapshot as snapshots
 from ifmemd.eventlog import EventLog
 from ifmemd.events import REGISTRY, encode
@@ -59,6 +57,7 @@ from ifmemd.replay import check_chain, checked_events, replay
 from ifmemd.state import fold
 from ifmemd.verify import verify_log
 from ifmemd.writer import LogWriter
+from nacl import bindings
 
 # Bump when the generated event stream changes, so cached logs are rebuilt.
 GENERATOR_VERSION = "gen1"
@@ -172,11 +171,15 @@ def note(msg: str) -> None:
 # -- a realistic event stream ------------------------------------------------------
 
 SHARDS = ("history", "docs", "code", "working")
-WORDS = (
-    "how does the writer batch appends when the daemon restarts after a crash and what "
-    "does replay check for each shard in the log snapshot memory question answer cite "
-    "file line token corpus index heartbeat signature key auditor checkpoint"
-).split()
+WORDS = tuple(
+    " ".join(
+        (
+            "how does the writer batch appends when the daemon restarts after a crash and what",
+            "does replay check for each shard in the log snapshot memory question answer cite",
+            "file line token corpus index heartbeat signature key auditor checkpoint",
+        )
+    ).split()
+)
 
 
 def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -290,7 +293,8 @@ def built_log(cache_dir: Path, n: int, signer: Signer) -> Path:
             chunk = itertools.islice(stream, min(BUILD_BATCH, n - log.head_seq))
             log.append_batch([(k, encode(k, f)) for k, f in chunk])
             if log.head_seq % 100_000 == 0 or log.head_seq == n:
-                note(f"  building {n:,}-event log: {log.head_seq:,} ({time.perf_counter() - t0:.0f} s)")
+                took = time.perf_counter() - t0
+                note(f"  building {n:,}-event log: {log.head_seq:,} ({took:.0f} s)")
     finally:
         log.close()  # the last connection to close checkpoints the WAL into the file
     os.replace(tmp, final)
@@ -312,26 +316,42 @@ def _quiet() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stderr(io.StringIO())
 
 
-def writer_throughput(db: Path, signer: Signer, items: Sequence[tuple[str, dict, bytes]]) -> tuple[float, float]:
-    """events/s and mean batch size of PRODUCERS tasks appending through LogWriter."""
+@dataclass(frozen=True)
+class Throughput:
+    """One append run: events/s, mean events per commit, and CPU seconds per event.
+
+    CPU is this process's, all threads (`time.process_time`): unlike the wall
+    clock it barely moves when other programs share the cores.
+    """
+
+    rate: float
+    batch: float
+    cpu_per_event: float
+
+
+def writer_throughput(
+    db: Path, signer: Signer, items: Sequence[tuple[str, dict, bytes]]
+) -> Throughput:
+    """PRODUCERS tasks appending `items` through LogWriter."""
 
     async def produce(writer: LogWriter, share: Sequence[tuple[str, dict, bytes]]) -> None:
         for kind, fields, _body in share:
             await writer.append(kind, fields)
 
-    async def main() -> tuple[float, float]:
+    async def main() -> Throughput:
         log = EventLog.open(db, signer)
         try:
             async with anyio.create_task_group() as tg:
                 writer = LogWriter(log, checkpoints_path=db.with_suffix(".checkpoints"))
                 await tg.start(writer.run)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 async with anyio.create_task_group() as producers:
                     for i in range(PRODUCERS):
                         producers.start_soon(produce, writer, items[i::PRODUCERS])
-                elapsed = time.perf_counter() - t0
+                elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
                 await writer.close()
-            return len(items) / elapsed, log.head_seq / writer.batches
+            n = len(items)
+            return Throughput(n / elapsed, log.head_seq / writer.batches, cpu / n)
         finally:
             log.close()
 
@@ -350,14 +370,15 @@ def _raw_db(path: Path) -> apsw.Connection:
 
 
 _INSERT = (
-    "INSERT INTO events(seq, ts_ns, kind, body, prev, hash, key_id, sig) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events(seq, ts_ns, kind, body, prev, hash, key_id, sig) "
+    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FAKE_HASH = bytes(range(32))
 _FAKE_SIG = bytes(range(64))
 _FAKE_KEY_ID = "0123456789abcdef"
 
 
-def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> tuple[float, float]:
+def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> Throughput:
     """Baseline (a): the same rows, producers and group-commit shape, without hash or signature.
 
     A minimal copy of the writer's loop: producers add a row and wait; one task
@@ -366,7 +387,7 @@ def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> tupl
     """
     rows = [(kind, body.decode()) for kind, _fields, body in items]
 
-    async def main() -> tuple[float, float]:
+    async def main() -> Throughput:
         conn = _raw_db(db)
         queue: list[tuple[str, str]] = []
         state = {"wakeup": anyio.Event(), "done": anyio.Event(), "closed": False}
@@ -409,14 +430,15 @@ def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> tupl
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 async with anyio.create_task_group() as producers:
                     for i in range(PRODUCERS):
                         producers.start_soon(produce, rows[i::PRODUCERS])
-                elapsed = time.perf_counter() - t0
+                elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
                 state["closed"] = True
                 state["wakeup"].set()
-            return len(rows) / elapsed, head / batches
+            n = len(rows)
+            return Throughput(n / elapsed, head / batches, cpu / n)
         finally:
             conn.close()
 
@@ -436,7 +458,9 @@ def jsonl_fsync(path: Path, bodies: Sequence[bytes]) -> float:
         os.close(fd)
 
 
-def writer_latency(db: Path, signer: Signer, items: Sequence[tuple[str, dict, bytes]]) -> list[float]:
+def writer_latency(
+    db: Path, signer: Signer, items: Sequence[tuple[str, dict, bytes]]
+) -> list[float]:
     """Seconds per append of one producer that awaits each append's commit."""
 
     async def main() -> list[float]:
@@ -465,7 +489,16 @@ def raw_latency(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> list[floa
     lat = []
     try:
         for seq, (kind, _fields, body) in enumerate(items, 1):
-            row = (seq, time.time_ns(), kind, body.decode(), _FAKE_HASH, _FAKE_HASH, _FAKE_KEY_ID, _FAKE_SIG)
+            row = (
+                seq,
+                time.time_ns(),
+                kind,
+                body.decode(),
+                _FAKE_HASH,
+                _FAKE_HASH,
+                _FAKE_KEY_ID,
+                _FAKE_SIG,
+            )
             t0 = time.perf_counter()
             with conn:
                 conn.execute(_INSERT, row)
@@ -479,17 +512,19 @@ def bench_appends(work: Path, signer: Signer, sz: Sizes) -> list[Result]:
     items = take(sz.append_events)
     lat_items = take(sz.latency_appends)
     bodies = [body for _k, _f, body in items[: sz.jsonl_lines]]
-    signed, raw, jsonl, batch_w, batch_r = [], [], [], [], []
+    signed, raw, jsonl, batch_w, batch_r, cpu_w, cpu_r = [], [], [], [], [], [], []
     p50, p99, raw50, raw99 = [], [], [], []
     for rep in range(sz.reps):
         d = work / f"append-{rep}"
         d.mkdir()
-        rate, batch = raw_group_commit(d / "raw.db", items)
-        raw.append(rate)
-        batch_r.append(batch)
-        rate, batch = writer_throughput(d / "events.db", signer, items)
-        signed.append(rate)
-        batch_w.append(batch)
+        r = raw_group_commit(d / "raw.db", items)
+        raw.append(r.rate)
+        batch_r.append(r.batch)
+        cpu_r.append(r.cpu_per_event)
+        r = writer_throughput(d / "events.db", signer, items)
+        signed.append(r.rate)
+        batch_w.append(r.batch)
+        cpu_w.append(r.cpu_per_event)
         jsonl.append(jsonl_fsync(d / "events.jsonl", bodies))
         lat = raw_latency(d / "raw-latency.db", lat_items)
         raw50.append(percentile(lat, 50))
@@ -516,6 +551,7 @@ def bench_appends(work: Path, signer: Signer, sz: Sizes) -> list[Result]:
             "JSONL, fsync per line",
         ),
         result("append, mean events per commit", "x", batch_w, batch_r, "raw APSW"),
+        result("append, CPU per event (all threads)", "s", cpu_w, cpu_r, "raw APSW"),
         result("append latency p50, 1 producer", "s", p50, raw50, "raw 1-row txn"),
         result("append latency p99, 1 producer", "s", p99, raw99, "raw 1-row txn"),
     ]
@@ -578,18 +614,27 @@ def sodium_loop(rows: Sequence[tuple[bytes, bytes, bytes]]) -> float:
     return len(rows) / (time.perf_counter() - t0)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (verify's worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench_verify(db: Path, n: int, sz: Sizes) -> list[Result]:
     with EventLog.open_readonly(db) as log:
         keys = log.public_keys()
         rows = [(keys[r[6]], bytes(r[5]), bytes(r[7])) for r in log.rows()]
     one, two, sodium = [], [], []
+    cpu: dict[int, list[float]] = {1: [], 2: []}
     for rep in range(sz.slow_reps):
         sodium.append(sodium_loop(rows))
         for jobs, out in ((1, one), (2, two)):
+            c0 = cpu_seconds()
             t, report = timed(lambda jobs=jobs: verify_log(db, jobs=jobs))
+            cpu[jobs].append(n / (cpu_seconds() - c0))
             assert report.ok and report.rows == n, report
             out.append(n / t)
-        note(f"  verify rep {rep + 1}/{sz.slow_reps}: jobs=1 {one[-1]:,.0f}/s, jobs=2 {two[-1]:,.0f}/s")
+        note(f"  verify rep {rep + 1}/{sz.slow_reps}: {one[-1]:,.0f}/s, jobs=2 {two[-1]:,.0f}/s")
     per_core_two = [r / 2 for r in two]
     scaling = [b / a for a, b in zip(one, two, strict=True)]
     return [
@@ -616,13 +661,18 @@ def bench_verify(db: Path, n: int, sz: Sizes) -> list[Result]:
             scaling,
             target=("≥ 1.7 (2 cores)", lambda v: v >= 1.7),
         ),
+        # Work done per CPU-second: if jobs=2 matches jobs=1 here, a scaling
+        # shortfall is cores taken by other programs, not overhead in verify.
+        result("verify jobs=2, per CPU-second", "rate", cpu[2], cpu[1], "jobs=1"),
     ]
 
 
 # -- 4. start-up ---------------------------------------------------------------------
 
 
-def bench_startup(db: Path, n: int, signer: Signer, work: Path, sz: Sizes) -> tuple[list[Result], dict[str, float]]:
+def bench_startup(
+    db: Path, n: int, signer: Signer, work: Path, sz: Sizes
+) -> tuple[list[Result], dict[str, float]]:
     older = work / "snapshot-older.json"
     fresh = work / "snapshot-head.json"
     tail = min(sz.startup_tail, n - 1)
@@ -657,7 +707,12 @@ def bench_startup(db: Path, n: int, signer: Signer, work: Path, sz: Sizes) -> tu
         with_fresh.append(t)
 
     # Where the time goes, one step at a time (the same calls `replay` makes).
-    parts: dict[str, list[float]] = {"open": [], "snapshot load": [], "snapshot usable": [], "tail": []}
+    parts: dict[str, list[float]] = {
+        "open": [],
+        "snapshot load": [],
+        "snapshot usable": [],
+        "tail": [],
+    }
     for _rep in range(sz.reps):
         t, log = timed(lambda: EventLog.open(db, signer))
         parts["open"].append(t)
@@ -743,9 +798,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     signer = Signer.from_seed(BENCH_SEED)
     info = machine()
-    note(f"ifmem event log benchmark ({'quick' if args.quick else 'full'}); {info['cpu']}, "
-         f"{info['cores']} cores")
+    note(
+        f"ifmem event log benchmark ({'quick' if args.quick else 'full'}); {info['cpu']}, "
+        f"{info['cores']} cores"
+    )
     t_start = time.perf_counter()
+    load_before = os.getloadavg()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="ifmem-bench-") as tmp:
         work = Path(tmp)
@@ -763,20 +821,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup, breakdown = bench_startup(db, sz.startup_log, signer, work, sz)
         results += startup
     took = time.perf_counter() - t_start
+    load_after = os.getloadavg()
     print()
-    print(f"ifmem event log benchmark — {'quick' if args.quick else 'full'} run, "
-          f"medians of {sz.reps} (verify, full replay: {sz.slow_reps}) repetitions")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, "
-          f"{info['platform']}, Python {info['python']}, SQLite {info['sqlite']}")
+    print(
+        f"ifmem event log benchmark — {'quick' if args.quick else 'full'} run, "
+        f"medians of {sz.reps} (verify, full replay: {sz.slow_reps}) repetitions"
+    )
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, "
+        f"{info['platform']}, Python {info['python']}, SQLite {info['sqlite']}"
+    )
+    # Other programs on the cores show up as load; the wall-clock numbers suffer from it.
+    print(f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print()
     print(table(results))
     print()
-    print("start-up breakdown (snapshot behind head): " + ", ".join(
-        f"{k} {fmt_seconds(v)}" for k, v in breakdown.items() if k != "snapshot bytes"
-    ) + f"; snapshot {breakdown['snapshot bytes'] / 1e6:.1f} MB")
+    print(
+        "start-up breakdown (snapshot behind head): "
+        + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in breakdown.items() if k != "snapshot bytes")
+        + f"; snapshot {breakdown['snapshot bytes'] / 1e6:.1f} MB"
+    )
     failed = [r.metric for r in results if r.passed is False]
-    print(f"targets: {sum(r.passed is True for r in results)} met, {len(failed)} missed; "
-          f"total {took:.0f} s")
+    print(
+        f"targets: {sum(r.passed is True for r in results)} met, {len(failed)} missed; "
+        f"total {took:.0f} s"
+    )
     if args.json:
         doc = {
             "mode": "quick" if args.quick else "full",
@@ -784,6 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes": asdict(sz),
             "results": [_finite({**asdict(r), "ratio": r.ratio}) for r in results],
             "startup_breakdown_s": breakdown,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
             "seconds": took,
         }
         args.json.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

@@ -12,6 +12,7 @@ example are recomputed here with the library. All four pages must lint clean.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -25,8 +26,6 @@ import apsw
 import pytest
 import typer
 from ifmem.main import app
-from typer.testing import CliRunner
-
 from ifmemd import checkpoint as cp
 from ifmemd import config, events
 from ifmemd.keys import Signer
@@ -42,6 +41,7 @@ from ifmemd.logformat import (
 )
 from ifmemd.main import parser as ifmemd_parser
 from ifmemd.verify import verify_log
+from typer.testing import CliRunner
 
 MAN = Path(__file__).resolve().parent.parent / "man"
 PAGES = ("ifmem.1", "ifmemd.8", "ifmem.toml.5", "ifmem-log.5")
@@ -63,9 +63,7 @@ _ESCAPES = {
     r"\(mu": "x",
     r"\['e]": "é",
 }
-_ESCAPE_RE = re.compile(
-    r"\\f(?:\[[^\]]*\]|\(..|.)|" + "|".join(re.escape(e) for e in _ESCAPES)
-)
+_ESCAPE_RE = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)|" + "|".join(re.escape(e) for e in _ESCAPES))
 
 
 def plain(roff: str) -> str:
@@ -99,8 +97,10 @@ class Section:
         i = 0
         while i < len(self.lines):
             if self.lines[i].startswith(".TP") and i + 1 < len(self.lines):
-                tag = _args(self.lines[i + 1]) if self.lines[i + 1].startswith(".") else plain(
-                    self.lines[i + 1]
+                tag = (
+                    _args(self.lines[i + 1])
+                    if self.lines[i + 1].startswith(".")
+                    else plain(self.lines[i + 1])
                 )
                 body = []
                 j = i + 2
@@ -270,10 +270,13 @@ def test_schema_in_ifmem_log_5_is_the_schema_we_create() -> None:
 
 def test_ifmem_log_5_states_the_format_constants() -> None:
     text = plain(read_page("ifmem-log.5"))
-    assert f"PRAGMA application_id = {APPLICATION_ID}" in text
-    assert f"0x{APPLICATION_ID:08X}" in text
-    assert DOMAIN.hex() in text
-    assert CHECKPOINT_DOMAIN.hex() in text
+    for shown in (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        f"0x{APPLICATION_ID:08X}",
+        DOMAIN.hex(),
+        CHECKPOINT_DOMAIN.hex(),
+    ):
+        assert shown in text, f"ifmem-log.5 should state {shown!r}"
 
 
 SEED = bytes(range(1, 33))
@@ -300,9 +303,7 @@ def worked_example() -> dict[str, Any]:
     values: dict[str, Any] = {
         "seed": SEED.hex(),
         "public_key": signer.public_key.hex(),
-        "public_key_hash": __import__("hashlib")
-        .blake2b(signer.public_key, digest_size=32)
-        .hexdigest(),
+        "public_key_hash": hashlib.blake2b(signer.public_key, digest_size=32).hexdigest(),
         "key_id": signer.key_id,
         "log_id": LOG_ID.hex(),
     }
@@ -324,9 +325,11 @@ def worked_example() -> dict[str, Any]:
             )
         ).hex()
         digest = event_hash(LOG_ID, seq, ts_ns, kind.encode(), body, prev)
-        assert __import__("hashlib").blake2b(
-            bytes.fromhex(values[f"hash_input_{seq}"]), digest_size=32
-        ).digest() == digest
+        # The spelled-out input and the library's function must agree.
+        assert (
+            hashlib.blake2b(bytes.fromhex(values[f"hash_input_{seq}"]), digest_size=32).digest()
+            == digest
+        )
         values[f"hash_{seq}"] = digest.hex()
         values[f"sig_{seq}"] = signer.sign(digest).hex()
         prev = digest
@@ -368,11 +371,13 @@ def test_worked_example_values_match_the_library() -> None:
 def test_worked_example_rows_are_shown_as_the_library_writes_them() -> None:
     text = plain(read_page("ifmem-log.5"))
     for (seq, ts_ns, kind, _), body in zip(EXAMPLE_ROWS, worked_example()["bodies"], strict=True):
-        assert f"seq     {seq}\nts_ns   {ts_ns} " in text
-        assert f"kind    {kind}\nbody    {body.decode()}\n" in text
+        shown = f"seq     {seq}\nts_ns   {ts_ns} "
+        assert shown in text, f"ifmem-log.5, worked example: row {seq} should show {shown!r}"
+        shown = f"kind    {kind}\nbody    {body.decode()}\n"
+        assert shown in text, f"ifmem-log.5, worked example: row {seq} should show {shown!r}"
 
 
-def test_worked_example_database_verifies(tmp_path: Path) -> None:
+def test_worked_example_database_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page = read_page("ifmem-log.5")
     db = tmp_path / "example.db"
     conn = apsw.Connection(str(db))
@@ -387,7 +392,7 @@ def test_worked_example_database_verifies(tmp_path: Path) -> None:
 
     # The page shows the command and what it prints: run it.
     (tmp_path / "example.cp").write_text(line + "\n")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         app, ["audit", "verify", "--db", "example.db", "--checkpoint", "example.cp"]
     )
@@ -400,7 +405,9 @@ def test_worked_example_database_verifies(tmp_path: Path) -> None:
 
 def _run(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return (done.stdout + done.stderr).strip() or ("" if done.returncode == 0 else f"exit {done.returncode}")
+    return (done.stdout + done.stderr).strip() or (
+        "" if done.returncode == 0 else f"exit {done.returncode}"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -101,6 +101,7 @@ def test_schema_is_exactly_the_documented_one(log: EventLog) -> None:
     sql = " ".join(s for _, s in triggers.values()).upper()
     assert "BEFORE UPDATE ON EVENTS" in sql
     assert "BEFORE DELETE ON EVENTS" in sql
+    assert "BEFORE INSERT ON EVENTS" in sql  # REPLACE INTO would bypass the delete trigger
 
 
 def test_pragmas_application_id_wal_and_full_sync(log: EventLog) -> None:

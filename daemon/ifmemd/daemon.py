@@ -149,12 +149,15 @@ class Daemon:
             self.server.stop_accepting()
             await self.server.wait_idle(DRAIN_TIMEOUT_S)
             server_scope.cancel()
-            await listener.aclose()
             await self.supervisor.stop()
             await self._shutdown_log()
+            # The socket goes last: whoever waits for it to vanish (`ifmem stop`, then
+            # perhaps a new daemon on this log) finds the shards gone and the log
+            # complete. Unlinked before closing, so we never remove a successor's socket.
+            if self._bound_socket:
+                self.socket_path.unlink(missing_ok=True)
+            await listener.aclose()
             tg.cancel_scope.cancel()
-        if self._bound_socket:
-            self.socket_path.unlink(missing_ok=True)
         self.reader.close()
         self.log.close()
 
@@ -256,7 +259,7 @@ class Daemon:
         if op == protocol.ASK:
             return await self.ask(rid, args["question"], args.get("shards"), args.get("k", 10))
         if op == protocol.REMEMBER:
-            return await self.remember(rid, args["text"])
+            return await self.remember(rid, args["text"], args.get("source"))
         if op == protocol.FORGET:
             return await self.forget(rid, args["memory_id"])
         if op == protocol.STATUS:
@@ -353,12 +356,20 @@ class Daemon:
         data.pop("v", None)
         return {**data, "seq": record.seq, "replayed": True}
 
-    async def remember(self, rid: str, text: str) -> dict:
+    async def remember(self, rid: str, text: str, source: str | None = None) -> dict:
+        """Add `text` to working memory, exactly once per request id; `source` says where
+        it came from (recorded in the event when given)."""
+        # Only a given source is written or returned: bodies without one stay as before.
+        with_source = {"source": source} if source is not None else {}
         recorded = self._recorded(rid)
         if recorded is not None:
             data = decode(recorded.seq, recorded.kind, recorded.body)
             # The same id for other text is another request, not a retry.
-            if recorded.kind != "memory.remembered" or data["text"] != text:
+            if (
+                recorded.kind != "memory.remembered"
+                or data["text"] != text
+                or data.get("source") != source
+            ):
                 raise OpError(
                     protocol.DUPLICATE_ID,
                     f"request id {rid!r} was already used for another request",
@@ -366,6 +377,7 @@ class Daemon:
             return {
                 "memory_id": data["memory_id"],
                 "citation": f"memory:{data['memory_id']}",
+                **with_source,
                 "seq": recorded.seq,
                 "replayed": True,
             }
@@ -373,12 +385,14 @@ class Daemon:
         while memory_id in self.projection.memories:
             memory_id = secrets.token_hex(6)
         record = await self.writer.append(
-            "memory.remembered", {"memory_id": memory_id, "text": text, "rid": rid}
+            "memory.remembered",
+            {"memory_id": memory_id, "text": text, "rid": rid, **with_source},
         )
         await self.supervisor.broadcast_memory("add", {"memory_id": memory_id, "text": text})
         return {
             "memory_id": memory_id,
             "citation": f"memory:{memory_id}",
+            **with_source,
             "seq": record.seq,
             "replayed": False,
         }

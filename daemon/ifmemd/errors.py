@@ -14,6 +14,21 @@ from pathlib import Path
 class IfmemError(Exception):
     """Base class of every error ifmem raises on purpose."""
 
+    def __new__(cls, *args: object, **kwargs: object) -> IfmemError:
+        self = super().__new__(cls, *args)
+        self._init_args = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses build their message from their own arguments, so rebuild
+        # from those (errors cross process boundaries in `audit verify`).
+        args, kwargs = self._init_args
+        return (_rebuild, (type(self), args, kwargs))
+
+
+def _rebuild(cls: type[IfmemError], args: tuple[object, ...], kwargs: dict) -> IfmemError:
+    return cls(*args, **kwargs)
+
 
 class StoreError(IfmemError):
     """Raised when the event log's SQLite file cannot be opened, read or written."""

@@ -180,7 +180,10 @@ class EventLog:
     @staticmethod
     def _connect(path: Path, flags: int) -> apsw.Connection:
         try:
-            return apsw.Connection(str(path), flags=flags)
+            conn = apsw.Connection(str(path), flags=flags)
+            # Before the first read: a concurrent opener must wait, not fail BUSY.
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            return conn
         except apsw.Error as e:
             raise StoreError("open event log", path, _open_reason(path, e)) from e
 
@@ -329,7 +332,12 @@ class EventLog:
 
     def public_keys(self) -> dict[str, bytes]:
         """Every public key the log names, by key_id."""
-        return {k: bytes(v) for k, v in self._conn.execute("SELECT key_id, public_key FROM keys")}
+        # A key stored as anything but 32 raw bytes is no key: rows naming it fail as unknown.
+        return {
+            k: v
+            for k, v in self._conn.execute("SELECT key_id, public_key FROM keys")
+            if isinstance(v, bytes) and len(v) == 32
+        }
 
     def refresh_head(self) -> None:
         """Re-read the head (for a read-only log that another process appends to)."""

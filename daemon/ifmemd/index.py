@@ -19,7 +19,6 @@ postings in all, since ranking costs time for every row a query matches.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,9 +67,11 @@ CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 # own `ORDER BY rank`, which sorts every match; snippets are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
+# The winners' rowids are bound as a literal IN list: against a subquery
+# (`IN (SELECT value FROM json_each(?))`) FTS5 costs ~40% more per search.
 _SNIPPETS = f"""
 SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS})
-FROM passage WHERE passage MATCH ? AND rowid IN (SELECT value FROM json_each(?))
+FROM passage WHERE passage MATCH ? AND rowid IN ({{}})
 """
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
@@ -254,8 +255,11 @@ class Index:
             return []
         try:
             ranked = self._db.execute(_RANK, (expression, k)).fetchall()
-            rowids = json.dumps([rowid for rowid, _ in ranked])
-            snippets = dict(self._db.execute(_SNIPPETS, (expression, rowids)).fetchall())
+            rowids = [rowid for rowid, _ in ranked]
+            snippets: dict[int, str] = {}
+            if rowids:
+                sql = _SNIPPETS.format(",".join("?" * len(rowids)))
+                snippets = dict(self._db.execute(sql, (expression, *rowids)).fetchall())
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
         passages = []

@@ -35,6 +35,8 @@ MAX_LINE: Final = 1 << 20
 MAX_QUESTION_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 256
 MAX_K: Final = 100
+MAX_SOURCE_BYTES: Final = 1024
+"""Largest `source` a `remember` request may carry, in UTF-8 bytes."""
 
 # Ops.
 ASK: Final = "ask"
@@ -376,6 +378,15 @@ def _check_ask(args: dict[str, Any], rid: RequestId) -> None:
 
 def _check_remember(args: dict[str, Any], rid: RequestId) -> None:
     _check_text(args.get("text"), "remember: text", rid)
+    if "source" in args:
+        source = _check_text(args["source"], "remember: source", rid)
+        size = len(source.encode("utf-8"))
+        if size > MAX_SOURCE_BYTES:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"remember: source is {size} bytes; the limit is {MAX_SOURCE_BYTES}",
+                rid,
+            )
 
 
 def _check_forget(args: dict[str, Any], rid: RequestId) -> None:
@@ -402,7 +413,7 @@ def _no_args(args: dict[str, Any], rid: RequestId) -> None:
 # op -> (required args, optional args, checker)
 _OP_ARGS: Final = {
     ASK: (("question",), ("shards", "k"), _check_ask),
-    REMEMBER: (("text",), (), _check_remember),
+    REMEMBER: (("text",), ("source",), _check_remember),
     FORGET: (("memory_id",), (), _check_forget),
     STATUS: ((), (), _no_args),
     RELOAD: ((), (), _no_args),
