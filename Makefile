@@ -26,8 +26,14 @@ test: $(STAMP) deps-apt lint
 demo: $(STAMP)
 	examples/demo.sh
 
-bench: $(STAMP)
+# ripgrep is bench/ask.py's baseline: what an agent without ifmem runs for every question.
+.PHONY: bench-setup
+bench-setup:
+	command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq ripgrep)
+
+bench: $(STAMP) bench-setup
 	$(BIN)/python bench/eventlog.py
+	$(BIN)/python bench/ask.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -328,8 +328,23 @@ def fsync_latency(directory: Path, n: int) -> list[float]:
     return out
 
 
-def load_run(socket: Path, qfile: Path, sz: Sizes, work: Path) -> dict[str, Any]:
-    """`sz.clients` connected clients in `sz.client_procs` processes, asking for a fixed time."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_run(
+    socket: Path, qfile: Path, sz: Sizes, work: Path, pids: dict[str, int]
+) -> dict[str, Any]:
+    """`sz.clients` connected clients in `sz.client_procs` processes, asking for a fixed time.
+
+    Also the CPU each server process (`pids`) and the clients spent per ask.
+    """
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     per = [sz.clients // sz.client_procs] * sz.client_procs
     for i in range(sz.clients % sz.client_procs):
         per[i] += 1
@@ -350,17 +365,23 @@ def load_run(socket: Path, qfile: Path, sz: Sizes, work: Path) -> dict[str, Any]
             str(out),
         ]
         procs.append((subprocess.Popen(cmd), out))
-    count, lat, errors = 0, [], 0
+    count, total, client_cpu, lat, errors = 0, 0, 0.0, [], 0
     for p, out in procs:
         p.wait()
         if p.returncode == 0 and out.exists():
             d = json.loads(out.read_text())
             count += d["count"]
+            total += d["total"]
+            client_cpu += d["cpu_s"]
             lat += d["latencies"]
             errors += d["errors"]
         else:
             errors += 1
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    per_ask = {name: s / total if total else math.nan for name, s in cpu.items()}
+    per_ask["clients"] = client_cpu / total if total else math.nan
     return {
+        "cpu_per_ask_s": per_ask,
         "asks_per_s": count / sz.load_seconds,
         "p50": percentile(lat, 50),
         "p99": percentile(lat, 99),
@@ -376,6 +397,7 @@ def load_worker(argv: Sequence[str]) -> int:
     start, end = float(start_at), float(start_at) + float(seconds)
     clients = [Client(socket, timeout=60) for _ in range(int(threads))]
     counts = [0] * len(clients)
+    totals = [0] * len(clients)
     errors = [0] * len(clients)
     lats: list[list[float]] = [[] for _ in clients]
 
@@ -394,20 +416,25 @@ def load_worker(argv: Sequence[str]) -> int:
                 errors[i] += 1
                 return
             done = time.time()
+            totals[i] += 1
             if done > end:
                 return
             counts[i] += 1
             lats[i].append(time.perf_counter() - t0)
 
     ts = [threading.Thread(target=run, args=(i,)) for i in range(len(clients))]
+    cpu0 = time.process_time()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
+    cpu = time.process_time() - cpu0
     for c in clients:
         c.close()
     data = {
         "count": sum(counts),
+        "total": sum(totals),
+        "cpu_s": cpu,
         "errors": sum(errors),
         "latencies": [x for lat in lats for x in lat],
     }
@@ -496,7 +523,10 @@ def bench_main(run: Run) -> None:
             ask_lat += lat
         client.close()
         note(f"{sz.clients} clients in {sz.client_procs} processes for {sz.load_seconds:g} s…")
-        load = load_run(daemon.socket, qfile, sz, work)
+        status = daemon.status()
+        assert daemon.proc is not None
+        pids = {"daemon": daemon.proc.pid, **{s["name"]: s["pid"] for s in status["shards"]}}
+        load = load_run(daemon.socket, qfile, sz, work, pids)
         note(f"`ifmem ask` as a process, {sz.cli_runs} runs…")
         cli, floor = [], []
         for i in range(sz.cli_runs):
@@ -738,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rg is None:
         note("rg not found: the baseline is skipped (`make bench-setup` installs ripgrep)")
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -760,6 +791,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}, "
         f"Python {info['python']}; rg {'found' if rg else 'MISSING'}"
     )
+    load_after = os.getloadavg()[0]
+    info["loadavg_1min"] = [load_before, load_after]
+    print(
+        f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after "
+        "(anything else running on the machine inflates the latencies)"
+    )
     print()
     print(table(run.results))
     print()
@@ -775,6 +812,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"  {sz.clients} clients: threads per process {load['threads_per_proc']}, "
             f"p50 {fmt_seconds(load['p50'])}, errors {load['errors']}"
+        )
+        cpu = load["cpu_per_ask_s"]
+        print(
+            "  CPU per ask under load: "
+            + ", ".join(f"{name} {fmt_seconds(v)}" for name, v in cpu.items())
+            + f"; all {fmt_seconds(sum(v for v in cpu.values() if not math.isnan(v)))}"
         )
     if "error" in run.details:
         print(f"  ABORTED: {run.details['error']}")

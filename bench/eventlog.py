@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -616,8 +617,11 @@ def sodium_loop(rows: Sequence[tuple[bytes, bytes, bytes]]) -> float:
 
 def cpu_seconds() -> float:
     """CPU time of this process and its reaped children (verify's worker processes)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def bench_verify(db: Path, n: int, sz: Sizes) -> list[Result]:

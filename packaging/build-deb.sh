@@ -15,7 +15,7 @@
 #                  resolved to its versioned name, e.g. /usr/bin/python3.11)
 #   PYTHON         interpreter for the build tools (default python3)
 #   WHEEL          use this ifmem wheel instead of building one
-#   DEB_COMPRESS   dpkg-deb compression: xz (default), gzip, zstd, none
+#   DEB_COMPRESS   dpkg-deb compression: zstd (default), xz, gzip, none
 #   DEB_MAINTAINER the control file's Maintainer
 set -euo pipefail
 umask 022
@@ -62,7 +62,9 @@ stage=$work/root
 mkdir -p "$stage$prefix" "$work/completion"
 chmod 0755 "$stage"
 
-# 1. The wheel, and a pip to install it with (the package's venv gets no pip).
+# 1. A tools venv with pip (the package's venv gets none), and the wheel.
+export IFMEM_TOOLS_VENV=$work/tools
+"${PYTHON:-python3}" -m venv "$IFMEM_TOOLS_VENV"
 if [ -n "${WHEEL:-}" ]; then
     wheel=$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")
 else
@@ -70,7 +72,6 @@ else
     wheel=$(echo "$work"/wheel/ifmem-*.whl)
 fi
 [ -f "$wheel" ] || die "no wheel at $wheel"
-"${PYTHON:-python3}" -m venv "$work/tools"
 
 # 2. The venv, at its real path, and what is generated from it.
 "$here/in-root.sh" "$stage" bash -euo pipefail -c '
@@ -178,5 +179,8 @@ chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
 
 mkdir -p "$outdir"
 deb=$(cd "$outdir" && pwd)/ifmem_${deb_version}_${arch}.deb
-dpkg-deb --build --root-owner-group "-Z${DEB_COMPRESS:-xz}" "$stage" "$deb" >/dev/null
+# zstd: xz takes ~35 s on this ~45 MB tree for a third off the size. Every dpkg
+# that can install this package (it needs a Python >= 3.11 distribution: Debian
+# 12, Ubuntu 23.04 and later) reads zstd.
+dpkg-deb --build --root-owner-group "-Z${DEB_COMPRESS:-zstd}" "$stage" "$deb" >/dev/null
 echo "$deb"

@@ -4,7 +4,8 @@
 #   packaging/build-wheel.sh [OUTDIR] [--wheel|--sdist]
 #
 # `python -m build` runs in a throwaway venv (made from $PYTHON, default python3)
-# that is deleted on exit; the project's .venv is never touched. With no flag,
+# that is deleted on exit ($IFMEM_TOOLS_VENV names one to create or reuse and
+# keep instead); the project's .venv is never touched. With no flag,
 # the wheel is built *from the sdist*, which proves the sdist holds what a build
 # needs. Afterwards the wheel is checked to hold only the ifmem and ifmemd
 # packages and their metadata.
@@ -33,16 +34,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 tools=$(mktemp -d "${TMPDIR:-/tmp}/ifmem-build-wheel.XXXXXX")
 trap 'rm -rf "$tools"' EXIT
-"$python" -m venv "$tools/venv"
-"$tools/venv/bin/pip" install --quiet "build>=1.2"
+venv=${IFMEM_TOOLS_VENV:-$tools/venv}
+[ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"
+"$venv/bin/pip" install --quiet "build>=1.2"
 
 # A fresh output directory per run, so the check below sees only this build.
-"$tools/venv/bin/python" -m build --outdir "$tools/out" "${build_args[@]}" "$repo" >"$tools/build.log" 2>&1 || {
+"$venv/bin/python" -m build --outdir "$tools/out" "${build_args[@]}" "$repo" >"$tools/build.log" 2>&1 || {
     cat "$tools/build.log" >&2
     exit 1
 }
 
-"$tools/venv/bin/python" - "$tools/out" "$repo" <<'PY'
+"$venv/bin/python" - "$tools/out" "$repo" <<'PY'
 import sys
 import tarfile
 import zipfile

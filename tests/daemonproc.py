@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ifmemd.errors import IfmemError
 from ifmemd.eventlog import EventLog
 from ifmemd.protocol import Client, DaemonUnreachableError
@@ -197,7 +196,11 @@ class DaemonProc:
         (before the per-test HOME is set) never touches the real home either.
         """
         home = self.root / "home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("IFMEM_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("IFMEM_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))
+        }
         env.update(
             HOME=str(home),
             XDG_CONFIG_HOME=str(home / ".config"),
@@ -273,6 +276,17 @@ class DaemonProc:
         """The status entry of shard `name`."""
         return next(s for s in self.status()["shards"] if s["name"] == name)
 
+    def wait_shard(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Wait until shard `name`'s status entry passes `check`; returns that entry."""
+
+        def probe() -> dict[str, Any] | None:
+            entry = self.shard(name)
+            return entry if check(entry) else None
+
+        return wait_for(probe, timeout, f"shard {name!r}: {what}", self.diagnostics)
+
     def shard_pids(self) -> dict[str, int]:
         return {s["name"]: s["pid"] for s in self.status()["shards"]}
 
@@ -339,9 +353,7 @@ class DaemonProc:
         """Committed events as (seq, kind, body), oldest first; only `kinds` if given."""
         with EventLog.open_readonly(self.db_path) as log:
             return [
-                (r.seq, r.kind, r.data())
-                for r in log.records()
-                if not kinds or r.kind in kinds
+                (r.seq, r.kind, r.data()) for r in log.records() if not kinds or r.kind in kinds
             ]
 
 

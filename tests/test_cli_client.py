@@ -9,11 +9,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
-
 import daemonproc as dp
+import pytest
 from ifmem.main import app
+from typer.testing import CliRunner, Result
 
 CITATION = re.compile(r"^(\d+)\. (/\S+):(\d+)-(\d+)  \[(\w+)\]$", re.MULTILINE)
 CLIENT_COMMANDS = [
@@ -61,7 +60,9 @@ def test_ask_prints_path_line_citations(daemon: dp.DaemonProc) -> None:
 
 
 def test_ask_json_and_shard_and_k(daemon: dp.DaemonProc) -> None:
-    result = json.loads(ok(ifmem(daemon, "ask", "valve pump", "--shard", "code", "-k", "1", "--json")))
+    result = json.loads(
+        ok(ifmem(daemon, "ask", "valve pump", "--shard", "code", "-k", "1", "--json"))
+    )
     assert result["shards"] == ["code"]
     assert len(result["passages"]) == 1
     p = result["passages"][0]

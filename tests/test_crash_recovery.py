@@ -16,14 +16,13 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
 import daemonproc as dp
+import pytest
 from ifmem.main import app
 from ifmemd.errors import IfmemError
 from ifmemd.protocol import Client
 from ifmemd.verify import verify_log
+from typer.testing import CliRunner
 
 CLIENTS = 20
 QUESTIONS = ["lighthouse beacon", "valve opened", "pump water", "glacier ice", "quick fox"]
@@ -72,7 +71,6 @@ def by_qid(events: list[tuple[int, str, dict]], kind: str) -> dict[str, list[tup
     return out
 
 
-@pytest.mark.slow
 def test_sigkill_under_load_loses_no_answer_and_retries_get_exactly_one(
     daemons: dp.DaemonFactory,
 ) -> None:
@@ -80,9 +78,7 @@ def test_sigkill_under_load_loses_no_answer_and_retries_get_exactly_one(
     # Half the clients ask every shard, half only `code`: when `docs` is stopped
     # below, the first half hang with their questions received but unanswered,
     # while the second half keep committing answers until the very moment of the kill.
-    askers = [
-        Asker(d.socket_path, n, None if n % 2 == 0 else ["code"]) for n in range(CLIENTS)
-    ]
+    askers = [Asker(d.socket_path, n, None if n % 2 == 0 else ["code"]) for n in range(CLIENTS)]
     for a in askers:
         a.start()
     dp.wait_for(
@@ -130,9 +126,7 @@ def test_sigkill_under_load_loses_no_answer_and_retries_get_exactly_one(
     after_recovery = d.request("status")["log"]["seq"]
 
     # Clients resend every id they sent but got no answer for: one answer each.
-    lost = {
-        rid: q for a in askers for rid, q in a.questions.items() if rid not in a.answers
-    }
+    lost = {rid: q for a in askers for rid, q in a.questions.items() if rid not in a.answers}
     assert len(lost) == CLIENTS
     assert unanswered <= set(lost), "an unanswered question was never sent?"
     retried: dict[str, dict] = {}

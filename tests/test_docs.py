@@ -27,7 +27,7 @@ import pytest
 import typer
 from ifmem.main import app
 from ifmemd import checkpoint as cp
-from ifmemd import config, events
+from ifmemd import config, events, units
 from ifmemd.keys import Signer
 from ifmemd.logformat import (
     APPLICATION_ID,
@@ -201,6 +201,15 @@ def test_ifmemd_options_are_in_ifmemd_8() -> None:
     for action in ifmemd_parser()._actions:
         for opt in action.option_strings:
             assert mentions(doc.text, opt), f"ifmemd.8, OPTIONS: {opt} is missing"
+
+
+def test_unit_settings_quoted_in_ifmemd_8_are_the_units_we_install() -> None:
+    text = plain(read_page("ifmemd.8"))
+    rendered = units.render_service("/usr/bin/ifmemd") + units.render_socket()
+    for line in rendered.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith("#") and f"{key}=" in text:
+            assert f"{key}={value}" in text, f"ifmemd.8 should say {line!r}"
 
 
 # --- ifmem.toml(5): every key the parser knows ------------------------------------

@@ -17,14 +17,14 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import daemonproc as dp
+import pytest
 
 NOBODY = 65534
 # A system Python the other user can run (the venv's may live under root's home).
-SYSTEM_PYTHON = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if
-                      os.access(p, os.X_OK)), None)
+SYSTEM_PYTHON = next(
+    (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), None
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None or SYSTEM_PYTHON is None,

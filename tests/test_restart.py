@@ -6,7 +6,6 @@ import time
 
 import pytest
 from freezegun import freeze_time
-
 from ifmemd.restart import INITIAL_DELAY_S, MAX_DELAY_S, RestartPolicy, heartbeat_overdue
 
 

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import daemonproc as dp
+import pytest
 from ifmemd.protocol import MAX_LINE, Client, RemoteError
 from ifmemd.verify import verify_log
 
@@ -299,7 +298,9 @@ def daemons_tmp(tmp_path: Path) -> Path:
 def test_subscribe_streams_events_committed_after_it(daemon: dp.DaemonProc) -> None:
     with Raw(daemon.socket_path) as sub, daemon.client() as c:
         c.request("remember", text="before the subscription")
-        sub.send({"id": "s1", "op": "subscribe", "kinds": ["memory.remembered", "memory.forgotten"]})
+        sub.send(
+            {"id": "s1", "op": "subscribe", "kinds": ["memory.remembered", "memory.forgotten"]}
+        )
         ack = sub.line()
         assert ack["id"] == "s1" and ack["ok"] is True
         assert ack["result"]["subscribed"] is True
@@ -334,9 +335,7 @@ def test_subscribe_since_seq_sends_the_backlog_then_live_events_once_each(
                     i += 1
 
         with daemon.client() as sub:
-            events = sub.iter_events(
-                kinds=["memory.remembered"], since_seq=before, idle_timeout=5
-            )
+            events = sub.iter_events(kinds=["memory.remembered"], since_seq=before, idle_timeout=5)
             thread = threading.Thread(target=writer)
             thread.start()
             try:
@@ -424,6 +423,36 @@ def test_a_request_id_reused_for_another_request_is_a_duplicate(daemon: dp.Daemo
         # The original answer is still what the id replays to.
         again = c.request("ask", request_id="dup-q", question="glacier ice")
         assert again["replayed"] is True and again["seq"] == first["seq"]
+
+
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [("remember", {"text": "raced note"}), ("ask", {"question": "glacier ice"})],
+)
+def test_the_same_id_sent_concurrently_is_acted_on_once(
+    daemon: dp.DaemonProc, op: str, args: dict[str, Any]
+) -> None:
+    # A client that timed out and resent while its first request was still running.
+    rid = f"race-{op}"
+    start = threading.Barrier(8, timeout=10)
+    results: list[dict[str, Any]] = []
+
+    def send() -> None:
+        with Client(daemon.socket_path, timeout=10) as c:
+            start.wait()
+            results.append(c.request(op, request_id=rid, **args))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(results) == 8
+    assert len({r["seq"] for r in results}) == 1, results
+    assert sorted(r["replayed"] for r in results) == [False] + [True] * 7
+    kind = "memory.remembered" if op == "remember" else "query.answered"
+    acted = [b for _, _, b in daemon.events(kind) if rid in (b.get("rid"), b.get("qid"))]
+    assert len(acted) == 1
 
 
 def test_status_fields(daemon: dp.DaemonProc) -> None:

@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import daemonproc as dp
+import pytest
 from ifmemd.protocol import RemoteError
 
 
@@ -34,8 +33,9 @@ def kinds_after(d: dp.DaemonProc, seq: int, shard: str) -> list[tuple[int, str, 
     """Shard lifecycle events (no heartbeats) of `shard` after `seq`."""
     return [
         e
-        for e in d.events("shard.exited", "shard.restarting", "shard.spawned", "shard.ready",
-                          "shard.failed")
+        for e in d.events(
+            "shard.exited", "shard.restarting", "shard.spawned", "shard.ready", "shard.failed"
+        )
         if e[0] > seq and e[2].get("shard") == shard
     ]
 
@@ -101,11 +101,9 @@ def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
     # Other shards keep serving on their own meanwhile.
     assert client.request("ask", question="glacier", shards=["code"])["missing"] == []
 
-    def replaced() -> dict | None:
-        docs = daemon.shard("docs")
-        return docs if docs["pid"] != old and docs["status"] == "ready" else None
-
-    docs = dp.wait_for(replaced, 5.0, "docs to be replaced", daemon.diagnostics)
+    docs = daemon.wait_shard(
+        "docs", lambda s: s["pid"] != old and s["status"] == "ready", "replaced"
+    )
     took = time.monotonic() - stopped_at
     # The last beat came at most one interval before the stop: no kill before then.
     assert took >= dp.HEARTBEAT_TIMEOUT - dp.HEARTBEAT_INTERVAL
@@ -132,22 +130,13 @@ def test_a_shard_that_keeps_dying_is_marked_failed_and_the_others_keep_serving(
     before = head(d)
     killed: list[int] = []
     for _ in range(3):
-        pid = dp.wait_for(
-            lambda: (lambda s: s["pid"] if s["pid"] not in killed and s["status"] == "ready"
-                     else None)(d.shard("docs")),
-            5.0,
-            "docs to be running again",
-            d.diagnostics,
-        )
+        pid = d.wait_shard(
+            "docs", lambda s: s["pid"] not in killed and s["status"] == "ready", "running again"
+        )["pid"]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    docs = dp.wait_for(
-        lambda: (lambda s: s if s["status"] == "failed" else None)(d.shard("docs")),
-        5.0,
-        "docs to be marked failed",
-        d.diagnostics,
-    )
+    docs = d.wait_shard("docs", lambda s: s["status"] == "failed", "marked failed")
     assert docs["restarts"] == 2
     assert "exited 3 times in 30 s" in docs["failure"]
     assert "ifmem reload" in docs["failure"]
@@ -173,12 +162,7 @@ def test_a_shard_that_keeps_dying_is_marked_failed_and_the_others_keep_serving(
     # A reload gives the failed shard a fresh start.
     changes = client.request("reload")
     assert changes["restarted"] == ["docs"]
-    docs = dp.wait_for(
-        lambda: (lambda s: s if s["status"] == "ready" else None)(d.shard("docs")),
-        5.0,
-        "docs to be ready after reload",
-        d.diagnostics,
-    )
+    docs = d.wait_shard("docs", lambda s: s["status"] == "ready", "ready after reload")
     assert docs["restarts"] == 0 and docs["failure"] is None
     assert client.request("ask", question="glacier", shards=["docs"])["passages"]
 
@@ -200,7 +184,12 @@ def test_reload_restarts_only_the_shard_whose_config_changed(
         )
     )
     changes = d.request("reload")
-    assert changes == {"added": [], "removed": [], "restarted": ["docs"], "kept": ["code", "working"]}
+    assert changes == {
+        "added": [],
+        "removed": [],
+        "restarted": ["docs"],
+        "kept": ["code", "working"],
+    }
     status = d.wait_ready()
     now = {s["name"]: s["pid"] for s in status["shards"]}
     assert now["docs"] != pids["docs"]

@@ -82,3 +82,29 @@ def daemon(
     code = run(config, socket, db)
     if code:
         raise typer.Exit(code)
+
+
+def mcp(
+    socket: SocketOption = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="Event log memory_log reads (default: the running daemon's, "
+            "else ~/.local/share/ifmem/events.db).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.1, help="Seconds memory_ask waits for the daemon."),
+    ] = 30.0,
+) -> None:
+    """Serve the memory to MCP clients (Claude Code, Claude Desktop…) over stdio."""
+    # The MCP SDK is heavy and optional: only this command imports it.
+    try:
+        from ifmem import mcpserver
+    except ImportError as e:
+        from ifmem.exits import fail
+
+        fail(f"ifmem mcp needs the MCP SDK ({e}); install it with: pip install 'ifmem[mcp]'")
+    mcpserver.serve(socket, db, timeout)

@@ -30,6 +30,7 @@ app.command("stop")(clientcmds.stop)
 app.command("log")(logcmds.log)
 app.command("replay")(logcmds.replay)
 app.command("doctor")(setupcmds.doctor)
+app.command("mcp")(clientcmds.mcp)
 app.add_typer(audit.app, name="audit")
 
 

@@ -10,11 +10,13 @@ checkpoint and a snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,7 +220,7 @@ class Daemon:
             await anyio.sleep(period)
             lines = [f"STATUS={self._status_line()}"]
             # Only a daemon whose writer still commits is healthy enough to pet the watchdog.
-            if interval and not self.writer.closed:
+            if interval and self.writer.healthy:
                 lines.append("WATCHDOG=1")
             sdnotify.notify(*lines)
             if self.projection.seq - self._snapshot_seq >= self.config.daemon.checkpoint_every:
@@ -247,10 +249,12 @@ class Daemon:
 
     # -- requests -----------------------------------------------------------------
 
-    async def _denied(self, peer: Peer, reason: str) -> None:
-        await self.writer.append(
-            "client.denied", {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "reason": reason}
-        )
+    async def _denied(self, peer: Peer | None, reason: str) -> None:
+        # An unidentifiable peer is recorded with uid and pid -1.
+        who = {"uid": -1, "pid": -1}
+        if peer is not None:
+            who = {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+        await self.writer.append("client.denied", {**who, "reason": reason})
 
     async def _handle(self, conn: Connection, request: protocol.Request) -> Any:
         op = request.op
@@ -259,9 +263,11 @@ class Daemon:
         if op == protocol.ASK:
             return await self.ask(rid, args["question"], args.get("shards"), args.get("k", 10))
         if op == protocol.REMEMBER:
-            return await self.remember(rid, args["text"], args.get("source"))
+            async with self._exclusive(rid):
+                return await self.remember(rid, args["text"], args.get("source"))
         if op == protocol.FORGET:
-            return await self.forget(rid, args["memory_id"])
+            async with self._exclusive(rid):
+                return await self.forget(rid, args["memory_id"])
         if op == protocol.STATUS:
             return self.status()
         if op == protocol.RELOAD:
@@ -276,6 +282,19 @@ class Daemon:
             await self.subscribe(conn, request)
             return None
         raise OpError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, rid: str) -> AsyncIterator[None]:
+        """One request per id at a time: a retry racing its original (a client that
+        timed out and resent) then finds the original's answer instead of acting twice."""
+        while rid in self._inflight:
+            await self._inflight[rid].wait()
+        done = self._inflight[rid] = anyio.Event()
+        try:
+            yield
+        finally:
+            del self._inflight[rid]
+            done.set()
 
     def _recorded(self, rid: str) -> Record | None:
         seq = self.projection.answered.get(rid)
@@ -305,6 +324,10 @@ class Daemon:
         )
         handles = [self.supervisor.shards[n] for n in names]
         answers = await fan_out(handles, question, k, self.config.daemon.ask_timeout)
+        if answers and all(a.missing for a in answers):
+            reason = "no shard answered: " + "; ".join(f"{a.shard}: {a.missing}" for a in answers)
+            await self.writer.append("query.failed", {"qid": rid, "reason": reason})
+            raise OpError(protocol.UNAVAILABLE, reason)
         passages = fuse(answers, k)
         missing = [{"shard": a.shard, "reason": a.missing} for a in answers if a.missing]
         answered = [a.shard for a in answers if not a.missing]

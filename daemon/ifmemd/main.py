@@ -39,7 +39,23 @@ def run(config: Path | None = None, socket: Path | None = None, db: Path | None 
     except IfmemError as e:
         print(f"ifmemd: {e}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # An IfmemError raised inside the daemon's task group arrives wrapped:
+        # report it like any other, and let anything else (a bug) propagate.
+        ours, rest = group.split(IfmemError)
+        if ours is None or rest is not None:
+            raise
+        for e in _leaves(ours):
+            print(f"ifmemd: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from anyio.abc import SocketListener, SocketStream
 from ifmemd import durable, protocol
 from ifmemd.errors import IfmemError
 from ifmemd.framing import LineReader, send_message, server_handshake
-from ifmemd.peercred import AccessDenied, Peer, authorize, peer_of_stream
+from ifmemd.peercred import AccessDenied, Peer, check_stream
 
 # Running out of file descriptors or buffers is temporary: wait and accept again.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -115,7 +115,7 @@ class Server:
         self,
         listener: SocketListener,
         handler: Handler,
-        on_denied: Callable[[Peer, str], Awaitable[None]],
+        on_denied: Callable[[Peer | None, str], Awaitable[None]],
         max_clients: int,
     ) -> None:
         self.listener = listener
@@ -168,11 +168,10 @@ class Server:
                 await stream.aclose()
 
     async def _serve_connection(self, stream: SocketStream) -> None:
-        peer = peer_of_stream(stream)
         try:
-            authorize(peer, os.getuid())
+            peer = check_stream(stream, os.getuid())  # fails closed: unidentified is denied
         except AccessDenied as e:
-            await self.on_denied(peer, e.reason)
+            await self.on_denied(e.peer, e.reason)
             await send_message(stream, protocol.server_hello_error(protocol.DENIED, str(e)))
             return
         if self.clients > self.max_clients:

@@ -59,6 +59,7 @@ class LogWriter:
         self.checkpoints_path = checkpoints_path
         self.on_commit = on_commit
         self._batch = _Batch()
+        self.last_error: StoreError | None = None
         self._wakeup = anyio.Event()
         self._closed = False
         self._stopped = anyio.Event()
@@ -68,6 +69,11 @@ class LogWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def healthy(self) -> bool:
+        """Open, and its last commit (if any) succeeded."""
+        return not self._closed and self.last_error is None
 
     async def append(self, kind: str, fields: Mapping[str, Any]) -> Record:
         """Append one event; returns its record once it is durable."""
@@ -134,9 +140,11 @@ class LogWriter:
             with anyio.CancelScope(shield=True):
                 records = await anyio.to_thread.run_sync(self.log.append_batch, batch.items)
         except StoreError as e:
+            self.last_error = e
             batch.error = e
             batch.done.set()
             return
+        self.last_error = None
         self.batches += 1
         batch.records = records
         if self.on_commit is not None:

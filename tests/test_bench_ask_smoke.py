@@ -1,0 +1,60 @@
+"""Smoke test of bench/ask.py: the quick run starts a real daemon and prints its table.
+
+No timing is asserted: this only proves the benchmark still runs end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "ask.py"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("rg") is None and not os.environ.get("CI"),
+        reason="ripgrep (rg) is not installed: `make bench-setup`",
+    ),
+]
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_prints_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "ask.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "benchmark aborted" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    assert lines[header].split() == ["metric", "value", "baseline", "ratio", "target", "result"]
+    table = "\n".join(lines[header:])
+    for metric in (
+        "ask p50, 1 client, in daemon",
+        "ask p99, 1 client, in daemon",
+        "asks/s, 32 clients",
+        "`ifmem ask` whole process, median",
+        "`python -c pass` (floor)",
+        "shard load_ms",
+        "shard spawn→ready",
+        "shard RSS",
+        "scale: ask p99, 1 client",
+    ):
+        assert metric in table, f"{metric!r} missing from:\n{proc.stdout}"
+    assert "targets:" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "quick"
+    assert doc["results"], doc
+    assert "error" not in doc["details"], doc["details"].get("error")
