@@ -35,5 +35,13 @@ bench: $(STAMP) bench-setup
 	$(BIN)/python bench/eventlog.py
 	$(BIN)/python bench/ask.py
 
+# Installable artifacts into dist/ (packaging/README.md); `make deb` needs root.
+.PHONY: wheel deb
+wheel:
+	packaging/build-wheel.sh dist
+
+deb:
+	packaging/build-deb.sh dist
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

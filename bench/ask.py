@@ -14,11 +14,15 @@ every contender:
    one connected client asks every question for several rounds (p50/p99),
    interleaved round by round with the rg baseline; then 32 clients (in
    several client processes, a few threads each, so the blocking client's GIL
-   is not the bottleneck) ask for a fixed time (asks/s).
+   is not the bottleneck) ask for a fixed time (asks/s), and the CPU the
+   daemon, each shard and the clients spend per ask (from /proc), which
+   says what bounds the rate whatever else runs on the machine.
 4. `ifmem ask` as a whole process (median wall time), with `python -c pass`
    as the floor.
 5. Shard start: `load_ms` from `shard.ready`, spawn→ready from the log's
-   `shard.spawned`/`shard.ready` timestamps; RSS per shard from `status`.
+   `shard.spawned`/`shard.ready` timestamps; RSS per shard from `status`
+   (read after a heartbeat that follows the load; the full run keeps the
+   default 10 s heartbeat interval, the quick run uses 1 s).
 6. Fsync: each ask commits the log twice (query.received, then the answer),
    so the bench also measures the fsync latency of its directory, and the
    single-client latency with the event log on tmpfs, to separate durable
@@ -78,10 +82,11 @@ class Sizes:
     fsyncs: int
     ready_timeout: float
     scale_ready_timeout: float
+    heartbeat: float  # the daemon's heartbeat_interval (10 s is the default)
 
 
-FULL = Sizes(800_000, 40_000_000, 50, 5, 3, 10.0, 32, 4, 20, 200, 120.0, 1200.0)
-QUICK = Sizes(40_000, 1_000_000, 50, 1, 1, 1.5, 32, 2, 3, 20, 60.0, 60.0)
+FULL = Sizes(800_000, 40_000_000, 50, 5, 3, 10.0, 32, 4, 20, 200, 120.0, 1200.0, 10.0)
+QUICK = Sizes(40_000, 1_000_000, 50, 1, 1, 1.5, 32, 2, 3, 20, 60.0, 60.0, 1.0)
 
 
 # -- results ---------------------------------------------------------------------------
@@ -178,8 +183,15 @@ def rg_once(rg: str, q: Question, dirs: Sequence[Path]) -> tuple[float, int]:
 class Daemon:
     """A real `ifmemd` in its own directory, started and stopped by this benchmark."""
 
-    def __init__(self, home: Path, shards: Sequence[ShardTree], db_dir: Path | None = None):
+    def __init__(
+        self,
+        home: Path,
+        shards: Sequence[ShardTree],
+        heartbeat: float,
+        db_dir: Path | None = None,
+    ) -> None:
         self.home = home
+        self.heartbeat = heartbeat
         self.shards = list(shards)
         for d in ("config", "data", "state", "run"):
             (home / d).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -188,7 +200,7 @@ class Daemon:
         self.db = (db_dir or home / "data") / "events.db"
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.stderr_path = home / "ifmemd.stderr"
-        lines = ["[daemon]", "heartbeat_interval = 1", "heartbeat_timeout = 120", ""]
+        lines = ["[daemon]", f"heartbeat_interval = {heartbeat:g}", "heartbeat_timeout = 120", ""]
         for tree in self.shards:
             lines += [
                 "[[shard]]",
@@ -287,9 +299,9 @@ class Daemon:
                 }
         return out
 
-    def rss(self, wait_s: float = 2.5) -> dict[str, int]:
-        """rss_bytes per shard from `status` (after a heartbeat that follows the load)."""
-        time.sleep(wait_s)
+    def rss(self, wait_s: float | None = None) -> dict[str, int]:
+        """rss_bytes per shard from `status`, by default after a heartbeat that follows the load."""
+        time.sleep(self.heartbeat + 0.3 if wait_s is None else wait_s)
         return {s["name"]: int(s["rss_bytes"]) for s in self.status()["shards"]}
 
 
@@ -499,7 +511,7 @@ def bench_main(run: Run) -> None:
     )
 
     note("starting ifmemd with 4 shards…")
-    daemon = Daemon(work / "d4", trees)
+    daemon = Daemon(work / "d4", trees, sz.heartbeat)
     try:
         all_ready = daemon.start(sz.ready_timeout)
         note(f"  all shards ready {all_ready:.2f} s after spawning ifmemd")
@@ -650,7 +662,7 @@ def bench_main(run: Run) -> None:
     if shm.is_dir() and os.access(shm, os.W_OK):
         with tempfile.TemporaryDirectory(prefix="ifmem-bench-ask-", dir=shm) as tmpfs:
             note("single client again, event log on tmpfs…")
-            d = Daemon(work / "d4-tmpfs", trees, db_dir=Path(tmpfs))
+            d = Daemon(work / "d4-tmpfs", trees, sz.heartbeat, db_dir=Path(tmpfs))
             try:
                 d.start(sz.ready_timeout)
                 with d.client() as c:
@@ -677,7 +689,7 @@ def bench_scale(run: Run, questions: Sequence[Question]) -> None:
     run.details["scale_corpus"] = tree.summary()
     mixed = "distinct" if tree.repeated == 1 else f"repeated ×{tree.repeated}"
     note(f"  {len(tree.files)} files, {tree.bytes / MB:.1f} MB ({mixed}); starting ifmemd…")
-    daemon = Daemon(work / "d1", [tree])
+    daemon = Daemon(work / "d1", [tree], sz.heartbeat)
     try:
         daemon.start(sz.scale_ready_timeout)
         rss = daemon.rss()

@@ -32,7 +32,10 @@ if [ ! -d "$source_dir" ]; then
     exit 2
 fi
 
-exec 9>"${TMPDIR:-/tmp}/ifmem-in-root.lock"
+# A fixed path, whatever $TMPDIR says, so every run sees the same lock.
+lockdir=/run/lock
+[ -d "$lockdir" ] || lockdir=/tmp
+exec 9>"$lockdir/ifmem-in-root.lock"
 flock 9
 
 created=

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ifmemd.eventlog import EventLog
 from ifmemd.keys import Signer, load_or_create_signer
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -355,15 +355,6 @@ class DaemonProc:
             return [
                 (r.seq, r.kind, r.data()) for r in log.records() if not kinds or r.kind in kinds
             ]
-
-
-def events_of(db: Path, kinds: Iterable[str] = ()) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """Events of the log at `db`, as (seq, kind, body)."""
-    wanted = set(kinds)
-    with EventLog.open_readonly(db) as log:
-        for r in log.records():
-            if not wanted or r.kind in wanted:
-                yield r.seq, r.kind, r.data()
 
 
 class DaemonFactory:

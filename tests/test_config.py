@@ -284,7 +284,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert_refused(
         path,
         "verbose",
-        "unknown key 'verbose' (known: daemon, shard, coordinator, anthropic, openai)",
+        "unknown key 'verbose' (known: daemon, shard, coordinator, anthropic, openai, prices)",
     )
 
 
@@ -558,11 +558,13 @@ def test_empty_description_is_fine(tmp_path: Path) -> None:
 
 
 def test_working_shard_may_be_configured_as_memory(tmp_path: Path) -> None:
-    path = shard_file(tmp_path, 'name = "working"\nkind = "memory"\nbackend = "anthropic"\n')
+    path = shard_file(
+        tmp_path, 'name = "working"\nkind = "memory"\nbackend = "anthropic"\nmodel = "m"\n'
+    )
     config = load_config(path)
     assert config.shard_names == ("ok", "working")
     assert config.shard("working") == ShardConfig(
-        name="working", kind="memory", backend="anthropic"
+        name="working", kind="memory", backend="anthropic", model="m"
     )
 
 
@@ -626,7 +628,7 @@ def test_memory_shard_takes_no_paths(tmp_path: Path) -> None:
         (
             '[anthropic]\napi_key = "sk"\n',
             "api_key",
-            "unknown key 'api_key' in [anthropic] (known: model)",
+            "unknown key 'api_key' in [anthropic] (did you mean 'api_key_file'?)",
         ),
         (
             '[openai]\nbase_url = "ftp://x"\n',

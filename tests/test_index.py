@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from ifmemd import index as index_module
 from ifmemd.chunker import Chunk, chunk_text, whole_chunk
 from ifmemd.index import (
     MAX_TERMS,
@@ -144,6 +145,24 @@ def test_rare_terms_are_preferred_over_common_ones() -> None:
     assert index.match_expression("common") == '"common"'
 
 
+def test_terms_over_the_budget_rank_as_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = {
+        f"/d{i}.txt": f"filler{i} " + ("common values " * (i % 4 + 1) if i % 3 == 0 else "other\n")
+        for i in range(45)
+    }
+    cases = [("common", 3), ("common", 12), ("values", 2), ("values", 40), ("filler7", 5)]
+    reference = build(docs)
+    expected = [reference.search(query, k) for query, k in cases]
+    monkeypatch.setattr(index_module, "POSTINGS_BUDGET", 3)
+    monkeypatch.setattr(index_module, "PREWARM_MIN_DOCS", 10)
+    limited = build(docs)
+    assert [limited.search(query, k) for query, k in cases] == expected
+    assert [limited.search(query, k) for query, k in cases] == expected
+    # What was ranked before a change is forgotten after it.
+    limited.add("/new.txt", chunk_text("/new.txt", "common common common\n"))
+    assert limited.search("common", 1)[0].path == "/new.txt"
+
+
 def test_k_limits_results(index: Index) -> None:
     assert len(index.search("shard question event running", 2)) == 2
     assert index.search("shard", 0) == []
@@ -204,6 +223,7 @@ def test_passage_json_round_trip() -> None:
         "end_line": 9,
         "score": 1.5,
         "snippet": "some text",
+        "coverage": 0.0,
     }
     assert Passage.from_json(passage.to_json()) == passage
     assert Passage.from_json({**passage.to_json(), "score": 2}).score == 2.0
@@ -225,3 +245,27 @@ def test_passage_json_round_trip() -> None:
 def test_passage_from_bad_json(data: object) -> None:
     with pytest.raises(PassageFormatError):
         Passage.from_json(data)  # type: ignore[arg-type]
+
+
+def test_coverage_counts_the_questions_content_words() -> None:
+    index = Index.build(
+        [
+            Chunk("/notes.md", 1, 1, "the staging password rotates monthly"),
+            Chunk("/other.md", 1, 1, "staging servers restart nightly"),
+            Chunk("/third.md", 1, 1, "password rules for production"),
+            # Filler, so that no word of the question is "common" (in most passages).
+            *(Chunk(f"/filler{i}.md", 1, 1, f"unrelated note number {i}") for i in range(5)),
+        ]
+    )
+    by_path = {p.path: p for p in index.search("when does the staging password rotate", 5)}
+    # "when", "does", "the" are stopwords: three content words.
+    assert by_path["/notes.md"].coverage == 1.0
+    assert by_path["/other.md"].coverage == round(1 / 3, 4)
+
+
+def test_coverage_is_relative_to_the_question_not_to_the_index() -> None:
+    # A word this index lacks still counts against coverage: that is what
+    # makes coverage comparable between shards.
+    index = Index.build([Chunk("/a.md", 1, 1, "rotation schedule")])
+    [hit] = index.search("staging password rotation", 5)
+    assert hit.coverage == round(1 / 3, 4)

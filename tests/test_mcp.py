@@ -1,4 +1,4 @@
-"""`ifmem mcp` end to end: the SDK's own stdio client against the installed command and a real daemon."""
+"""`ifmem mcp` end to end: the SDK's stdio client, the installed command, a real daemon."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 
-IFMEM = str(Path(sys.executable).with_name("ifmem"))
+_SCRIPT = Path(sys.executable).with_name("ifmem")
+# The installed console script, as a host would run it; the module if not installed.
+IFMEM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ifmem"]
 TOOLS = {"memory_ask", "memory_remember", "memory_forget", "memory_status", "memory_log"}
 START_HINT = "systemctl --user start ifmem.socket"
 CITATION = re.compile(r"^.+:\d+-\d+$")
@@ -42,13 +44,14 @@ def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
 async def session(daemon: DaemonProc, *args: str) -> AsyncIterator[ClientSession]:
     """An initialized MCP session with a fresh `ifmem mcp` talking to `daemon`."""
     env = {**daemon.env(), "IFMEM_SOCKET": str(daemon.socket_path)}
-    params = StdioServerParameters(command=IFMEM, args=["mcp", *args], env=env)
-    with (daemon.root / "mcp.stderr").open("a") as errlog:
-        with anyio.fail_after(SESSION_TIMEOUT_S):
-            async with stdio_client(params, errlog=errlog) as (read, write):
-                async with ClientSession(read, write) as s:
-                    await s.initialize()
-                    yield s
+    params = StdioServerParameters(command=IFMEM[0], args=[*IFMEM[1:], "mcp", *args], env=env)
+    with (daemon.root / "mcp.stderr").open("a") as errlog, anyio.fail_after(SESSION_TIMEOUT_S):
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+            yield s
 
 
 async def call(s: ClientSession, tool: str, **arguments: Any) -> CallToolResult:
@@ -118,7 +121,7 @@ async def test_lists_tools_with_schemas_and_shards_as_resources(shared: DaemonPr
 
 
 @pytest.mark.anyio
-async def test_ask_returns_cited_passages_as_structured_output(shared: DaemonProc) -> None:
+async def test_ask_status_and_log_return_structured_output(shared: DaemonProc) -> None:
     async with session(shared) as s:
         answer = await ok(s, "memory_ask", question="lighthouse beacon fog", k=3)
         assert answer["question"] == "lighthouse beacon fog"
@@ -140,10 +143,6 @@ async def test_ask_returns_cited_passages_as_structured_output(shared: DaemonPro
         message = await error(s, "memory_ask", question="pump", shards=["nope"])
         assert "no shard named 'nope'" in message
 
-
-@pytest.mark.anyio
-async def test_status_and_log(shared: DaemonProc) -> None:
-    async with session(shared) as s:
         status = await ok(s, "memory_status")
         assert status["pid"] == shared.pid
         assert {sh["name"] for sh in status["shards"]} == {"docs", "code", "working"}
@@ -195,33 +194,33 @@ async def test_remembered_fact_is_found_by_a_later_session(shared: DaemonProc) -
         assert f"no remembered item memory:{memory_id}" in message
 
 
+MALFORMED = [
+    ("memory_ask", {"question": "x", "k": 0}, "greater than or equal to 1"),
+    ("memory_ask", {"question": "x", "k": 101}, "less than or equal to 100"),
+    ("memory_ask", {"question": "x", "k": "many"}, "valid integer"),
+    ("memory_ask", {"question": "x", "k": True}, "must be an integer, not a boolean"),
+    ("memory_ask", {}, "question\n  Field required"),
+    ("memory_ask", {"question": 42}, "valid string"),
+    ("memory_ask", {"question": ""}, "at least 1 character"),
+    ("memory_ask", {"question": "   "}, "question must not be empty"),
+    ("memory_ask", {"question": "x", "shards": "docs"}, "valid list"),
+    ("memory_remember", {"text": ["a"]}, "valid string"),
+    ("memory_remember", {"text": "x", "source": "s" * 1025}, "at most 1024 characters"),
+    ("memory_remember", {"text": "x", "source": "é" * 600}, "source is 1200 bytes"),
+    ("memory_forget", {}, "id\n  Field required"),
+    ("memory_log", {"limit": 0}, "greater than or equal to 1"),
+    ("no_such_tool", {}, "Unknown tool"),
+]
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("tool", "arguments", "expected"),
-    [
-        ("memory_ask", {"question": "x", "k": 0}, "greater than or equal to 1"),
-        ("memory_ask", {"question": "x", "k": 101}, "less than or equal to 100"),
-        ("memory_ask", {"question": "x", "k": "many"}, "valid integer"),
-        ("memory_ask", {}, "question\n  Field required"),
-        ("memory_ask", {"question": 42}, "valid string"),
-        ("memory_ask", {"question": ""}, "at least 1 character"),
-        ("memory_ask", {"question": "   "}, "question must not be empty"),
-        ("memory_ask", {"question": "x", "shards": "docs"}, "valid list"),
-        ("memory_remember", {"text": ["a"]}, "valid string"),
-        ("memory_remember", {"text": "x", "source": "s" * 1025}, "at most 1024 characters"),
-        ("memory_forget", {}, "id\n  Field required"),
-        ("memory_log", {"limit": 0}, "greater than or equal to 1"),
-        ("no_such_tool", {}, "Unknown tool"),
-    ],
-)
-async def test_malformed_arguments_are_rejected_clearly(
-    shared: DaemonProc, tool: str, arguments: dict[str, Any], expected: str
-) -> None:
+async def test_malformed_arguments_are_rejected_clearly(shared: DaemonProc) -> None:
     async with session(shared) as s:
-        message = await error(s, tool, **arguments)
-        assert expected in message, message
-        # The server is still there.
-        assert (await ok(s, "memory_status"))["pid"] == shared.pid
+        for tool, arguments, expected in MALFORMED:
+            message = await error(s, tool, **arguments)
+            assert expected in message, (tool, arguments, message)
+            # The server is still there after each bad call.
+            assert (await ok(s, "memory_status"))["pid"] == shared.pid
 
 
 @pytest.mark.anyio
@@ -237,11 +236,11 @@ async def test_daemon_down_gives_an_error_with_the_start_hint(daemons: DaemonFac
             ("memory_status", {}),
         ):
             message = await error(s, tool, **arguments)
-            assert message.startswith(f"Error executing tool {tool}: {tool}: "), message
+            assert message.startswith(f"Error executing tool {tool}: the ifmem daemon"), message
             assert "the ifmem daemon is not running" in message, message
             assert str(daemon.socket_path) in message
             assert "`ifmem daemon`" in message and START_HINT in message, message
-        with pytest.raises(MCPError, match="daemon is not running.*ifmem daemon"):
+        with pytest.raises(MCPError, match=r"daemon is not running.*`ifmem daemon`"):
             await s.read_resource("ifmem://shard/docs")
         # Nothing to list without the daemon, but listing still answers.
         assert (await s.list_resources()).resources == []

@@ -100,7 +100,7 @@ def test_triggers_refuse_update_and_delete(db: Path) -> None:
             conn.execute("DELETE FROM events WHERE seq = ?", (N,))
         with pytest.raises(apsw.ConstraintError, match="append-only: DELETE refused"):
             conn.execute("DELETE FROM events")
-        with pytest.raises(apsw.ConstraintError, match="append-only: (UPDATE|REPLACE) refused"):
+        with pytest.raises(apsw.ConstraintError, match=r"append-only: (UPDATE|REPLACE) refused"):
             conn.execute(
                 "INSERT INTO events SELECT * FROM events WHERE seq = 2 "
                 "ON CONFLICT(seq) DO UPDATE SET body = '{}'"

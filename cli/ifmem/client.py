@@ -59,6 +59,7 @@ def ask(
     if as_json:
         print_json(result)
         return
+    _print_answers(result)
     passages = result["passages"]
     if not passages:
         print("no passage matches.")
@@ -69,6 +70,26 @@ def ask(
             print(f"   {snippet}")
     for m in result.get("missing", []):
         print(f"missing: shard {m['shard']!r}: {m['reason']}", file=sys.stderr)
+
+
+def _print_answers(result: dict[str, Any]) -> None:
+    """Model-backed shards' answers (and their synthesis), each with its citations."""
+    synthesis = result.get("synthesis")
+    if synthesis and synthesis.get("text"):
+        print(f"answer (merged by {synthesis['shard']}, {synthesis['model']}):")
+        print(f"   {synthesis['text']}")
+        for c in synthesis.get("citations", []):
+            print(f"   [{c['n']}] {c['citation']}")
+        print()
+    for a in result.get("answers", []):
+        flag = "cited" if a["verified"] else "UNVERIFIED: not backed by a valid citation"
+        print(f"answer from {a['shard']} ({a['model']}; {flag}):")
+        print(f"   {a['text']}")
+        for c in a["citations"]:
+            print(f"   [{c['n']}] {c['citation']}")
+        for u in a["unverified"]:
+            print(f"   [?] {u['reason']}")
+        print()
 
 
 def remember(text: str, socket: Path | None, as_json: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from ifmem import audit, clientcmds, logcmds, setupcmds
+from ifmem import audit, clientcmds, logcmds, setupcmds, statscmd
 
 app = typer.Typer(
     name="ifmem",
@@ -29,6 +29,7 @@ app.command("reload")(clientcmds.reload)
 app.command("stop")(clientcmds.stop)
 app.command("log")(logcmds.log)
 app.command("replay")(logcmds.replay)
+app.command("stats")(statscmd.stats)
 app.command("doctor")(setupcmds.doctor)
 app.command("mcp")(clientcmds.mcp)
 app.add_typer(audit.app, name="audit")

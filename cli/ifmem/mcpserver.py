@@ -21,6 +21,7 @@ This module imports the MCP SDK at the top: only `ifmem mcp` imports it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import json
@@ -45,7 +46,7 @@ from ifmemd.protocol import (
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import Resource, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from ifmem.timefmt import format_ns
 
@@ -80,6 +81,16 @@ memory_log shows what the memory was recently asked and told.
 """
 
 
+def _not_bool(value: Any) -> Any:
+    # JSON true is no count; pydantic would quietly take it for 1.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+
+
 # --- structured output ---------------------------------------------------------
 
 
@@ -107,6 +118,34 @@ class MissingShard(BaseModel):
     reason: str = Field(description="Why it could not answer (failed, restarting, timed out…).")
 
 
+class ModelAnswer(BaseModel):
+    """An answer written by a shard's model (shards with an LLM backend only)."""
+
+    shard: str
+    model: str = ""
+    text: str = ""
+    verified: bool = Field(
+        False, description="True when every citation in the text was checked against the corpus."
+    )
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    unverified: list[dict[str, Any]] = Field(
+        default_factory=list, description="Citations that could not be checked, and why."
+    )
+
+
+class Synthesis(BaseModel):
+    """One answer merged from several model answers, when the daemon is configured to."""
+
+    shard: str
+    model: str = ""
+    text: str = ""
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    invented: list[Any] = Field(
+        default_factory=list, description="Citations the merge made up; removed from the text."
+    )
+    error: str | None = Field(None, description="Why no synthesis was made, when none was.")
+
+
 class AskResult(BaseModel):
     """The answer to memory_ask."""
 
@@ -117,6 +156,14 @@ class AskResult(BaseModel):
         "not irrelevant. Empty when every shard answered."
     )
     shards: list[str] = Field(description="The shards that answered.")
+    answers: list[ModelAnswer] = Field(
+        default_factory=list,
+        description="Answers written by shards with an LLM backend, with their citations; "
+        "empty when every shard is a local index.",
+    )
+    synthesis: Synthesis | None = Field(
+        None, description="The model answers merged into one, when configured."
+    )
     qid: str = Field(description="The query's id in the audit log.")
     seq: int = Field(description="Log position of the recorded answer.")
 
@@ -196,30 +243,31 @@ class LogResult(BaseModel):
 # --- errors --------------------------------------------------------------------
 
 
-def explain(e: IfmemError, what: str) -> str:
-    """What went wrong talking to the daemon and what to do about it, for a model to read."""
+def explain(e: IfmemError) -> str:
+    """What went wrong talking to the daemon and what to do about it, for a model to read.
+
+    Tool errors reach the model as "Error executing tool NAME: " and this text.
+    """
     if isinstance(e, DaemonUnreachableError):
         return (
-            f"{what}: the ifmem daemon is not running "
-            f"(nothing answers on {e.path}: {e.reason}). {START_HINT}"
+            f"the ifmem daemon is not running (nothing answers on {e.path}: {e.reason}). "
+            f"{START_HINT}"
         )
     if isinstance(e, RemoteError) and e.op == "handshake":
-        return (
-            f"{what}: the ifmem daemon refused the connection: {e.message} ({e.code}). {START_HINT}"
-        )
+        return f"the ifmem daemon refused the connection: {e.message} ({e.code}). {START_HINT}"
     if isinstance(e, RemoteError):
-        return f"{what}: {e.message} ({e.code})"
+        return f"{e.message} ({e.code})"
     if isinstance(e, DaemonTimeoutError):
         return (
-            f"{what}: the ifmem daemon did not answer within {e.timeout:g} s; it is running but "
-            "busy or stuck. Check `ifmem status`; for memory_ask, try fewer shards or a smaller k."
+            f"the ifmem daemon did not answer within {e.timeout:g} s; it is running but busy "
+            "or stuck. Check `ifmem status`; for memory_ask, try fewer shards or a smaller k."
         )
     if isinstance(e, ConnectionClosedError):
         return (
-            f"{what}: the ifmem daemon closed the connection ({e.reason}); it may be stopping or "
+            f"the ifmem daemon closed the connection ({e.reason}); it may be stopping or "
             f"restarting. Check `ifmem status`. If it is stopped: {START_HINT}"
         )
-    return f"{what}: {e}"
+    return str(e)
 
 
 # --- the server ----------------------------------------------------------------
@@ -344,11 +392,12 @@ class IfmemMCP(MCPServer):
         call = functools.partial(self._request_blocking, op, timeout, args)
         return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
 
-    async def _tool_request(self, tool: str, op: str, timeout: float, **args: Any) -> Any:
+    async def _tool_request(self, op: str, timeout: float, **args: Any) -> Any:
+        """`request`, with daemon errors turned into a tool error result."""
         try:
             return await self.request(op, timeout, **args)
         except IfmemError as e:
-            raise ToolError(explain(e, tool)) from e
+            raise ToolError(explain(e)) from e
 
     # -- tools --------------------------------------------------------------------
 
@@ -372,12 +421,13 @@ class IfmemMCP(MCPServer):
         k: Annotated[
             int,
             Field(ge=1, le=MAX_K, description=f"How many passages to return, 1 to {MAX_K}."),
+            NotBool,
         ] = DEFAULT_K,
     ) -> AskResult:
         args: dict[str, Any] = {"question": question, "k": k}
         if shards:
             args["shards"] = shards
-        result = await self._tool_request("memory_ask", "ask", self.ask_timeout, **args)
+        result = await self._tool_request("ask", self.ask_timeout, **args)
         return AskResult.model_validate(result)
 
     async def memory_remember(
@@ -403,7 +453,7 @@ class IfmemMCP(MCPServer):
         args: dict[str, Any] = {"text": text}
         if source is not None:
             args["source"] = source
-        result = await self._tool_request("memory_remember", "remember", STATUS_TIMEOUT_S, **args)
+        result = await self._tool_request("remember", STATUS_TIMEOUT_S, **args)
         return RememberResult.model_validate(result)
 
     async def memory_forget(
@@ -416,11 +466,11 @@ class IfmemMCP(MCPServer):
             ),
         ],
     ) -> ForgetResult:
-        result = await self._tool_request("memory_forget", "forget", STATUS_TIMEOUT_S, memory_id=id)
+        result = await self._tool_request("forget", STATUS_TIMEOUT_S, memory_id=id)
         return ForgetResult.model_validate(result)
 
     async def memory_status(self) -> StatusResult:
-        result = await self._tool_request("memory_status", "status", STATUS_TIMEOUT_S)
+        result = await self._tool_request("status", STATUS_TIMEOUT_S)
         return StatusResult.model_validate(result)
 
     async def memory_log(
@@ -440,6 +490,7 @@ class IfmemMCP(MCPServer):
                 le=MAX_LOG_LIMIT,
                 description=f"How many of the most recent matching events, 1 to {MAX_LOG_LIMIT}.",
             ),
+            NotBool,
         ] = DEFAULT_LOG_LIMIT,
     ) -> LogResult:
         path = await self._log_path()
@@ -447,7 +498,7 @@ class IfmemMCP(MCPServer):
         try:
             return await anyio.to_thread.run_sync(read)
         except IfmemError as e:
-            raise ToolError(f"memory_log: {e}") from e
+            raise ToolError(str(e)) from e
 
     async def _log_path(self) -> Path:
         """The log to read: `--db`, else the one the running daemon writes, else the default."""
@@ -469,7 +520,7 @@ class IfmemMCP(MCPServer):
         except IfmemError as e:
             # Hosts list resources when they connect, often before the daemon is up:
             # an empty list (with the template still advertised) beats a failed server.
-            logger.warning("%s", explain(e, "resources/list"))
+            logger.warning("resources/list: no shards to list: %s", explain(e))
             return listed
         for s in status.get("shards", []):
             info = ShardInfo.model_validate(s)
@@ -490,7 +541,7 @@ class IfmemMCP(MCPServer):
         try:
             status = await self.request("status", STATUS_TIMEOUT_S)
         except IfmemError as e:
-            raise ResourceError(explain(e, f"read {uri}")) from e
+            raise ResourceError(f"read {uri}: {explain(e)}") from e
         shards = status.get("shards", [])
         for s in shards:
             if s.get("name") == name:
@@ -522,4 +573,12 @@ def _read_log(path: Path, kind: str | None, limit: int) -> LogResult:
 
 def serve(socket_path: Path | None, db: Path | None, ask_timeout: float) -> None:
     """Serve MCP on stdin/stdout until the client closes them."""
-    IfmemMCP(socket_path or paths.socket_path(), db, ask_timeout).run("stdio")
+    server = IfmemMCP(socket_path or paths.socket_path(), db, ask_timeout)
+    # The SDK logs through rich, wrapped to a terminal's width; hosts keep our
+    # stderr as a log file, where one line an entry reads better.
+    logging.basicConfig(
+        level=logging.WARNING, format="ifmem mcp: %(levelname)s: %(message)s", force=True
+    )
+    # Ctrl-C in a terminal: the client is gone too; no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run("stdio")

@@ -188,12 +188,14 @@ class _Plan:
     def ranges(self) -> list[tuple[int, int]]:
         """Half-open, 0-based line ranges covering the whole file."""
         n = len(self.lines)
-        if self._fits(0, n):
-            return [(0, n)]
+        if n == 0:
+            return [(0, 0)]
         if self.kind is Kind.TEXT:
-            return self._windows(0, n, self.size.overlap)
+            return [(0, n)] if self._fits(0, n) else self._windows(0, n, self.size.overlap)
         self.splitters = self._make_splitters()
-        return self._split(0, n, 0)
+        # Sections and definitions are cited apart even when the whole file
+        # would fit in one chunk: a citation should point at the part that answers.
+        return self._split(0, n, 0, whole=False)
 
     def _make_splitters(self) -> list[Splitter]:
         """The file's structure, outermost first."""
@@ -209,9 +211,12 @@ class _Plan:
     def _fits(self, lo: int, hi: int) -> bool:
         return hi - lo <= self.size.lines and self.offsets[hi] - self.offsets[lo] <= self.size.chars
 
-    def _split(self, lo: int, hi: int, level: int) -> list[tuple[int, int]]:
-        """Cut lines[lo:hi] by the first splitter from `level` on that finds units."""
-        if self._fits(lo, hi):
+    def _split(self, lo: int, hi: int, level: int, whole: bool = True) -> list[tuple[int, int]]:
+        """Cut lines[lo:hi] by the first splitter from `level` on that finds units.
+
+        With `whole`, a range that fits is kept as one piece without looking inside.
+        """
+        if whole and self._fits(lo, hi):
             return [(lo, hi)]
         for depth in range(level, len(self.splitters)):
             starts = self.splitters[depth](lo, hi)

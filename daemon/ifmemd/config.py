@@ -36,7 +36,11 @@ WORKING_SHARD: Final = "working"
 SHARD_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 SHARD_KINDS: Final = ("files", "memory")
 BACKENDS: Final = ("local", "anthropic", "openai")
+MODEL_BACKENDS: Final = ("anthropic", "openai")
+CACHE_TTLS: Final = ("5m", "1h")
 DEFAULT_MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_MODEL_TIMEOUT: Final = 60.0
+DEFAULT_MODEL_RETRIES: Final = 3
 
 ShardKind = Literal["files", "memory"]
 Backend = Literal["local", "anthropic", "openai"]
@@ -61,16 +65,23 @@ SHARD_KEYS: Final = (
     "max_tokens",
     "base_url",
     "api_key_file",
+    "cache_ttl",
+    "keep_warm",
+    "timeout",
+    "max_retries",
 )
 COORDINATOR_KEYS: Final = ("route_top_n", "synthesize")
-ANTHROPIC_KEYS: Final = ("model",)
-OPENAI_KEYS: Final = ("base_url", "model")
+ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
+OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
+# The keys of each `[prices."MODEL"]` table: USD per million tokens.
+PRICE_KEYS: Final = ("input", "output", "cache_write", "cache_read")
 CONFIG_KEYS: Final = {
     "daemon": DAEMON_KEYS,
     "shard": SHARD_KEYS,
     "coordinator": COORDINATOR_KEYS,
     "anthropic": ANTHROPIC_KEYS,
     "openai": OPENAI_KEYS,
+    "prices": PRICE_KEYS,
 }
 
 
@@ -132,6 +143,29 @@ class ShardConfig:
     max_tokens: int = 180_000
     base_url: str | None = None
     api_key_file: str | None = None
+    cache_ttl: str = "5m"
+    keep_warm: bool = False
+    timeout: float = DEFAULT_MODEL_TIMEOUT
+    max_retries: int = DEFAULT_MODEL_RETRIES
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether questions to this shard may call a language model (and cost money)."""
+        return self.backend in MODEL_BACKENDS
+
+    def model_settings(self) -> dict[str, Any]:
+        """What a model-backed shard process needs to call its model (never the key itself)."""
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "base_url": self.base_url,
+            "api_key_file": self.api_key_file,
+            "cache_ttl": self.cache_ttl,
+            "keep_warm": self.keep_warm,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+        }
 
     def fingerprint(self) -> str:
         """A short digest of every setting: equal fingerprints, no restart needed."""
@@ -159,6 +193,10 @@ class AnthropicConfig:
     """The `[anthropic]` section: defaults for shards with `backend = "anthropic"`."""
 
     model: str | None = None
+    base_url: str | None = None
+    api_key_file: str | None = None
+    timeout: float = DEFAULT_MODEL_TIMEOUT
+    max_retries: int = DEFAULT_MODEL_RETRIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +205,19 @@ class OpenAIConfig:
 
     base_url: str | None = None
     model: str | None = None
+    api_key_file: str | None = None
+    timeout: float = DEFAULT_MODEL_TIMEOUT
+    max_retries: int = DEFAULT_MODEL_RETRIES
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """One `[prices."MODEL"]` table: US dollars per million tokens of each kind."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
 
 
 class ShardChanges(NamedTuple):
@@ -188,6 +239,7 @@ class Config:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
 
     @property
     def shard_names(self) -> tuple[str, ...]:
@@ -375,6 +427,10 @@ class _Parser:
         self.base_dir = path.parent
         self.text = text
         self._index: dict[Loc, int] | None = None
+        self.backend_defaults: dict[str, AnthropicConfig | OpenAIConfig] = {
+            "anthropic": AnthropicConfig(),
+            "openai": OpenAIConfig(),
+        }
 
     def line_of(self, loc: Loc) -> int | None:
         if self._index is None:
@@ -394,6 +450,24 @@ class _Parser:
                 what = f"section [{key}]" if isinstance(value, dict) else f"key {key!r}"
                 self.fail((key,), f"unknown {what}{_suggest(key, CONFIG_KEYS)}")
         daemon = self.daemon(self.table(raw, "daemon"))
+        # The backend tables first: shards take their defaults from them.
+        anthropic_t = _Table(self, ("anthropic",), self.table(raw, "anthropic"), "[anthropic]")
+        anthropic = AnthropicConfig(
+            model=anthropic_t.string("model"),
+            base_url=anthropic_t.url("base_url"),
+            api_key_file=anthropic_t.path("api_key_file"),
+            timeout=anthropic_t.seconds("timeout", DEFAULT_MODEL_TIMEOUT),
+            max_retries=anthropic_t.integer("max_retries", DEFAULT_MODEL_RETRIES, minimum=0),
+        )
+        openai_t = _Table(self, ("openai",), self.table(raw, "openai"), "[openai]")
+        openai = OpenAIConfig(
+            base_url=openai_t.url("base_url"),
+            model=openai_t.string("model"),
+            api_key_file=openai_t.path("api_key_file"),
+            timeout=openai_t.seconds("timeout", DEFAULT_MODEL_TIMEOUT),
+            max_retries=openai_t.integer("max_retries", DEFAULT_MODEL_RETRIES, minimum=0),
+        )
+        self.backend_defaults = {"anthropic": anthropic, "openai": openai}
         shards = self.shards(raw.get("shard", []))
         coordinator_t = _Table(
             self, ("coordinator",), self.table(raw, "coordinator"), "[coordinator]"
@@ -402,11 +476,28 @@ class _Parser:
             route_top_n=coordinator_t.integer("route_top_n", 2, minimum=1),
             synthesize=coordinator_t.boolean("synthesize", False),
         )
-        anthropic_t = _Table(self, ("anthropic",), self.table(raw, "anthropic"), "[anthropic]")
-        anthropic = AnthropicConfig(model=anthropic_t.string("model"))
-        openai_t = _Table(self, ("openai",), self.table(raw, "openai"), "[openai]")
-        openai = OpenAIConfig(base_url=openai_t.url("base_url"), model=openai_t.string("model"))
-        return Config(daemon, shards, self.path, coordinator, anthropic, openai)
+        prices = self.prices(self.table(raw, "prices"))
+        return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices)
+
+    def prices(self, data: dict[str, Any]) -> dict[str, ModelPrice]:
+        prices: dict[str, ModelPrice] = {}
+        for model, value in data.items():
+            if not isinstance(value, dict):
+                self.fail(
+                    ("prices", model),
+                    f"[prices] entry {model!r} must be a table: write "
+                    f'[prices."{model}"] with input, output, cache_write and cache_read',
+                )
+            t = _Table(self, ("prices", model), value, f'[prices."{model}"]')
+            base = t.price("input")
+            prices[model] = ModelPrice(
+                input=base,
+                output=t.price("output"),
+                # Anthropic's multipliers for 5-minute cache writes and cache reads.
+                cache_write=t.price("cache_write", base * 1.25),
+                cache_read=t.price("cache_read", base * 0.1),
+            )
+        return prices
 
     def table(self, raw: dict[str, Any], name: str) -> dict[str, Any]:
         value = raw.get(name, {})
@@ -493,18 +584,57 @@ class _Parser:
             if "paths" in data:
                 t.fail("paths", f'shard {name!r}: paths is not used by kind = "memory"')
             paths = ()
-        api_key_file = t.string("api_key_file")
+        backend = t.choice("backend", "local", BACKENDS)
+        model, base_url, api_key_file = t.string("model"), t.url("base_url"), t.path("api_key_file")
+        timeout, max_retries = DEFAULT_MODEL_TIMEOUT, DEFAULT_MODEL_RETRIES
+        if backend in MODEL_BACKENDS:
+            section = self.backend_defaults[backend]
+            model = model or section.model
+            base_url = base_url or section.base_url
+            api_key_file = api_key_file or section.api_key_file
+            timeout = t.seconds("timeout", section.timeout)
+            max_retries = t.integer("max_retries", section.max_retries, minimum=0)
+            where = "backend" if "backend" in data else "name"
+            if model is None:
+                t.fail(
+                    where,
+                    f'shard {name!r}: backend = "{backend}" needs a model: '
+                    f'set model = "…" in this shard or in [{backend}]',
+                )
+            if backend == "openai" and base_url is None:
+                t.fail(
+                    where,
+                    f'shard {name!r}: backend = "openai" needs base_url (the server\'s '
+                    f"OpenAI-compatible URL, e.g. http://127.0.0.1:11434/v1): set it in this "
+                    f"shard or in [openai]",
+                )
+        else:
+            for key in ("timeout", "max_retries"):
+                if key in data:
+                    t.fail(
+                        key,
+                        f"shard {name!r}: {key} is only used by the anthropic and "
+                        f'openai backends, not by backend = "{backend}"',
+                    )
+        if backend != "anthropic":
+            for key in ("cache_ttl", "keep_warm"):
+                if key in data:
+                    t.fail(key, f'shard {name!r}: {key} is only used by backend = "anthropic"')
         return ShardConfig(
             name=name,
             kind=kind,
             description=t.string("description", "", allow_empty=True) or "",
             paths=paths,
-            backend=t.choice("backend", "local", BACKENDS),
+            backend=backend,
             max_file_bytes=t.integer("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=1),
-            model=t.string("model"),
+            model=model,
             max_tokens=t.integer("max_tokens", 180_000, minimum=1),
-            base_url=t.url("base_url"),
-            api_key_file=self.resolve_path(api_key_file) if api_key_file is not None else None,
+            base_url=base_url,
+            api_key_file=api_key_file,
+            cache_ttl=t.choice("cache_ttl", "5m", CACHE_TTLS),
+            keep_warm=t.boolean("keep_warm", False),
+            timeout=timeout,
+            max_retries=max_retries,
         )
 
     def resolve_path(self, pattern: str) -> str:
@@ -578,6 +708,24 @@ class _Table:
         if not allow_empty and not value.strip():
             self.fail(key, f"{key} must not be empty")
         return value
+
+    def path(self, key: str) -> str | None:
+        """A file path, `~` expanded and made absolute against the config file's directory."""
+        value = self.string(key)
+        return self.parser.resolve_path(value) if value is not None else None
+
+    def price(self, key: str, default: float | None = None) -> float:
+        """US dollars per million tokens: a finite number, at least 0."""
+        if key not in self.data:
+            if default is None:
+                self.fail(key, f"{self.label}: {key} is required (US dollars per million tokens)")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, "a number (US dollars per million tokens)")
+        if not math.isfinite(value) or value < 0:
+            self.fail(key, f"{key} must be a number at least 0, got {value}")
+        return float(value)
 
     def url(self, key: str) -> str | None:
         value = self.string(key)

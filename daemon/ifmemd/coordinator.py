@@ -4,10 +4,18 @@ Each shard searches its own corpus; rankings are merged by reciprocal rank
 fusion (RRF, k=60), which needs no comparable scores across shards. A shard
 that fails or does not answer in time is named in the answer as missing; the
 answer is still given.
+
+Model-backed shards cost money per call, so a question is routed (`ask_shards`):
+every shard first searches its own index, which is free, and only the
+`route_top_n` model-backed shards whose index matched best (by top bm25 score;
+none that matched nothing) are asked their model. The others give their index's
+passages, recorded with `mode: "fts"`. A question that names its shards skips
+routing: the user chose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,23 +23,95 @@ from typing import Any
 import anyio
 
 from ifmemd.index import Passage
+from ifmemd.llm import call_deadline
 from ifmemd.supervisor import ShardHandle, ShardUnavailableError
 
 RRF_K = 60
+# A passage matching none of the question's words still counts a little (rank alone).
+COVERAGE_FLOOR = 0.25
+# Beyond the shard's own deadline for a model call with all its retries.
+MODEL_SLACK_S = 5.0
+USAGE_FIELDS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ShardAnswer:
-    """One shard's ranked passages, or why it gave none."""
+    """One shard's ranked passages, or why it gave none.
+
+    `reply` is the model's answer when the shard's model was asked; `routed_out`
+    says a model-backed shard answered from its index alone.
+    """
 
     shard: str
     passages: tuple[Passage, ...] = ()
     missing: str = ""
     ms: float = 0.0
+    reply: dict[str, Any] | None = None
+    routed_out: bool = False
+
+    @property
+    def top_score(self) -> float:
+        return max((p.score for p in self.passages), default=0.0)
+
+    def event_body(self, qid: str) -> dict[str, Any]:
+        """The `shard.answered` body: passages, and for a model's answer its text,
+        citations and the tokens it was billed for."""
+        body: dict[str, Any] = {
+            "qid": qid,
+            "shard": self.shard,
+            "ms": self.ms,
+            "passages": [
+                {
+                    "path": p.path,
+                    "start_line": p.start_line,
+                    "end_line": p.end_line,
+                    "score": p.score,
+                }
+                for p in self.passages
+            ],
+        }
+        if self.routed_out:
+            body["mode"] = "fts"
+        if self.reply is not None:
+            usage = self.reply.get("usage", {})
+            body |= {
+                "mode": "model",
+                "model": self.reply.get("model", ""),
+                **{f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
+                "answer": self.reply.get("text", ""),
+                "verified": bool(self.reply.get("verified")),
+                "citations": self.reply.get("citations", []),
+                "unverified": self.reply.get("unverified", []),
+            }
+        return body
+
+    def answer_json(self) -> dict[str, Any] | None:
+        """The model's answer as the client sees it, or None."""
+        if self.reply is None:
+            return None
+        return {
+            "shard": self.shard,
+            "model": self.reply.get("model", ""),
+            "text": self.reply.get("text", ""),
+            "verified": bool(self.reply.get("verified")),
+            "citations": self.reply.get("citations", []),
+            "unverified": self.reply.get("unverified", []),
+        }
 
 
 def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
-    """Merge ranked lists by reciprocal rank fusion; the top `k`, best first."""
+    """Merge ranked lists by reciprocal rank fusion; the top `k`, best first.
+
+    Plain RRF ties every shard's first hit at 1/61, and bm25 cannot break the
+    tie (it is not comparable across corpora: a tiny shard scores near zero).
+    So each contribution is weighted by the passage's coverage of the
+    question's content words, which is comparable: (COVERAGE_FLOOR + coverage).
+    """
     fused: dict[tuple[str, int, int], dict[str, Any]] = {}
     for answer in answers:
         for rank, p in enumerate(answer.passages, 1):
@@ -45,43 +125,152 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "end_line": p.end_line,
                     "shard": answer.shard,
                     "score": 0.0,
+                    "coverage": p.coverage,
                     "snippet": p.snippet,
                 }
-            entry["score"] += 1.0 / (RRF_K + rank)
+            entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))
     for entry in ranked:
         entry["score"] = round(entry["score"], 6)
     return ranked[:k]
 
 
-async def _ask_one(handle: ShardHandle, question: str, k: int, timeout: float) -> ShardAnswer:
+async def fan_out(
+    handles: list[ShardHandle], question: str, k: int, timeout: float
+) -> list[ShardAnswer]:
+    """Ask every shard in parallel, each bounded by `timeout`.
+
+    All shards are asked at once, so one deadline bounds each of them: a
+    cancel scope per shard would cost a fifth of the fan-out's CPU for nothing.
+    """
     start = time.perf_counter()
-    with anyio.move_on_after(timeout):
+    answers: list[ShardAnswer | None] = [None] * len(handles)
+
+    async def one(i: int, handle: ShardHandle) -> None:
         # A shard still loading its corpus for the first time is worth waiting for.
         if handle.status == "starting":
             await handle.ready_event.wait()
         try:
             passages = await handle.search(question, k)
         except ShardUnavailableError as e:
-            return ShardAnswer(handle.name, missing=e.reason)
+            answers[i] = ShardAnswer(handle.name, missing=e.reason)
+            return
         ms = round((time.perf_counter() - start) * 1000, 2)
-        return ShardAnswer(handle.name, tuple(passages), ms=ms)
-    return ShardAnswer(handle.name, missing=f"no answer within {timeout:g} s")
+        answers[i] = ShardAnswer(handle.name, tuple(passages), ms=ms)
+
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+            for i, handle in enumerate(handles):
+                if handle.status in ("failed", "stopped"):
+                    answers[i] = ShardAnswer(handle.name, missing=handle.failure or handle.status)
+                else:
+                    tg.start_soon(one, i, handle)
+    late = f"no answer within {timeout:g} s"
+    return [
+        a if a is not None else ShardAnswer(h.name, missing=late)
+        for a, h in zip(answers, handles, strict=True)
+    ]
 
 
-async def fan_out(
-    handles: list[ShardHandle], question: str, k: int, timeout: float
+def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) -> list[int]:
+    """Which model-backed shards to ask their model: indices into `handles`.
+
+    The `top_n` whose index matched best, best first; a shard whose index found
+    nothing for the question is not worth a paid call.
+    """
+    candidates = [
+        i
+        for i, (h, a) in enumerate(zip(handles, answers, strict=True))
+        if h.config.uses_model and not a.missing and a.top_score > 0
+    ]
+    candidates.sort(key=lambda i: (-answers[i].top_score, i))
+    return candidates[:top_n]
+
+
+def model_deadline(handle: ShardHandle) -> float:
+    """How long to wait for a model answer: the shard's own deadline, and a little."""
+    cfg = handle.config
+    return call_deadline(cfg.timeout, cfg.max_retries) + MODEL_SLACK_S
+
+
+async def _ask_model(handle: ShardHandle, question: str, k: int) -> ShardAnswer:
+    start = time.perf_counter()
+    deadline = model_deadline(handle)
+    with anyio.move_on_after(deadline):
+        try:
+            reply = await handle.ask_model(question, k)
+        except ShardUnavailableError as e:
+            return ShardAnswer(handle.name, missing=f"model unavailable: {e.reason}")
+        ms = round((time.perf_counter() - start) * 1000, 2)
+        passages = tuple(
+            Passage(c["path"], c["start_line"], c["end_line"], 1.0 / n, c.get("cited_text", ""))
+            for n, c in enumerate(reply.get("citations", []), 1)
+        )
+        return ShardAnswer(handle.name, passages, ms=ms, reply=reply)
+    return ShardAnswer(handle.name, missing=f"no model answer within {deadline:g} s")
+
+
+async def ask_shards(
+    handles: list[ShardHandle],
+    question: str,
+    k: int,
+    timeout: float,
+    *,
+    route_top_n: int,
+    routed: bool = True,
 ) -> list[ShardAnswer]:
-    """Ask every shard in parallel, each bounded by `timeout`."""
-    answers: list[ShardAnswer | None] = [None] * len(handles)
+    """Every shard's answer: its index's passages, or its model's for the shards routed to.
 
-    async def one(i: int, handle: ShardHandle) -> None:
-        answers[i] = await _ask_one(handle, question, k, timeout)
+    With `routed` False (the user named the shards), every model-backed shard
+    that is up is asked its model.
+    """
+    answers = await fan_out(handles, question, k, timeout)
+    if routed:
+        chosen = route(handles, answers, route_top_n)
+    else:
+        chosen = [
+            i
+            for i, (h, a) in enumerate(zip(handles, answers, strict=True))
+            if h.config.uses_model and not a.missing
+        ]
+
+    async def one(i: int) -> None:
+        answers[i] = await _ask_model(handles[i], question, k)
 
     async with anyio.create_task_group() as tg:
-        for i, handle in enumerate(handles):
-            if handle.status in ("failed", "stopped"):
-                answers[i] = ShardAnswer(handle.name, missing=handle.failure or handle.status)
-            else:
-                tg.start_soon(one, i, handle)
-    return [a for a in answers if a is not None]
+        for i in chosen:
+            tg.start_soon(one, i)
+    for i, handle in enumerate(handles):
+        if handle.config.uses_model and i not in chosen and not answers[i].missing:
+            answers[i] = dataclasses.replace(answers[i], routed_out=True)
+    return answers
+
+
+async def synthesize(
+    handle: ShardHandle, question: str, answers: list[ShardAnswer]
+) -> dict[str, Any]:
+    """One more model call (on `handle`) merging the model answers; keeps every citation.
+
+    Never fails the question: a synthesis that cannot be made says why instead.
+    """
+    given = [
+        {"shard": a.shard, "text": a.reply["text"], "citations": a.reply.get("citations", [])}
+        for a in answers
+        if a.reply is not None
+    ]
+    deadline = model_deadline(handle)
+    with anyio.move_on_after(deadline):
+        try:
+            reply = await handle.synthesize(question, given)
+        except ShardUnavailableError as e:
+            return {"shard": handle.name, "error": e.reason}
+        usage = reply.get("usage", {})
+        return {
+            "shard": handle.name,
+            "model": reply.get("model", ""),
+            "text": reply.get("text", ""),
+            "citations": reply.get("citations", []),
+            "invented": reply.get("invented", []),
+            **{f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
+        }
+    return {"shard": handle.name, "error": f"no synthesis within {deadline:g} s"}

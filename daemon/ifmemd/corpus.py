@@ -110,7 +110,7 @@ def open_file(path: str) -> BinaryIO:
 def load_corpus(
     paths: Iterable[str],
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     root: str | None = None,
     include_hidden: bool = False,
     opener: Opener = open_file,
@@ -118,9 +118,11 @@ def load_corpus(
     """Load every text file named by `paths` into a `Corpus`.
 
     Relative paths are taken from `root` (the current directory by default).
-    Files larger than `max_bytes` are skipped. `opener` is how files are
-    opened; tests pass one that fails.
+    Files larger than `max_bytes` (None: `DEFAULT_MAX_BYTES`) are skipped.
+    `opener` is how files are opened; tests pass one that fails.
     """
+    if max_bytes is None:
+        max_bytes = DEFAULT_MAX_BYTES
     if isinstance(paths, str):
         # A lone string would otherwise be walked character by character.
         paths = [paths]

@@ -27,11 +27,12 @@ from anyio.abc import TaskGroup
 from ifmemd import __version__, paths, protocol, sdnotify
 from ifmemd import snapshot as snapshots
 from ifmemd.config import ConfigError, load_config
-from ifmemd.coordinator import fan_out, fuse
+from ifmemd.coordinator import ask_shards, fuse, synthesize
 from ifmemd.eventlog import EventLog, Record
 from ifmemd.events import decode
 from ifmemd.keys import load_or_create_signer
 from ifmemd.peercred import Peer
+from ifmemd.protocol import RequestId
 from ifmemd.replay import replay
 from ifmemd.server import Connection, OpError, Server, bind_socket, listener_from
 from ifmemd.state import Event, Projection
@@ -90,6 +91,7 @@ class Daemon:
         self._subscribers: set[_Subscriber] = set()
         self._inflight: dict[str, anyio.Event] = {}
         self._stop = anyio.Event()
+        self._reload_lock = anyio.Lock()
         self._stop_reason = ""
         self._bound_socket = False
         self._snapshot_seq = result.state.seq
@@ -239,13 +241,16 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config and corpora; a broken config changes nothing and says why."""
-        new = load_config(self.config_path)
-        changes = await self.supervisor.reload(new)
-        self.config = new
-        await self.writer.append(
-            "config.loaded", {"shards": [s.name for s in new.shards], **changes}
-        )
-        return changes
+        # SIGHUP and `ifmem reload` may race: one reload at a time, each reading
+        # the file afresh, so the last one applies the newest config.
+        async with self._reload_lock:
+            new = load_config(self.config_path)
+            changes = await self.supervisor.reload(new)
+            self.config = new
+            await self.writer.append(
+                "config.loaded", {"shards": [s.name for s in new.shards], **changes}
+            )
+            return changes
 
     # -- requests -----------------------------------------------------------------
 
@@ -258,7 +263,8 @@ class Daemon:
 
     async def _handle(self, conn: Connection, request: protocol.Request) -> Any:
         op = request.op
-        rid = str(request.id)
+        # The id as sent: 5 and "5" are different requests (JSON keeps them apart).
+        rid = request.id
         args = request.args
         if op == protocol.ASK:
             return await self.ask(rid, args["question"], args.get("shards"), args.get("k", 10))
@@ -284,7 +290,7 @@ class Daemon:
         raise OpError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, rid: str) -> AsyncIterator[None]:
+    async def _exclusive(self, rid: RequestId) -> AsyncIterator[None]:
         """One request per id at a time: a retry racing its original (a client that
         timed out and resent) then finds the original's answer instead of acting twice."""
         while rid in self._inflight:
@@ -296,11 +302,11 @@ class Daemon:
             del self._inflight[rid]
             done.set()
 
-    def _recorded(self, rid: str) -> Record | None:
+    def _recorded(self, rid: RequestId) -> Record | None:
         seq = self.projection.answered.get(rid)
         return self.reader.record(seq) if seq is not None else None
 
-    async def ask(self, rid: str, question: str, shards: list[str] | None, k: int) -> dict:
+    async def ask(self, rid: RequestId, question: str, shards: list[str] | None, k: int) -> dict:
         """Answer a question, exactly once per request id."""
         while rid in self._inflight:  # the same id is being answered right now
             await self._inflight[rid].wait()
@@ -313,60 +319,54 @@ class Daemon:
             raise OpError(protocol.NOT_FOUND, f"no shard named {', '.join(map(repr, unknown))}")
         done = self._inflight[rid] = anyio.Event()
         try:
-            return await self._answer(rid, question, names, k)
+            return await self._answer(rid, question, names, k, routed=not shards)
         finally:
             del self._inflight[rid]
             done.set()
 
-    async def _answer(self, rid: str, question: str, names: list[str], k: int) -> dict:
+    async def _answer(
+        self, rid: RequestId, question: str, names: list[str], k: int, *, routed: bool = True
+    ) -> dict:
+        # Taken before the first await: a reload may remove a shard meanwhile, and
+        # the removed handle then reports itself stopped rather than vanishing.
+        handles = [self.supervisor.shards[n] for n in names]
         await self.writer.append(
             "query.received", {"qid": rid, "question": question, "shards": names, "k": k}
         )
-        handles = [self.supervisor.shards[n] for n in names]
-        answers = await fan_out(handles, question, k, self.config.daemon.ask_timeout)
-        if answers and all(a.missing for a in answers):
-            reason = "no shard answered: " + "; ".join(f"{a.shard}: {a.missing}" for a in answers)
-            await self.writer.append("query.failed", {"qid": rid, "reason": reason})
-            raise OpError(protocol.UNAVAILABLE, reason)
+        coordinator = self.config.coordinator
+        answers = await ask_shards(
+            handles,
+            question,
+            k,
+            self.config.daemon.ask_timeout,
+            route_top_n=coordinator.route_top_n,
+            routed=routed,
+        )
         passages = fuse(answers, k)
         missing = [{"shard": a.shard, "reason": a.missing} for a in answers if a.missing]
         answered = [a.shard for a in answers if not a.missing]
-        result = {
+        result: dict[str, Any] = {
             "qid": rid,
             "question": question,
             "passages": passages,
             "missing": missing,
             "shards": answered,
         }
+        model_answers = [a for a in answers if a.reply is not None]
+        if model_answers:
+            result["answers"] = [a.answer_json() for a in model_answers]
+        if coordinator.synthesize and len(model_answers) >= 2:
+            first = self.supervisor.shards[model_answers[0].shard]
+            result["synthesis"] = await synthesize(first, question, model_answers)
         records = await self.writer.append_many(
             [
-                *(
-                    (
-                        "shard.answered",
-                        {
-                            "qid": rid,
-                            "shard": a.shard,
-                            "ms": a.ms,
-                            "passages": [
-                                {
-                                    "path": p.path,
-                                    "start_line": p.start_line,
-                                    "end_line": p.end_line,
-                                    "score": p.score,
-                                }
-                                for p in a.passages
-                            ],
-                        },
-                    )
-                    for a in answers
-                    if not a.missing
-                ),
+                *(("shard.answered", a.event_body(rid)) for a in answers if not a.missing),
                 ("query.answered", result),
             ]
         )
         return {**result, "seq": records[-1].seq, "replayed": False}
 
-    def _replayed(self, rid: str, question: str | None, record: Record) -> dict:
+    def _replayed(self, rid: RequestId, question: str | None, record: Record) -> dict:
         data = decode(record.seq, record.kind, record.body)
         if record.kind == "query.failed":
             raise OpError(protocol.UNAVAILABLE, f"query {rid} failed: {data['reason']}")
@@ -379,7 +379,7 @@ class Daemon:
         data.pop("v", None)
         return {**data, "seq": record.seq, "replayed": True}
 
-    async def remember(self, rid: str, text: str, source: str | None = None) -> dict:
+    async def remember(self, rid: RequestId, text: str, source: str | None = None) -> dict:
         """Add `text` to working memory, exactly once per request id; `source` says where
         it came from (recorded in the event when given)."""
         # Only a given source is written or returned: bodies without one stay as before.
@@ -420,7 +420,7 @@ class Daemon:
             "replayed": False,
         }
 
-    async def forget(self, rid: str, memory_id: str) -> dict:
+    async def forget(self, rid: RequestId, memory_id: str) -> dict:
         if memory_id.startswith("memory:"):
             memory_id = memory_id[len("memory:") :]
         recorded = self._recorded(rid)
@@ -476,5 +476,15 @@ class Daemon:
                     if last is not None and record.seq <= last:
                         continue
                     await conn.send(protocol.event_message(request.id, record.to_json()))
+                    last = record.seq
+            # The stream only ends when _on_commit dropped us for falling behind.
+            await conn.send(
+                protocol.error_response(
+                    request.id,
+                    protocol.UNAVAILABLE,
+                    f"subscriber fell {SUBSCRIBER_BUFFER} events behind and was dropped; "
+                    f"subscribe again with since_seq={last}",
+                )
+            )
         finally:
             self._subscribers.discard(sub)

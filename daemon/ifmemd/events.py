@@ -61,7 +61,12 @@ register("shard.restarting", "shard delay_s restarts")
 register("shard.failed", "shard reason")
 register("shard.warning", "shard path reason")
 register("query.received", "qid question shards")
+# Optional fields: for a model-backed shard, `mode` ("model", or "fts" when routing left
+# its model out), `model`, the four token counts, `answer`, `citations`, `unverified`,
+# `verified`.
 register("shard.answered", "qid shard passages")
+# A keep-warm call that renewed a shard's prompt cache: what it cost, in tokens.
+register("shard.warmed", "shard model")
 register("query.answered", "qid passages missing")
 register("query.failed", "qid reason")
 register("query.abandoned", "qid reason")

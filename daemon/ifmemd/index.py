@@ -15,6 +15,8 @@ the passages are dropped when rarer ones remain (their bm25 weight is near
 zero while their posting lists are the longest), and of the rest the rarest
 are kept, at most `MAX_TERMS` of them and no more than `POSTINGS_BUDGET`
 postings in all, since ranking costs time for every row a query matches.
+A single term too common for that budget is ranked once (at build time when
+possible) and its best passages are kept until the index changes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ MAX_TERMS = 32
 # 12M-token corpus); rarer terms are kept first until this many postings.
 POSTINGS_BUDGET = 10_000
 PREWARM_MIN_DOCS = 64
+# How many results are kept for a term too common for the budget.
+HOT_RESULTS = 20
 MAX_CACHED_TERMS = 200_000
 COMMON_FRACTION = 0.5
 SNIPPET_TOKENS = 24
@@ -70,7 +74,7 @@ _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY
 # The winners' rowids are bound as a literal IN list: against a subquery
 # (`IN (SELECT value FROM json_each(?))`) FTS5 costs ~40% more per search.
 _SNIPPETS = f"""
-SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS})
+SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS}), terms_hit(passage)
 FROM passage WHERE passage MATCH ? AND rowid IN ({{}})
 """
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
@@ -111,7 +115,9 @@ class Passage:
     """One search hit: where it is (`path:start-end`), how good, and an excerpt.
 
     `score` is the negated bm25 rank: higher is better, only comparable
-    within one index.
+    within one index. `coverage` is the share of the question's content words
+    the passage holds (0..1): unlike bm25, comparable across shards, which is
+    what the coordinator's fusion needs to break ties between shards.
     """
 
     path: str
@@ -119,6 +125,7 @@ class Passage:
     end_line: int
     score: float
     snippet: str
+    coverage: float = 0.0
 
     @property
     def citation(self) -> str:
@@ -133,6 +140,7 @@ class Passage:
             "end_line": self.end_line,
             "score": self.score,
             "snippet": self.snippet,
+            "coverage": self.coverage,
         }
 
     @classmethod
@@ -155,13 +163,33 @@ class Passage:
             raise PassageFormatError(
                 f"line range {data['start_line']}-{data['end_line']} is not 1 <= start <= end"
             )
+        coverage = data.get("coverage", 0.0)
+        if not isinstance(coverage, int | float) or isinstance(coverage, bool):
+            raise PassageFormatError("field 'coverage' is not a number")
         return cls(
             data["path"],
             data["start_line"],
             data["end_line"],
             float(data["score"]),
             data["snippet"],
+            float(coverage),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What `search` runs: the FTS5 expression, its postings, and its rarest term's stem."""
+
+    expression: str
+    postings: int
+    stem: str
+    content_words: int  # the question's informative words, known here or not
+    coverage_expression: str  # every informative word this index knows, common ones too
+
+
+def _terms_hit(api: apsw.FTS5ExtensionApi) -> int:
+    """FTS5 auxiliary function: how many of the query's terms occur in this row."""
+    return sum(1 for i in range(api.phrase_count) if any(api.phrase_locations(i)))
 
 
 class Index:
@@ -176,12 +204,14 @@ class Index:
             self._db = apsw.Connection(":memory:")
             self._db.execute(_SCHEMA)
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
+            self._db.register_fts5_function("terms_hit", _terms_hit)
         except apsw.Error as e:
             raise SearchIndexError("create index", str(e)) from e
         self._where: dict[int, tuple[str, int, int]] = {}
         self._rowids: dict[str, list[int]] = {}
         self._next_rowid = 1
         self._doc_freq: dict[str, int] = {}
+        self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
 
     @classmethod
     def build(cls, chunks: Iterable[Chunk]) -> Self:
@@ -195,6 +225,7 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
         index._prewarm()
+        index._rank_hot_terms()
         return index
 
     def add(self, path: str, chunks: Iterable[Chunk]) -> int:
@@ -220,7 +251,7 @@ class Index:
             raise SearchIndexError(f"remove {path}", str(e)) from e
         for rowid in rowids:
             del self._where[rowid]
-        self._doc_freq.clear()
+        self._forget_statistics()
         return len(rowids)
 
     def __len__(self) -> int:
@@ -248,44 +279,73 @@ class Index:
 
         Returns [] when the query has no word the index knows.
         """
-        if k <= 0:
-            return []
-        expression = self.match_expression(query)
-        if expression is None:
+        plan = self._plan(query)
+        if plan is None or k <= 0:
             return []
         try:
-            ranked = self._db.execute(_RANK, (expression, k)).fetchall()
+            ranked = self._rank(plan, k)
             rowids = [rowid for rowid, _ in ranked]
-            snippets: dict[int, str] = {}
+            found: dict[int, tuple[str, int]] = {}
             if rowids:
                 sql = _SNIPPETS.format(",".join("?" * len(rowids)))
-                snippets = dict(self._db.execute(sql, (expression, *rowids)).fetchall())
+                rows = self._db.execute(sql, (plan.coverage_expression, *rowids)).fetchall()
+                found = {rowid: (snippet, hits) for rowid, snippet, hits in rows}
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
         passages = []
         for rowid, rank in ranked:
             path, start, end = self._where[rowid]
-            passages.append(Passage(path, start, end, -rank, _tidy(snippets.get(rowid, ""))))
+            snippet, hits = found.get(rowid, ("", 0))
+            coverage = round(min(1.0, hits / plan.content_words), 4)
+            passages.append(Passage(path, start, end, -rank, _tidy(snippet), coverage))
         return passages
 
     def match_expression(self, query: str) -> str | None:
         """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
-        terms = self._choose_terms(self._words(query))
-        if not terms:
+        plan = self._plan(query)
+        return None if plan is None else plan.expression
+
+    def _plan(self, query: str) -> _Query | None:
+        """Turn any text into a safe FTS5 query over its best words, or None if it has none."""
+        words = self._words(query)
+        chosen = self._choose_terms(words)
+        if not chosen:
             return None
-        return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        expression = " OR ".join(_quote(words[stem]) for _, stem in chosen)
+        content = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
+        # Coverage counts common words too (they were only left out of ranking
+        # to bound its cost); it is evaluated on the k winners alone.
+        covered = [stem for _, stem in self._known(content)][:MAX_TERMS] or [
+            stem for _, stem in chosen
+        ]
+        return _Query(
+            expression,
+            sum(df for df, _ in chosen),
+            chosen[0][1],
+            max(len(content), len(chosen)),
+            " OR ".join(_quote(words[stem]) for stem in covered),
+        )
+
+    def _rank(self, plan: _Query, k: int) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the best `k` matches of the plan."""
+        if plan.postings <= POSTINGS_BUDGET:
+            return self._db.execute(_RANK, (plan.expression, k)).fetchall()
+        # Over the budget means one very common term (see _choose_terms),
+        # whose ranking is the same whatever the query: work it out once.
+        limit, ranked = self._hot.get(plan.stem, (0, []))
+        if limit < k and len(ranked) == limit:
+            limit = max(k, HOT_RESULTS)
+            ranked = self._db.execute(_RANK, (plan.expression, limit)).fetchall()
+            self._hot[plan.stem] = (limit, ranked)
+        return ranked[:k]
 
     def _words(self, query: str) -> dict[str, str]:
         """Map each indexed form (stemmed) of the query's words to one word as typed."""
         # Lone surrogates (possible in text decoded from JSON) cannot be
         # encoded as UTF-8; replace them rather than fail.
         data = query[:MAX_QUERY_CHARS].encode("utf-8", "replace")
-        try:
-            tokens = self._tokenizer(data, apsw.FTS5_TOKENIZE_QUERY, None)
-        except apsw.Error as e:
-            raise SearchIndexError("tokenize query", str(e)) from e
         words: dict[str, str] = {}
-        for start, end, stem, *_ in tokens:
+        for start, end, stem, *_ in self._tokenize(data):
             if stem not in words:
                 words[stem] = data[start:end].decode("utf-8", "replace")
         if len(words) > MAX_CANDIDATES:
@@ -293,21 +353,21 @@ class Index:
             words = {stem: words[stem] for stem in longest}
         return words
 
-    def _choose_terms(self, words: dict[str, str]) -> list[str]:
-        """Keep the rarest informative words (as typed) that occur in the index."""
+    def _choose_terms(self, words: dict[str, str]) -> list[tuple[int, str]]:
+        """(document frequency, stem) of the rarest informative words in the index."""
         meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
         stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
         known = self._known(meaningful) or self._known(stopwords)
         common = COMMON_FRACTION * len(self._where)
         pool = [(df, stem) for df, stem in known if df <= common] or known
-        chosen: list[str] = []
+        chosen: list[tuple[int, str]] = []
         postings = 0
         for df, stem in pool[:MAX_TERMS]:
             # Ranking cost grows with the rows matched; the rarest term is
             # always kept so a query of common words still finds something.
             if chosen and postings + df > POSTINGS_BUDGET:
                 break
-            chosen.append(words[stem])
+            chosen.append((df, stem))
             postings += df
         return chosen
 
@@ -337,6 +397,31 @@ class Index:
             raise SearchIndexError("build index", str(e)) from e
         self._doc_freq.update(rows)
 
+    def _rank_hot_terms(self) -> None:
+        """Rank the terms too common for the budget now, while building, not at query time."""
+        for stem, df in list(self._doc_freq.items()):
+            if df <= POSTINGS_BUDGET:
+                continue
+            # A stem can only be queried as itself if it is its own stem
+            # ("return" is, "thi" of "this" is not); others are ranked lazily.
+            if [token for _, _, token, *_ in self._tokenize(stem.encode("utf-8"))] != [stem]:
+                continue
+            try:
+                self._rank(_Query(_quote(stem), df, stem, 1, _quote(stem)), HOT_RESULTS)
+            except apsw.Error as e:
+                raise SearchIndexError("build index", str(e)) from e
+
+    def _tokenize(self, data: bytes) -> list[tuple[Any, ...]]:
+        try:
+            return self._tokenizer(data, apsw.FTS5_TOKENIZE_QUERY, None)
+        except apsw.Error as e:
+            raise SearchIndexError("tokenize query", str(e)) from e
+
+    def _forget_statistics(self) -> None:
+        """Drop what was learned about terms: the passages changed."""
+        self._doc_freq.clear()
+        self._hot.clear()
+
     def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
         chunks = list(chunks)
         first = self._next_rowid
@@ -350,8 +435,13 @@ class Index:
             self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line)
             self._rowids.setdefault(chunk.path, []).append(rowid)
         self._next_rowid = first + len(chunks)
-        self._doc_freq.clear()
+        self._forget_statistics()
         return len(chunks)
+
+
+def _quote(word: str) -> str:
+    """An FTS5 string: the word, never an operator, column filter or prefix query."""
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _tidy(snippet: str) -> str:

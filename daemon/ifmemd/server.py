@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ifmemd.peercred import AccessDenied, Peer, check_stream
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF_S = 0.1
 LISTEN_BACKLOG = 512
+HANDSHAKE_TIMEOUT_S = 10.0
 
 Handler = Callable[["Connection", protocol.Request], Awaitable[Any]]
 
@@ -184,7 +186,11 @@ class Server:
             return
         conn = Connection(stream, peer)
         try:
-            await server_handshake(conn.reader, stream)
+            # A client that connects and says nothing must not hold a slot forever.
+            with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
+                await server_handshake(conn.reader, stream)
+        except TimeoutError:
+            return
         except protocol.ProtocolError:
             return  # server_handshake has answered with the error
         while True:
@@ -216,6 +222,13 @@ class Server:
                 response = protocol.error_response(request.id, e.code, str(e))
             except IfmemError as e:
                 response = protocol.error_response(request.id, protocol.INTERNAL, str(e))
+            except Exception as e:
+                # A bug behind one request must not take the daemon and every other
+                # client down with it: report it to the journal, answer `internal`.
+                traceback.print_exception(e, file=sys.stderr)
+                response = protocol.error_response(
+                    request.id, protocol.INTERNAL, f"{request.op}: internal error: {e!r}"
+                )
             if result is not None or response.get("ok") is False:
                 await conn.send(response)
         finally:

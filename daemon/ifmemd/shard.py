@@ -13,6 +13,12 @@ pipes and never touches the event log: the supervisor records for it.
                        {"type":"heartbeat", rss_bytes, served, uptime_s}
                        {"type":"result", rid, passages}  {"type":"error", rid, message}
 
+A shard whose backend is not `local` also gets `model` (its settings, never
+its key) in `init`, and answers `ask` and `synthesize` with its model: see
+`ifmemd.modelshard`. When it cannot serve at all (no usable key, a corpus over
+its token budget) it sends `{"type":"fatal", reason}` and exits with status 2;
+restarting would not help, so the supervisor marks it failed.
+
 stdin closing (the supervisor is gone) ends the process.
 """
 
@@ -27,11 +33,16 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from ifmemd.chunker import chunk_files, whole_chunk
+from ifmemd.chunker import Chunk, chunk_files, whole_chunk
 from ifmemd.corpus import load_corpus
+from ifmemd.errors import IfmemError
 from ifmemd.index import Index
+from ifmemd.llm import ApiKeyError, CorpusOverBudgetError
 
 _PR_SET_PDEATHSIG = 1
+FATAL_EXIT = 2
+# How many passages an `openai` shard's search offers its model (the budget may take fewer).
+MODEL_CANDIDATES = 20
 
 
 class _Out:
@@ -82,16 +93,35 @@ class Shard:
         self.served = 0
         self.index = Index()
         self.ready: dict[str, Any] = {}
+        # Model-backed shards keep their chunks: the model is sent their text.
+        self.model: Any = None
+        self.chunks: dict[tuple[str, int, int], Chunk] = {}
+
+    def _start_model(self) -> None:
+        settings = self.init.get("model")
+        if settings and self.model is None:
+            from ifmemd.modelshard import ModelRunner
+
+            self.model = ModelRunner(
+                self.name, self.init.get("description", ""), settings, self.out
+            )
+
+    def _keep_chunks(self, chunks: list[Chunk]) -> None:
+        if self.model is not None:
+            self.chunks = {(c.path, c.start_line, c.end_line): c for c in chunks}
 
     def load(self) -> None:
         """(Re)load the corpus and build its index, then announce `ready`."""
         init, out = self.init, self.out
         load_start = time.perf_counter()
+        self._start_model()
         if self.kind == "memory":
             memories = init.get("memories", [])
-            self.index = Index.build(
+            chunks = [
                 c for m in memories for c in whole_chunk(_memory_path(m["memory_id"]), m["text"])
-            )
+            ]
+            self.index = Index.build(chunks)
+            self._keep_chunks(chunks)
             texts = [m["text"] for m in memories]
             ready = {
                 "files": len(memories),
@@ -106,6 +136,15 @@ class Shard:
         # the load's peak, about twice what the shard holds.
         _release_free_memory()
         ready["tokens"] = ready["bytes"] // 4
+        if self.model is not None:
+            # Counted by the API when it answers; over the budget raises (a fatal error).
+            extra = self.model.load(list(self.chunks.values()))
+            warning = extra.pop("warning", None)
+            if warning:
+                out.send(
+                    {"type": "warning", "path": f"model:{self.model.model}", "reason": warning}
+                )
+            ready |= extra
         ready["load_ms"] = round((time.perf_counter() - load_start) * 1000, 1)
         self.ready = ready
         out.send({"type": "ready", **ready})
@@ -115,7 +154,10 @@ class Shard:
         corpus = load_corpus(init.get("paths", []), max_bytes=init.get("max_file_bytes"))
         for skipped in corpus.skipped:
             self.out.send({"type": "warning", "path": skipped.path, "reason": skipped.reason})
-        self.index = Index.build(chunk_files(corpus.files))
+        chunks = chunk_files(corpus.files)
+        self.index = Index.build(chunks)
+        self._keep_chunks(chunks)
+        del chunks
         totals = corpus.totals
         return {
             "files": totals.files,
@@ -132,16 +174,59 @@ class Shard:
             self.out.send(
                 {"type": "result", "rid": msg["rid"], "passages": [p.to_json() for p in passages]}
             )
+        elif op == "ask":
+            self._ask(msg)
+        elif op == "synthesize":
+            if self.model is None:
+                self._not_a_model_shard(msg)
+            else:
+                self.model.synthesize(msg["rid"], str(msg.get("question", "")), msg["answers"])
         elif op == "add":
             path = _memory_path(msg["memory_id"])
-            self.index.add(path, whole_chunk(path, msg["text"]))
+            chunks = whole_chunk(path, msg["text"])
+            self.index.add(path, chunks)
+            self._memory_changed(path, chunks)
         elif op == "remove":
-            self.index.remove(_memory_path(msg["memory_id"]))
+            path = _memory_path(msg["memory_id"])
+            self.index.remove(path)
+            self._memory_changed(path, [])
         elif op == "reload":
             if self.kind != "memory":
                 self.load()
         else:
             self.out.send({"type": "error", "rid": msg.get("rid"), "message": f"unknown op {op!r}"})
+
+    def _ask(self, msg: dict[str, Any]) -> None:
+        """A question for the model; the answer comes later, from a worker thread."""
+        if self.model is None:
+            self._not_a_model_shard(msg)
+            return
+        question = str(msg.get("question", ""))
+        candidates: list[Chunk] = []
+        if self.model.needs_passages:
+            # The index is searched here, on the main thread: it is not thread-safe.
+            hits = self.index.search(question, max(int(msg.get("k", 10)), MODEL_CANDIDATES))
+            candidates = [
+                c for p in hits if (c := self.chunks.get((p.path, p.start_line, p.end_line)))
+            ]
+        self.served += 1
+        self.model.ask(msg["rid"], question, candidates)
+
+    def _not_a_model_shard(self, msg: dict[str, Any]) -> None:
+        self.out.send(
+            {"type": "error", "rid": msg.get("rid"), "message": "this shard has no model backend"}
+        )
+
+    def _memory_changed(self, path: str, chunks: list[Chunk]) -> None:
+        if self.model is None:
+            return
+        for key in [k for k in self.chunks if k[0] == path]:
+            del self.chunks[key]
+        self.chunks.update({(c.path, c.start_line, c.end_line): c for c in chunks})
+        try:
+            self.model.load(list(self.chunks.values()), count=False)
+        except IfmemError as e:
+            self.out.send({"type": "warning", "path": path, "reason": str(e)})
 
     def heartbeat(self) -> dict[str, Any]:
         return {
@@ -176,9 +261,15 @@ def main() -> int:
     threading.Thread(
         target=_beat, args=(shard, float(init.get("heartbeat_interval", 10))), daemon=True
     ).start()
-    shard.load()
-    for line in stdin:
-        shard.handle(json.loads(line))
+    try:
+        shard.load()
+        for line in stdin:
+            shard.handle(json.loads(line))
+    except (ApiKeyError, CorpusOverBudgetError) as e:
+        # No key, a key file others can read, a corpus over its budget: a restart
+        # would fail the same way. Say why, and let the supervisor mark us failed.
+        out.send({"type": "fatal", "reason": str(e)})
+        return FATAL_EXIT
     return 0
 
 

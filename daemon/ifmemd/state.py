@@ -75,7 +75,7 @@ class State:
     shards: Mapping[str, ShardState] = field(default_factory=dict)
     pending: Mapping[str, PendingQuery] = field(default_factory=dict)
     # request id -> seq of the event that answered it (query ids, remember/forget ids)
-    answered: Mapping[str, int] = field(default_factory=dict)
+    answered: Mapping[str | int, int] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def _finished(d: _Draft, e: Event) -> None:
     _answered(d, qid, e.seq)
 
 
-def _answered(d: _Draft, rid: str, seq: int) -> None:
+def _answered(d: _Draft, rid: str | int, seq: int) -> None:
     d.answered.pop(rid, None)
     d.answered[rid] = seq
     if len(d.answered) > ANSWER_WINDOW:
@@ -211,13 +211,13 @@ def _answered(d: _Draft, rid: str, seq: int) -> None:
 def _remembered(d: _Draft, e: Event) -> None:
     mid = e.data["memory_id"]
     d.memories[mid] = Memory(mid, e.data["text"], e.seq, e.ts_ns)
-    if e.data.get("rid"):
+    if e.data.get("rid") is not None:
         _answered(d, e.data["rid"], e.seq)
 
 
 def _forgotten(d: _Draft, e: Event) -> None:
     d.memories.pop(e.data["memory_id"], None)
-    if e.data.get("rid"):
+    if e.data.get("rid") is not None:
         _answered(d, e.data["rid"], e.seq)
 
 

@@ -44,7 +44,7 @@ class ShardUnavailableError(IfmemError):
 @dataclass(slots=True)
 class _Waiter:
     done: anyio.Event
-    passages: list[Passage] | None = None
+    reply: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -68,6 +68,7 @@ class ShardHandle:
         self._waiters: dict[int, _Waiter] = {}
         self._next_rid = 0
         self.ready_event = anyio.Event()
+        self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
 
     @property
     def name(self) -> str:
@@ -87,8 +88,8 @@ class ShardHandle:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
             raise ShardUnavailableError(self.name, f"pipe closed: {e}") from e
 
-    async def search(self, query: str, k: int) -> list[Passage]:
-        """Ask this shard for its top `k` passages (the caller bounds the wait)."""
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send `op` to this shard and wait for its reply (the caller bounds the wait)."""
         if not self.ready:
             raise ShardUnavailableError(self.name, f"status is {self.status}")
         self._next_rid += 1
@@ -96,23 +97,36 @@ class ShardHandle:
         waiter = _Waiter(anyio.Event())
         self._waiters[rid] = waiter
         try:
-            await self.send({"op": "search", "rid": rid, "query": query, "k": k})
+            await self.send({"op": op, "rid": rid, **fields})
             await waiter.done.wait()
         finally:
             self._waiters.pop(rid, None)
         if waiter.error is not None:
             raise ShardUnavailableError(self.name, waiter.error)
-        assert waiter.passages is not None
-        return waiter.passages
+        assert waiter.reply is not None
+        return waiter.reply
+
+    async def search(self, query: str, k: int) -> list[Passage]:
+        """Ask this shard for its top `k` passages (the caller bounds the wait)."""
+        reply = await self.request("search", query=query, k=k)
+        return [Passage.from_json(p) for p in reply["passages"]]
+
+    async def ask_model(self, question: str, k: int) -> dict[str, Any]:
+        """Ask this shard's model; its answer with citations and token usage."""
+        return await self.request("ask", question=question, k=k)
+
+    async def synthesize(self, question: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
+        """Have this shard's model merge shard answers into one that keeps every citation."""
+        return await self.request("synthesize", question=question, answers=answers)
 
     def _resolve(self, msg: dict[str, Any]) -> None:
         waiter = self._waiters.get(msg.get("rid", -1))
         if waiter is None:
             return  # the asker timed out and left
-        if msg["type"] == "result":
-            waiter.passages = [Passage.from_json(p) for p in msg["passages"]]
-        else:
+        if msg["type"] == "error":
             waiter.error = str(msg.get("message", "error"))
+        else:
+            waiter.reply = msg
         waiter.done.set()
 
     def _fail_waiters(self, reason: str) -> None:
@@ -127,6 +141,7 @@ class ShardHandle:
             "name": self.name,
             "kind": self.config.kind,
             "backend": self.config.backend,
+            **({"model": self.config.model} if self.config.uses_model else {}),
             "description": self.config.description,
             "status": self.status,
             "pid": self.pid,
@@ -187,6 +202,16 @@ class Supervisor:
                 if self.stopping:
                     handle.status = "stopped"
                     return
+                if handle.fatal:
+                    # It said why it cannot serve (no key, corpus over budget): a restart
+                    # would fail the same way. `ifmem reload` gives it a fresh start.
+                    handle.status = "failed"
+                    handle.failure = handle.fatal
+                    handle.ready_event.set()  # askers waiting for it to load: it never will
+                    await self.record(
+                        "shard.failed", {"shard": handle.name, "reason": handle.fatal}
+                    )
+                    return
                 decision = handle.policy.exited(self.clock())
                 if decision.failed:
                     handle.status = "failed"
@@ -223,15 +248,19 @@ class Supervisor:
         handle.last_heard = self.clock()
         await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
         cfg, daemon = handle.config, self.config.daemon
+        handle.fatal = ""
         init = {
             "op": "init",
             "name": cfg.name,
+            "description": cfg.description,
             "kind": cfg.kind,
             "paths": list(cfg.paths),
             "max_file_bytes": cfg.max_file_bytes,
             "heartbeat_interval": daemon.heartbeat_interval,
             "memories": self.memories() if cfg.kind == "memory" else [],
         }
+        if cfg.uses_model:
+            init["model"] = cfg.model_settings()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watchdog, handle, process)
@@ -267,7 +296,7 @@ class Supervisor:
                 return
             handle.last_heard = self.clock()
             kind = msg.get("type")
-            if kind in ("result", "error"):
+            if kind in ("result", "answer", "synthesis", "error"):
                 handle._resolve(msg)
             elif kind == "heartbeat":
                 handle.served, handle.rss_bytes = msg["served"], msg["rss_bytes"]
@@ -277,11 +306,19 @@ class Supervisor:
                 )
             elif kind == "ready":
                 info = {k: msg[k] for k in ("files", "lines", "tokens", "digest", "load_ms")}
+                # Model-backed shards say which model and whether the API counted the tokens.
+                info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
                 handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
                 await self.record("shard.ready", info | {"shard": name})
                 handle.status = "ready"
                 handle.failure = ""
                 handle.ready_event.set()
+            elif kind == "warmed":
+                await self.record(
+                    "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}
+                )
+            elif kind == "fatal":
+                handle.fatal = str(msg.get("reason", "the shard cannot serve"))
             elif kind == "warning":
                 await self.record(
                     "shard.warning", {"shard": name, "path": msg["path"], "reason": msg["reason"]}
