@@ -301,3 +301,67 @@ def test_openai_unreachable_server_is_a_model_error() -> None:
     backend = OpenAIBackend("docs", "", openai_settings(closed, max_retries=1), None)
     with pytest.raises(ModelError, match="cannot connect"):
         backend.ask("fog", chunks())
+
+
+# --- the shard side: worker threads and keep-warm ---------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.sent.append(obj)
+
+    def wait(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.sent:
+                if msg["type"] == kind:
+                    return msg
+            time.sleep(0.02)
+        raise AssertionError(f"no {kind!r} message in {self.sent}")
+
+
+def test_keep_warm_renews_the_cache_just_before_it_expires(
+    fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ifmemd import modelshard
+
+    monkeypatch.setattr(modelshard, "WARM_POLL_S", 0.02)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    offset = [0.0]
+    sink = Sink()
+    runner = modelshard.ModelRunner(
+        "docs",
+        "",
+        settings(fake.url, keep_warm=True),
+        sink,
+        clock=lambda: time.monotonic() + offset[0],
+    )
+    runner.load(chunks())
+    runner.ask(1, "fog", [])
+    answer = sink.wait("answer")
+    assert answer["rid"] == 1 and answer["verified"]
+    time.sleep(0.2)
+    assert not [m for m in sink.sent if m["type"] == "warmed"]  # 5 minutes left: not yet
+    offset[0] = 275.0  # 25 s before the cache would expire
+    warmed = sink.wait("warmed")
+    assert warmed["model"] == "claude-unit"
+    assert warmed["usage"]["cache_read_input_tokens"] > 0
+    assert fake.messages()[-1].body["max_tokens"] == 1
+
+
+def test_a_failed_model_call_answers_with_an_error_not_silence(
+    fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ifmemd import modelshard
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    sink = Sink()
+    runner = modelshard.ModelRunner("docs", "", settings(fake.url, max_retries=0), sink)
+    runner.load(chunks())
+    fake.fail_next(529)
+    runner.ask(5, "fog", [])
+    error = sink.wait("error")
+    assert error["rid"] == 5 and "529 overloaded_error" in error["message"]

@@ -13,14 +13,12 @@ a failed reload, with a message the user can act on.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import math
 import os
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
@@ -167,10 +165,6 @@ class ShardConfig:
             "max_retries": self.max_retries,
         }
 
-    def fingerprint(self) -> str:
-        """A short digest of every setting: equal fingerprints, no restart needed."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 WORKING_SHARD_DEFAULT: Final = ShardConfig(
@@ -248,11 +242,6 @@ class Config:
     def shard(self, name: str) -> ShardConfig | None:
         """The shard called `name`, or None."""
         return next((s for s in self.shards if s.name == name), None)
-
-    def shard_fingerprint(self, name: str) -> str | None:
-        """The fingerprint of shard `name` (see `ShardConfig.fingerprint`), or None if absent."""
-        shard = self.shard(name)
-        return shard.fingerprint() if shard is not None else None
 
     def diff_shards(self, new: Config) -> ShardChanges:
         """Compare this (running) config's shards with `new`'s, for a reload."""

@@ -349,29 +349,31 @@ class Supervisor:
 
         Unchanged file shards re-read their corpus in place; failed shards get a fresh start.
         """
-        old = {s.name: s for s in self.config.shards}
+        diff = self.config.diff_shards(new)
         self.config = new
-        changes: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
-        for name in list(old):
-            if new.shard(name) is None:
-                await self._stop_one(self.shards.pop(name))
-                changes["removed"].append(name)
-        for cfg in new.shards:
-            handle = self.shards.get(cfg.name)
-            if handle is None:
-                self._start(cfg)
-                changes["added"].append(cfg.name)
-            elif handle.config != cfg or handle.status == "failed":
+        changes: dict[str, list[str]] = {
+            "added": list(diff.added),
+            "removed": list(diff.removed),
+            "restarted": [],
+            "kept": [],
+        }
+        for name in diff.removed:
+            await self._stop_one(self.shards.pop(name))
+        for name in diff.added:
+            self._start(_shard(new, name))
+        for name in (*diff.changed, *diff.unchanged):
+            handle, cfg = self.shards[name], _shard(new, name)
+            if name in diff.changed or handle.status == "failed":
                 # Stopped in place, not popped: until its successor takes the name,
                 # `status` still lists it and an ask names it as missing, not unknown.
                 await self._stop_one(handle)
                 self._start(cfg)
-                changes["restarted"].append(cfg.name)
+                changes["restarted"].append(name)
             else:
                 handle.daemon = new.daemon
                 with contextlib.suppress(ShardUnavailableError):
                     await handle.send({"op": "reload"})
-                changes["kept"].append(cfg.name)
+                changes["kept"].append(name)
         return changes
 
     async def _stop_one(self, handle: ShardHandle) -> None:
@@ -400,6 +402,12 @@ class Supervisor:
                 tg.start_soon(self._stop_one, handle)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+
+def _shard(config: Config, name: str) -> ShardConfig:
+    shard = config.shard(name)
+    assert shard is not None, name  # names come from this config's own diff
+    return shard
 
 
 async def _reap(process: Process) -> None:

@@ -1,0 +1,276 @@
+"""Benchmark of what model-backed shards cost: ifmem (routing + prompt caching) against naive.
+
+    .venv/bin/python bench/llm_cost.py [--quick] [--json FILE] [--keep DIR]
+
+A real `ifmemd` with four `backend = "anthropic"` shards (bench/corpus.py's
+four domains, ~30,000 tokens each by default) answers 20 seeded questions,
+through the real `anthropic` SDK, from the local fake Messages API of the
+tests (tests/fake_anthropic.py), which bills prompt caching as the API does
+(a prefix of at least 1,024 tokens is cached; writes and reads are reported).
+
+Compared, in billed-equivalent input tokens (uncached input x 1, cache writes
+x 1.25, cache reads x 0.1: Anthropic's multipliers for the 5-minute cache):
+
+- naive: every question sent to every shard's model with the shard's whole
+  corpus, uncached: 20 x 4 calls, each the corpus plus the question;
+- ifmem: what the fake API billed for the calls ifmem made: only the
+  `route_top_n = 2` shards whose local index matched best are asked, and
+  each shard's corpus is read from the cache after its first question.
+
+Also shown: the input tokens sent without the caching discount (what routing
+alone saves), model calls made, cache writes and reads, and a cross-check that
+the tokens recorded in the event log (what `ifmem stats` reads) equal what the
+API billed. Target: ifmem <= 15% of naive. The exit status is 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+sys.path.insert(0, str(REPO / "tests"))  # the fake API is test equipment
+
+import corpus as bench_corpus  # noqa: E402
+from fake_anthropic import FakeAnthropic, tokens  # noqa: E402
+from ifmemd.errors import IfmemError  # noqa: E402
+from ifmemd.eventlog import EventLog  # noqa: E402
+from ifmemd.protocol import Client  # noqa: E402
+
+KEY = "sk-ant-bench-not-a-real-key-0000"
+MODEL = "claude-bench"
+CACHE_WRITE = 1.25
+CACHE_READ = 0.1
+TARGET = 0.15
+ROUTE_TOP_N = 2
+START_TIMEOUT_S = 180.0
+USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    shard_bytes: int
+    questions: int
+
+
+FULL = Sizes(shard_bytes=120_000, questions=20)
+QUICK = Sizes(shard_bytes=24_000, questions=8)
+
+
+def billed(usage: dict[str, int]) -> float:
+    """Billed-equivalent input tokens of one call."""
+    return (
+        usage.get("input_tokens", 0)
+        + CACHE_WRITE * usage.get("cache_creation_input_tokens", 0)
+        + CACHE_READ * usage.get("cache_read_input_tokens", 0)
+    )
+
+
+def config_text(trees: list[bench_corpus.ShardTree], url: str) -> str:
+    lines = [
+        "[daemon]",
+        "heartbeat_interval = 2",
+        "heartbeat_timeout = 60",
+        "ask_timeout = 30",
+        "",
+        "[anthropic]",
+        f'model = "{MODEL}"',
+        f'base_url = "{url}"',
+        "timeout = 30",
+        "max_retries = 2",
+        "",
+        "[coordinator]",
+        f"route_top_n = {ROUTE_TOP_N}",
+        "",
+        f'[prices."{MODEL}"]',
+        "input = 3.0",
+        "output = 15.0",
+    ]
+    for tree in trees:
+        lines += [
+            "",
+            "[[shard]]",
+            f'name = "{tree.name}"',
+            f"description = {json.dumps(tree.description)}",
+            f'paths = ["{tree.path}/**"]',
+            'backend = "anthropic"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class Daemon:
+    """A real ifmemd under `root`, with its own HOME, socket and log."""
+
+    def __init__(self, root: Path, config: str) -> None:
+        self.root = root
+        self.config = root / "ifmem.toml"
+        self.config.write_text(config)
+        self.socket = Path(tempfile.mkdtemp(prefix="ifm-llm-", dir="/tmp")) / "s.sock"
+        self.db = root / "data" / "events.db"
+        home = root / "home"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IFMEM_")}
+        self.env.update(
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_DATA_HOME=str(home / ".local/share"),
+            XDG_STATE_HOME=str(home / ".local/state"),
+            XDG_RUNTIME_DIR=str(self.socket.parent),
+            ANTHROPIC_API_KEY=KEY,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        ifmemd = Path(sys.executable).with_name("ifmemd")
+        cmd = [str(ifmemd)] if ifmemd.exists() else [sys.executable, "-m", "ifmemd.main"]
+        self.stderr = (self.root / "ifmemd.stderr").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                *cmd,
+                "--config",
+                str(self.config),
+                "--socket",
+                str(self.socket),
+                "--db",
+                str(self.db),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            env=self.env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"ifmemd exited: {(self.root / 'ifmemd.stderr').read_text()}")
+            try:
+                with Client(self.socket, timeout=5) as c:
+                    shards = c.request("status")["shards"]
+                if all(s["status"] in ("ready", "failed") for s in shards):
+                    failed = [s for s in shards if s["status"] == "failed"]
+                    if failed:
+                        raise SystemExit(f"shards failed: {failed}")
+                    return
+            except IfmemError:  # not listening yet
+                pass
+            time.sleep(0.1)
+        raise SystemExit("ifmemd: shards not ready in time")
+
+    def ask(self, question: str) -> dict[str, Any]:
+        with Client(self.socket, timeout=120) as c:
+            return c.request("ask", question=question, k=5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    trees = bench_corpus.build_shards(workdir / "corpus", sizes.shard_bytes)
+    questions = bench_corpus.make_questions(trees, n=sizes.questions)
+    with FakeAnthropic(api_key=KEY, min_cache_tokens=1024) as fake:
+        daemon = Daemon(workdir, config_text(trees, fake.url))
+        started = time.monotonic()
+        try:
+            daemon.start()
+            load_s = time.monotonic() - started
+            results = [daemon.ask(q.text) for q in questions]
+        finally:
+            daemon.stop()
+        calls = fake.messages()
+        api = {f: sum(c.usage.get(f, 0) for c in calls) for f in USAGE}
+        failed_calls = len(fake.messages(None)) - len(calls)
+    with EventLog.open_readonly(daemon.db) as log:
+        events = [(r.kind, r.data()) for r in log.records()]
+    corpus_tokens = {b["shard"]: b["tokens"] for k, b in events if k == "shard.ready"}
+    sources = {b["shard"]: b.get("token_source") for k, b in events if k == "shard.ready"}
+    recorded = {f: sum(b.get(f, 0) for k, b in events if k == "shard.answered") for f in USAGE}
+    model_shards = [t.name for t in trees]
+    naive = sum(corpus_tokens[s] + tokens(q.text) for q in questions for s in model_shards)
+    ifmem = sum(billed(c.usage) for c in calls)
+    sent = sum(api[f] for f in USAGE[:3])
+    routed = [len(r.get("answers", [])) for r in results]
+    return {
+        "questions": len(questions),
+        "shards": {t.name: {"bytes": t.bytes, "tokens": corpus_tokens[t.name]} for t in trees},
+        "token_source": sorted(set(sources[s] for s in model_shards)),
+        "load_s": round(load_s, 2),
+        "model_calls": len(calls),
+        "failed_calls": failed_calls,
+        "naive_calls": len(questions) * len(model_shards),
+        "answers_per_question_max": max(routed),
+        "unverified_answers": sum(
+            1 for r in results for a in r.get("answers", []) if not a["verified"]
+        ),
+        "missing": sum(len(r["missing"]) for r in results),
+        "api_usage": api,
+        "log_matches_api": recorded == api,
+        "naive_input_tokens": naive,
+        "sent_input_tokens": sent,
+        "billed_input_tokens": round(ifmem, 1),
+        "routing_ratio": round(sent / naive, 4),
+        "ratio": round(ifmem / naive, 4),
+        "target": TARGET,
+        "met": ifmem / naive <= TARGET,
+    }
+
+
+def show(r: dict[str, Any]) -> None:
+    print(f"LLM cost: {r['questions']} questions over {len(r['shards'])} Claude shards")
+    for name, s in r["shards"].items():
+        print(f"  shard {name:<10} {s['bytes']:>9,} bytes  {s['tokens']:>8,} tokens")
+    print(f"  corpus tokens counted by: {', '.join(map(str, r['token_source']))}")
+    u = r["api_usage"]
+    rows = [
+        ("model calls (naive / ifmem)", f"{r['naive_calls']} / {r['model_calls']}"),
+        ("cache writes / reads (tokens)",
+         f"{u['cache_creation_input_tokens']:,} / {u['cache_read_input_tokens']:,}"),
+        ("naive input tokens (uncached, every shard)", f"{r['naive_input_tokens']:,}"),
+        ("ifmem input tokens sent (routing only)", f"{r['sent_input_tokens']:,}"),
+        ("ifmem billed-equivalent input tokens", f"{r['billed_input_tokens']:,.0f}"),
+        ("routing alone: sent / naive", f"{r['routing_ratio']:.1%}"),
+        ("ifmem / naive (target <= 15%)", f"{r['ratio']:.1%}  {'met' if r['met'] else 'MISSED'}"),
+        ("log tokens == API tokens", str(r["log_matches_api"])),
+        ("unverified answers / missing shards", f"{r['unverified_answers']} / {r['missing']}"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller shards, fewer questions")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(sizes, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ifmem-llm-bench-") as tmp:
+            result = run(sizes, Path(tmp))
+    show(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Smoke test of bench/llm_cost.py: the quick run asks a real daemon and prints its ratio.
+
+The 15% target is not asserted (the quick run has too few questions to amortise
+the cache writes); that the log's tokens equal what the fake API billed is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "llm_cost.py"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_reports_the_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "llm.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ifmem / naive" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["log_matches_api"] is True
+    assert result["model_calls"] <= 2 * result["questions"]  # route_top_n = 2
+    assert result["missing"] == 0 and result["failed_calls"] == 0
+    assert 0 < result["ratio"] < result["routing_ratio"] <= 0.5 + 1e-9
