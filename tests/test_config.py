@@ -650,7 +650,7 @@ def test_other_sections(tmp_path: Path, text: str, needle: str, reason: str) -> 
 # --- reload support ----------------------------------------------------------
 
 
-def test_diff_shards_and_fingerprints(tmp_path: Path) -> None:
+def test_diff_shards(tmp_path: Path) -> None:
     base = """
         [[shard]]
         name = "docs"
