@@ -365,3 +365,18 @@ def test_a_failed_model_call_answers_with_an_error_not_silence(
     runner.ask(5, "fog", [])
     error = sink.wait("error")
     assert error["rid"] == 5 and "529 overloaded_error" in error["message"]
+
+
+def test_a_missing_sdk_is_a_clear_fatal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from ifmemd import modelshard
+    from ifmemd.llm import BackendMissingError
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    import ifmemd
+
+    monkeypatch.setitem(sys.modules, "ifmemd.claude", None)  # as if not installed
+    monkeypatch.delattr(ifmemd, "claude", raising=False)
+    with pytest.raises(BackendMissingError, match=r"pip install 'ifmem\[anthropic\]'"):
+        modelshard.ModelRunner("docs", "", settings("http://127.0.0.1:9"), Sink())

@@ -72,6 +72,18 @@ class CorpusOverBudgetError(IfmemError):
         )
 
 
+class BackendMissingError(IfmemError):
+    """Raised when a shard's backend needs a package that is not installed."""
+
+    def __init__(self, backend: str, package: str, extra: str) -> None:
+        self.backend = backend
+        self.package = package
+        super().__init__(
+            f'backend = "{backend}" needs the {package} package, which is not installed: '
+            f"pip install 'ifmem[{extra}]'"
+        )
+
+
 class ApiKeyError(IfmemError):
     """Raised when a model-backed shard has no API key or its key file is not private."""
 

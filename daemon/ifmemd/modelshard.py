@@ -25,6 +25,7 @@ from ifmemd.llm import (
     ANTHROPIC_KEY_ENV,
     OPENAI_KEY_ENV,
     Answer,
+    BackendMissingError,
     ModelError,
     Usage,
     read_api_key,
@@ -60,7 +61,10 @@ class ModelRunner:
         if self.backend_name == "anthropic":
             self._key = read_api_key(ANTHROPIC_KEY_ENV, settings.get("api_key_file"))
             assert self._key is not None
-            from ifmemd import claude  # the SDK is loaded here, in this shard's process only
+            try:
+                from ifmemd import claude  # the SDK is loaded here, in this shard's process only
+            except ImportError as e:
+                raise BackendMissingError("anthropic", "anthropic", "anthropic") from e
 
             self.backend: Any = claude.ClaudeBackend(name, description, settings, self._key)
         else:

@@ -16,7 +16,8 @@ pipes and never touches the event log: the supervisor records for it.
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
 `ifmemd.modelshard`. When it cannot serve at all (no usable key, a corpus over
-its token budget) it sends `{"type":"fatal", reason}` and exits with status 2;
+its token budget, a backend package not installed) it sends
+`{"type":"fatal", reason}` and exits with status 2;
 restarting would not help, so the supervisor marks it failed.
 
 stdin closing (the supervisor is gone) ends the process.
@@ -37,7 +38,7 @@ from ifmemd.chunker import Chunk, chunk_files, whole_chunk
 from ifmemd.corpus import load_corpus
 from ifmemd.errors import IfmemError
 from ifmemd.index import Index
-from ifmemd.llm import ApiKeyError, CorpusOverBudgetError
+from ifmemd.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
 
 _PR_SET_PDEATHSIG = 1
 FATAL_EXIT = 2
@@ -265,7 +266,7 @@ def main() -> int:
         shard.load()
         for line in stdin:
             shard.handle(json.loads(line))
-    except (ApiKeyError, CorpusOverBudgetError) as e:
+    except (ApiKeyError, BackendMissingError, CorpusOverBudgetError) as e:
         # No key, a key file others can read, a corpus over its budget: a restart
         # would fail the same way. Say why, and let the supervisor mark us failed.
         out.send({"type": "fatal", "reason": str(e)})
