@@ -360,3 +360,22 @@ def test_removing_a_shard_while_it_is_being_asked_keeps_the_daemon_up(
     assert set(codes) <= {"not_found", "unavailable"}, set(codes)
     assert answered > 0
     assert [s["name"] for s in d.wait_ready()["shards"]] == ["docs", "working", "code"]
+
+
+def test_an_ask_no_shard_answers_is_a_recorded_failure(daemons: dp.DaemonFactory) -> None:
+    d = daemons(daemons.default_config(ask_timeout=0.5))
+    client = d.client()
+    os.kill(d.shard_pids()["docs"], signal.SIGSTOP)
+    try:
+        with pytest.raises(RemoteError) as failed:
+            client.request("ask", request_id="q-frozen", question="beacon", shards=["docs"])
+        assert failed.value.code == "unavailable"
+        assert "no shard answered" in str(failed.value) and "docs" in str(failed.value)
+        # A retry of the same id gets the same recorded failure, not a second attempt.
+        with pytest.raises(RemoteError, match="failed"):
+            client.request("ask", request_id="q-frozen", question="beacon", shards=["docs"])
+    finally:
+        os.kill(d.shard_pids()["docs"], signal.SIGCONT)
+    failures = [body for _, _, body in d.events("query.failed") if body["qid"] == "q-frozen"]
+    assert len(failures) == 1
+    assert not [b for _, _, b in d.events("query.answered") if b["qid"] == "q-frozen"]

@@ -342,6 +342,12 @@ class Daemon:
             route_top_n=coordinator.route_top_n,
             routed=routed,
         )
+        if answers and all(a.missing for a in answers):
+            # Nothing to give: a failure, recorded as such (a retry of this id
+            # gets the same failure; a later question is asked afresh).
+            reason = "no shard answered: " + "; ".join(f"{a.shard}: {a.missing}" for a in answers)
+            await self.writer.append("query.failed", {"qid": rid, "reason": reason})
+            raise OpError(protocol.UNAVAILABLE, reason)
         passages = fuse(answers, k)
         missing = [{"shard": a.shard, "reason": a.missing} for a in answers if a.missing]
         answered = [a.shard for a in answers if not a.missing]
