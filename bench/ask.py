@@ -242,13 +242,17 @@ class Daemon:
                 raise RuntimeError(f"ifmemd exited with {self.proc.returncode}: {self.stderr()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"shards not ready within {timeout:g} s: {self.stderr()}")
-            with contextlib.suppress(Exception):
+            shards: list[dict[str, Any]] = []
+            with contextlib.suppress(Exception):  # not listening yet
                 shards = self.status()["shards"]
-                if all(s["status"] == "ready" for s in shards):
-                    return time.perf_counter() - t0
-                failed = [s for s in shards if s["status"] == "failed"]
-                if failed:
-                    raise RuntimeError(f"shard failed: {failed}")
+            if shards and all(s["status"] == "ready" for s in shards):
+                return time.perf_counter() - t0
+            # A shard that crashes while loading is restarted with backoff:
+            # report it instead of waiting out the timeout.
+            broken = [s for s in shards if s["status"] == "failed" or s["restarts"] >= 2]
+            if broken:
+                names = ", ".join(f"{s['name']} ({s['status']})" for s in broken)
+                raise RuntimeError(f"shard not starting: {names}: {self.stderr()}")
             time.sleep(0.02)
 
     def stderr(self) -> str:

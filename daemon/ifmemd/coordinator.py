@@ -163,6 +163,8 @@ async def fan_out(
             for i, handle in enumerate(handles):
                 if handle.status in ("failed", "stopped"):
                     answers[i] = ShardAnswer(handle.name, missing=handle.failure or handle.status)
+                elif handle.ready and handle.empty is not None and handle.empty():
+                    answers[i] = ShardAnswer(handle.name, ())  # an empty memory finds nothing
                 else:
                     tg.start_soon(one, i, handle)
     late = f"no answer within {timeout:g} s"

@@ -85,7 +85,12 @@ class Daemon:
             checkpoints_path=self.checkpoints_path,
             on_commit=self._on_commit,
         )
-        self.supervisor = Supervisor(self.config, self.writer.append, self._memories)
+        self.supervisor = Supervisor(
+            self.config,
+            self.writer.append,
+            self._memories,
+            memory_empty=lambda: not self.projection.memories,
+        )
         self.server: Server | None = None
         self.started = time.monotonic()
         self._subscribers: set[_Subscriber] = set()

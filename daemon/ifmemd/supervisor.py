@@ -68,6 +68,10 @@ class ShardHandle:
         self._waiters: dict[int, _Waiter] = {}
         self._next_rid = 0
         self.ready_event = anyio.Event()
+        # For a memory shard: whether working memory is empty (from the
+        # projection, the source of truth); an empty one finds nothing, so
+        # asks need not wake its process.
+        self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
 
     @property
@@ -166,10 +170,12 @@ class Supervisor:
         record: Recorder,
         memories: Callable[[], list[dict[str, str]]],
         clock: Callable[[], float] = time.monotonic,
+        memory_empty: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.record = record
         self.memories = memories
+        self.memory_empty = memory_empty or (lambda: not self.memories())
         self.clock = clock
         self.shards: dict[str, ShardHandle] = {}
         self._tg: TaskGroup | None = None
@@ -186,6 +192,8 @@ class Supervisor:
     def _start(self, config: ShardConfig) -> ShardHandle:
         assert self._tg is not None
         handle = ShardHandle(config, self.config.daemon, self.clock)
+        if config.kind == "memory":
+            handle.empty = self.memory_empty
         self.shards[config.name] = handle
         self._tg.start_soon(self._supervise, handle)
         return handle
