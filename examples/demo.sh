@@ -45,6 +45,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$bin/ifmem" status
+step "shards loading, as the log recorded it"
+"$bin/ifmem" log --kind 'shard.spawned' --kind 'shard.ready'
 
 for q in "how do I roll back a deploy" "what happens when a batch fails to insert" "why did we keep PostgreSQL"; do
   step "ifmem ask \"$q\""

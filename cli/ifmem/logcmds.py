@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +34,18 @@ def _open(db: Path | None) -> Any:
         fail(str(e))
 
 
+_HEX_DIGEST = re.compile(r"[0-9a-f]{32,}")
+
+
 def _summary(body: dict[str, Any], width: int = 100) -> str:
-    data = {k: v for k, v in body.items() if k != "v"}
-    text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(data.items()))
+    """One line for a body: digests and hashes shortened so the rest of it shows."""
+
+    def short(v: Any) -> str:
+        if isinstance(v, str) and _HEX_DIGEST.fullmatch(v):
+            v = v[:12] + "…"
+        return json.dumps(v, ensure_ascii=False)
+
+    text = " ".join(f"{k}={short(v)}" for k, v in sorted(body.items()) if k != "v")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
