@@ -408,3 +408,23 @@ def test_replay_of_a_damaged_chain_names_the_seq(
     with pytest.raises(ChainError) as again:
         replay(log, snapshot_path=path)
     assert again.value.seq == seq
+
+
+def test_the_answer_window_evicts_the_oldest_current_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ifmemd.state as state_mod
+
+    monkeypatch.setattr(state_mod, "ANSWER_WINDOW", 3)
+    qids = ["a", "b", "c", "a", "d", "e", "b", "f"]  # "a" and "b" answered again later
+    events = [
+        (state_mod.Event(seq, 0, "query.answered", {"qid": q, "passages": [], "missing": []}), b"")
+        for seq, q in enumerate(qids, 1)
+    ]
+    folded = state_mod.fold(state_mod.State(), events)
+    stepped = state_mod.State()
+    for e, h in events:
+        stepped = state_mod.apply(stepped, e, h)
+    # The newest three ids, in the order last answered, each with its last seq.
+    assert list(folded.answered.items()) == [("e", 6), ("b", 7), ("f", 8)]
+    assert list(stepped.answered.items()) == list(folded.answered.items())

@@ -45,15 +45,19 @@ CREATE TRIGGER events_no_replace BEFORE INSERT ON events
 """
 
 
+# One encoder, reused: json.dumps with options builds a new one every call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(obj: Any) -> bytes:
     """Return the one byte string a body is stored and hashed as.
 
     Sorted keys, no spaces, UTF-8 without escaping non-ASCII, no NaN or
     infinities (they are not JSON).
     """
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
 
 
 def event_hash(log_id: bytes, seq: int, ts_ns: int, kind: bytes, body: bytes, prev: bytes) -> bytes:
