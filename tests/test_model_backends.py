@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -54,8 +54,22 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def claude(fake: FakeAnthropic) -> ClaudeBackend:
-    backend = ClaudeBackend("docs", "Field notes", settings(fake.url), KEY)
+def make_claude() -> Iterator[Callable[..., ClaudeBackend]]:
+    """ClaudeBackend, closed after the test: its SDK client holds pooled sockets."""
+    made: list[ClaudeBackend] = []
+
+    def make(*args: Any) -> ClaudeBackend:
+        made.append(ClaudeBackend(*args))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def claude(fake: FakeAnthropic, make_claude: Callable[..., ClaudeBackend]) -> ClaudeBackend:
+    backend = make_claude("docs", "Field notes", settings(fake.url), KEY)
     backend.load(chunks())
     return backend
 
@@ -82,8 +96,10 @@ def test_cache_is_written_then_read_then_expires(
     assert third.usage.cache_creation_input_tokens > 0
 
 
-def test_a_one_hour_ttl_outlives_five_minutes(fake: FakeAnthropic) -> None:
-    backend = ClaudeBackend("docs", "", settings(fake.url, cache_ttl="1h"), KEY)
+def test_a_one_hour_ttl_outlives_five_minutes(
+    make_claude: Callable[..., ClaudeBackend], fake: FakeAnthropic
+) -> None:
+    backend = make_claude("docs", "", settings(fake.url, cache_ttl="1h"), KEY)
     backend.load(chunks())
     backend.ask("fog")
     assert fake.messages()[-1].documents[-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
@@ -173,8 +189,10 @@ def test_a_bad_request_is_not_retried(fake: FakeAnthropic, claude: ClaudeBackend
     assert e.value.attempts == 1 and "400 invalid_request_error" in str(e.value)
 
 
-def test_a_wrong_key_is_refused_and_never_echoed(fake: FakeAnthropic) -> None:
-    backend = ClaudeBackend("docs", "", settings(fake.url), "sk-wrong-" + "z" * 20)
+def test_a_wrong_key_is_refused_and_never_echoed(
+    make_claude: Callable[..., ClaudeBackend], fake: FakeAnthropic
+) -> None:
+    backend = make_claude("docs", "", settings(fake.url), "sk-wrong-" + "z" * 20)
     info = backend.load(chunks())
     assert info["token_source"] == "estimate" and "401" in info["warning"]
     with pytest.raises(ModelError) as e:
@@ -182,8 +200,10 @@ def test_a_wrong_key_is_refused_and_never_echoed(fake: FakeAnthropic) -> None:
     assert "401 authentication_error" in str(e.value) and "sk-wrong" not in str(e.value)
 
 
-def test_a_slow_reply_times_out_per_call(fake: FakeAnthropic) -> None:
-    backend = ClaudeBackend("docs", "", settings(fake.url, timeout=0.3, max_retries=1), KEY)
+def test_a_slow_reply_times_out_per_call(
+    make_claude: Callable[..., ClaudeBackend], fake: FakeAnthropic
+) -> None:
+    backend = make_claude("docs", "", settings(fake.url, timeout=0.3, max_retries=1), KEY)
     backend.load(chunks())
     fake.delay = 1.0
     with pytest.raises(ModelError) as e:
@@ -191,18 +211,22 @@ def test_a_slow_reply_times_out_per_call(fake: FakeAnthropic) -> None:
     assert "timed out" in str(e.value) and e.value.attempts == 2
 
 
-def test_without_the_api_tokens_are_estimated(fake: FakeAnthropic) -> None:
+def test_without_the_api_tokens_are_estimated(
+    make_claude: Callable[..., ClaudeBackend], fake: FakeAnthropic
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    backend = ClaudeBackend("docs", "", settings(closed, timeout=1.0), KEY)
+    backend = make_claude("docs", "", settings(closed, timeout=1.0), KEY)
     info = backend.load(chunks())
     assert info["token_source"] == "estimate" and info["tokens"] > 0
     assert "cannot connect" in info["warning"]
 
 
-def test_over_budget_is_refused_by_the_api_count(fake: FakeAnthropic) -> None:
-    backend = ClaudeBackend("docs", "", settings(fake.url, max_tokens=50), KEY)
+def test_over_budget_is_refused_by_the_api_count(
+    make_claude: Callable[..., ClaudeBackend], fake: FakeAnthropic
+) -> None:
+    backend = make_claude("docs", "", settings(fake.url, max_tokens=50), KEY)
     with pytest.raises(CorpusOverBudgetError) as e:
         backend.load(chunks())
     assert "(api), over its budget of 50" in str(e.value)
@@ -339,17 +363,20 @@ def test_keep_warm_renews_the_cache_just_before_it_expires(
         sink,
         clock=lambda: time.monotonic() + offset[0],
     )
-    runner.load(chunks())
-    runner.ask(1, "fog", [])
-    answer = sink.wait("answer")
-    assert answer["rid"] == 1 and answer["verified"]
-    time.sleep(0.2)
-    assert not [m for m in sink.sent if m["type"] == "warmed"]  # 5 minutes left: not yet
-    offset[0] = 275.0  # 25 s before the cache would expire
-    warmed = sink.wait("warmed")
-    assert warmed["model"] == "claude-unit"
-    assert warmed["usage"]["cache_read_input_tokens"] > 0
-    assert fake.messages()[-1].body["max_tokens"] == 1
+    try:
+        runner.load(chunks())
+        runner.ask(1, "fog", [])
+        answer = sink.wait("answer")
+        assert answer["rid"] == 1 and answer["verified"]
+        time.sleep(0.2)
+        assert not [m for m in sink.sent if m["type"] == "warmed"]  # 5 minutes left: not yet
+        offset[0] = 275.0  # 25 s before the cache would expire
+        warmed = sink.wait("warmed")
+        assert warmed["model"] == "claude-unit"
+        assert warmed["usage"]["cache_read_input_tokens"] > 0
+        assert fake.messages()[-1].body["max_tokens"] == 1
+    finally:
+        runner.close()
 
 
 def test_a_failed_model_call_answers_with_an_error_not_silence(
@@ -360,11 +387,14 @@ def test_a_failed_model_call_answers_with_an_error_not_silence(
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     sink = Sink()
     runner = modelshard.ModelRunner("docs", "", settings(fake.url, max_retries=0), sink)
-    runner.load(chunks())
-    fake.fail_next(529)
-    runner.ask(5, "fog", [])
-    error = sink.wait("error")
-    assert error["rid"] == 5 and "529 overloaded_error" in error["message"]
+    try:
+        runner.load(chunks())
+        fake.fail_next(529)
+        runner.ask(5, "fog", [])
+        error = sink.wait("error")
+        assert error["rid"] == 5 and "529 overloaded_error" in error["message"]
+    finally:
+        runner.close()
 
 
 def test_a_missing_sdk_is_a_clear_fatal_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,6 +77,7 @@ class ClaudeBackend:
         )
         about = f" ({description})" if description else ""
         self.system = SYSTEM_PROMPT.format(name=name, about=about)
+
         self.chunks: list[Chunk] = []
         self.documents: list[dict[str, Any]] = []
         self.tokens = 0
@@ -85,6 +86,10 @@ class ClaudeBackend:
         self.last_touch: float | None = None
 
     # -- the corpus ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self.client.close()
 
     def load(self, chunks: Sequence[Chunk], *, count: bool = True) -> dict[str, Any]:
         """Take a new corpus; count it and refuse it when it is over the budget.

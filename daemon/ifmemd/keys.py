@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from nacl.signing import SigningKey
 from ifmemd import durable
 from ifmemd.errors import KeyFileError
 from ifmemd.logformat import key_id_of
+from ifmemd.privatefile import NotPrivateError, read_private
 
 _HEADER = "ifmem-ed25519-seed-v1"
 
@@ -56,32 +56,12 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-def _check_private(path: Path, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(path, "not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyFileError(
-            path,
-            f"permissions {stat.S_IMODE(st.st_mode):04o} are too open: group or others "
-            f"can read it; run `chmod 600 {path}` (and rotate the key if others may have read it)",
-        )
-    if st.st_uid != os.getuid():
-        raise KeyFileError(path, f"owned by uid {st.st_uid}, not by you (uid {os.getuid()})")
-
-
 def load_signer(path: Path) -> Signer:
     """Read the key at `path`, refusing it when group or others can read it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise KeyFileError(path, f"cannot open: {e.strerror}") from e
-    try:
-        _check_private(path, os.fstat(fd))
-        raw = os.read(fd, 4096).decode("ascii", "replace").split()
-    finally:
-        os.close(fd)
+        raw = read_private(path, 4096).decode("ascii", "replace").split()
+    except NotPrivateError as e:
+        raise KeyFileError(path, e.reason) from e
     if len(raw) != 2 or raw[0] != _HEADER:
         raise KeyFileError(path, f"not an ifmem signing key (expected a '{_HEADER}' line)")
     try:

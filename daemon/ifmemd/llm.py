@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 
 from ifmemd.chunker import Chunk
 from ifmemd.errors import IfmemError
+from ifmemd.privatefile import NotPrivateError, read_private
 
 BYTES_PER_TOKEN = 4
 ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -106,25 +106,11 @@ def read_api_key(env_var: str, key_file: str | None, *, required: bool = True) -
     from_file: str | None = None
     if key_file is not None:
         try:
-            fd = os.open(key_file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError as e:
+            data = read_private(key_file)
+        except FileNotFoundError as e:
             raise ApiKeyError(key_file, f"cannot open: {e.strerror}") from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ApiKeyError(key_file, "not a regular file")
-            if st.st_mode & 0o077:
-                raise ApiKeyError(
-                    key_file,
-                    f"permissions {stat.S_IMODE(st.st_mode):04o} are too open: group or others "
-                    f"can read it; run `chmod 600 {key_file}` (and rotate the key if others "
-                    "may have read it)",
-                )
-            if st.st_uid != os.getuid():
-                raise ApiKeyError(key_file, f"owned by uid {st.st_uid}, not by you")
-            data = os.read(fd, 64 * 1024)
-        finally:
-            os.close(fd)
+        except NotPrivateError as e:
+            raise ApiKeyError(key_file, e.reason) from e
         from_file = data.decode("utf-8", "replace").strip() or None
         if from_file is None:
             raise ApiKeyError(key_file, "the file is empty")

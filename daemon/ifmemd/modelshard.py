@@ -73,8 +73,18 @@ class ModelRunner:
 
             self.backend = openai_chat.OpenAIBackend(name, description, settings, self._key)
         self.needs_passages = self.backend_name == "openai"
+        self._stop = threading.Event()
+        self._warmer: threading.Thread | None = None
         if settings.get("keep_warm") and self.backend_name == "anthropic":
-            threading.Thread(target=self._keep_warm, name="keep-warm", daemon=True).start()
+            self._warmer = threading.Thread(target=self._keep_warm, name="keep-warm", daemon=True)
+            self._warmer.start()
+
+    def close(self) -> None:
+        """Stop keeping the cache warm and release the backend's connections."""
+        self._stop.set()
+        if self._warmer is not None:
+            self._warmer.join(timeout=5)
+        self.backend.close()
 
     @property
     def model(self) -> str:
@@ -119,8 +129,7 @@ class ModelRunner:
 
     def _keep_warm(self) -> None:
         ttl = str(self.settings.get("cache_ttl", "5m"))
-        while True:
-            time.sleep(WARM_POLL_S)
+        while not self._stop.wait(WARM_POLL_S):
             backend = self.backend
             if not warm_due(self.clock(), backend.last_question, backend.last_touch, ttl):
                 continue

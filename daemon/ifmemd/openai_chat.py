@@ -74,6 +74,9 @@ class OpenAIBackend:
         self.last_question: float | None = None
         self.last_touch: float | None = None
 
+    def close(self) -> None:
+        """Nothing to release: every request opens and closes its own connection."""
+
     def load(self, chunks: Sequence[Chunk], *, count: bool = True) -> dict[str, Any]:
         """Nothing is sent ahead: passages go with each question, within the budget."""
         return {"model": self.model}
