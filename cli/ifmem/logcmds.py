@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ifmem.exits import USAGE, fail
-from ifmem.timefmt import format_ns, parse_since
+from ifmem.exits import fail
+from ifmem.timefmt import format_ns, since_option
 
 DbOption = Annotated[
     Path | None,
@@ -70,12 +70,7 @@ def log(
     """Print the event log: one event a line, oldest first."""
     from ifmemd.eventlog import _row
 
-    since_ns = 0
-    if since is not None:
-        try:
-            since_ns = parse_since(since)
-        except ValueError as e:
-            fail(str(e), USAGE)
+    since_ns = since_option(since)
     patterns = kind or []
 
     def wanted(ev: dict[str, Any]) -> bool:

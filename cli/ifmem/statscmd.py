@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ifmem.exits import USAGE, fail
+from ifmem.exits import fail
 from ifmem.logcmds import DbOption, JsonOption
-from ifmem.timefmt import parse_since
+from ifmem.timefmt import since_option
 
 
 def stats(
@@ -34,12 +34,7 @@ def stats(
     from ifmemd.errors import IfmemError
     from ifmemd.eventlog import EventLog
 
-    since_ns = 0
-    if since is not None:
-        try:
-            since_ns = parse_since(since)
-        except ValueError as e:
-            fail(str(e), USAGE)
+    since_ns = since_option(since)
     try:
         prices = load_config(config).prices
     except ConfigError as e:

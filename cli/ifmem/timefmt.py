@@ -35,3 +35,15 @@ def format_ns(ts_ns: int) -> str:
     """An event time as UTC ISO 8601 with milliseconds."""
     dt = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def since_option(text: str | None) -> int:
+    """A `--since` option as nanoseconds since the epoch (0 when absent); exit 2 if unreadable."""
+    from ifmem.exits import USAGE, fail
+
+    if text is None:
+        return 0
+    try:
+        return parse_since(text)
+    except ValueError as e:
+        fail(str(e), USAGE)

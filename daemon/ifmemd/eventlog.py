@@ -9,6 +9,7 @@ boundary, led by the operation that failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -120,6 +121,19 @@ def _sign_all(signer: Signer, hashes: list[bytes]) -> list[bytes]:
     return mine + other.result()
 
 
+@contextlib.contextmanager
+def _closed_on_error(conn: apsw.Connection, path: Path) -> Iterator[None]:
+    """Close `conn` if opening fails; APSW errors become StoreError."""
+    try:
+        yield
+    except apsw.Error as e:
+        conn.close()
+        raise StoreError("open event log", path, _open_reason(path, e)) from e
+    except StoreError:
+        conn.close()
+        raise
+
+
 class EventLog:
     """An open event log: its SQLite connection, `log_id`, head, and (if writable) signer."""
 
@@ -144,7 +158,7 @@ class EventLog:
                 raise StoreError("create log directory", path.parent, e.strerror or str(e)) from e
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         conn = cls._connect(path, flags)
-        try:
+        with _closed_on_error(conn, path):
             log_id = cls._check_or_create(conn, path)
             _configure(conn, writable=True)
             with conn:
@@ -152,13 +166,7 @@ class EventLog:
                     "INSERT OR IGNORE INTO keys(key_id, public_key) VALUES(?, ?)",
                     (signer.key_id, signer.public_key),
                 )
-        except apsw.Error as e:
-            conn.close()
-            raise StoreError("open event log", path, _open_reason(path, e)) from e
-        except StoreError:
-            conn.close()
-            raise
-        return cls(conn, path, log_id, signer)
+            return cls(conn, path, log_id, signer)
 
     @classmethod
     def open_readonly(cls, path: Path) -> EventLog:
@@ -166,16 +174,10 @@ class EventLog:
         if not path.exists():
             raise LogMissingError(path)
         conn = cls._connect(path, apsw.SQLITE_OPEN_READONLY)
-        try:
+        with _closed_on_error(conn, path):
             log_id = cls._check(conn, path)
             _configure(conn, writable=False)
             return cls(conn, path, log_id, None)
-        except apsw.Error as e:
-            conn.close()
-            raise StoreError("open event log", path, _open_reason(path, e)) from e
-        except StoreError:
-            conn.close()
-            raise
 
     @staticmethod
     def _connect(path: Path, flags: int) -> apsw.Connection:
