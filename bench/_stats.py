@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -61,3 +62,27 @@ def fmt_seconds(s: float) -> str:
 
 def fmt_ratio(r: float) -> str:
     return "-" if math.isnan(r) else f"{r:.2f}×"
+
+
+class Row(Protocol):
+    """A result line of a benchmark table."""
+
+    def cells(self) -> list[str]: ...
+
+
+def table(results: Sequence[Row]) -> str:
+    """The results as an aligned text table with a header rule."""
+    head = ["metric", "value", "baseline", "ratio", "target", "result"]
+    rows = [head] + [r.cells() for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def note(msg: str) -> None:
+    """Progress for the person running the benchmark, on stderr."""
+    print(msg, file=sys.stderr, flush=True)

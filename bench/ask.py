@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus as bench_corpus
-from _stats import fmt_ratio, fmt_seconds, median, percentile, ratio
+from _stats import fmt_ratio, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
 from ifmemd.protocol import Client
 
@@ -133,22 +133,6 @@ class Result:
             self.target or "-",
             verdict,
         ]
-
-
-def table(results: Sequence[Result]) -> str:
-    head = ["metric", "value", "baseline", "ratio", "target", "result"]
-    rows = [head] + [r.cells() for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def note(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def at_most(limit: float) -> Callable[[float], bool]:

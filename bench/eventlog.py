@@ -48,7 +48,7 @@ from typing import Any
 
 import anyio
 import apsw
-from _stats import fmt_rate, fmt_ratio, fmt_seconds, median, percentile, ratio, timed
+from _stats import fmt_rate, fmt_ratio, fmt_seconds, median, note, percentile, ratio, table, timed
 from ifmemd import snapshot as snapshots
 from ifmemd.eventlog import EventLog
 from ifmemd.events import REGISTRY, encode
@@ -151,22 +151,6 @@ def result(
         list(samples),
         list(baseline_samples),
     )
-
-
-def table(results: Sequence[Result]) -> str:
-    head = ["metric", "value", "baseline", "ratio", "target", "result"]
-    rows = [head] + [r.cells() for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def note(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- a realistic event stream ------------------------------------------------------
