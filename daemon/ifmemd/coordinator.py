@@ -58,6 +58,10 @@ class ShardAnswer:
     def top_score(self) -> float:
         return max((p.score for p in self.passages), default=0.0)
 
+    @property
+    def top_coverage(self) -> float:
+        return max((p.coverage for p in self.passages), default=0.0)
+
     def event_body(self, qid: str) -> dict[str, Any]:
         """The `shard.answered` body: passages, and for a model's answer its text,
         citations and the tokens it was billed for."""
@@ -178,14 +182,16 @@ def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) ->
     """Which model-backed shards to ask their model: indices into `handles`.
 
     The `top_n` whose index matched best, best first; a shard whose index found
-    nothing for the question is not worth a paid call.
+    nothing for the question is not worth a paid call. "Best" is first how much
+    of the question a shard's best passage covers (comparable across shards),
+    then bm25 (comparable only within a shard, so only a tie-break).
     """
     candidates = [
         i
         for i, (h, a) in enumerate(zip(handles, answers, strict=True))
-        if h.config.uses_model and not a.missing and a.top_score > 0
+        if h.config.uses_model and not a.missing and a.passages
     ]
-    candidates.sort(key=lambda i: (-answers[i].top_score, i))
+    candidates.sort(key=lambda i: (-answers[i].top_coverage, -answers[i].top_score, i))
     return candidates[:top_n]
 
 

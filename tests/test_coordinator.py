@@ -1,0 +1,83 @@
+"""Rank fusion and model routing (coordinator.py), on hand-made shard answers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ifmemd.config import DaemonConfig, ShardConfig
+from ifmemd.coordinator import RRF_K, ShardAnswer, fuse, route
+from ifmemd.index import Passage
+from ifmemd.supervisor import ShardHandle
+
+
+def p(path: str, score: float = 1.0, coverage: float = 0.0, start: int = 1) -> Passage:
+    return Passage(path, start, start + 2, score, f"text of {path}", coverage)
+
+
+def test_fusion_ranks_by_reciprocal_rank_weighted_by_coverage() -> None:
+    answers = [
+        ShardAnswer("docs", (p("/docs/a.md", coverage=0.25), p("/docs/b.md", coverage=1.0))),
+        ShardAnswer("working", (p("memory:m1", coverage=1.0),)),
+    ]
+    fused = fuse(answers, 3)
+    # Both first hits rank 1, but the memory covers the whole question.
+    assert [e["citation"] for e in fused] == [
+        "memory:m1:1-3",
+        "/docs/b.md:1-3",
+        "/docs/a.md:1-3",
+    ]
+    assert fused[0]["score"] == round(1.25 / (RRF_K + 1), 6)
+    assert fused[0]["shard"] == "working" and fused[0]["coverage"] == 1.0
+
+
+def test_fusion_merges_the_same_passage_from_two_shards_and_cuts_at_k() -> None:
+    shared = p("/same.md", coverage=0.5)
+    answers = [
+        ShardAnswer("a", (shared, p("/a.md", coverage=0.5))),
+        ShardAnswer("b", (shared,)),
+        ShardAnswer("c", (), missing="no answer within 1 s"),
+    ]
+    fused = fuse(answers, 1)
+    assert [e["citation"] for e in fused] == ["/same.md:1-3"]
+    assert fused[0]["score"] == round(2 * 0.75 / (RRF_K + 1), 6)
+
+
+def test_fusion_of_nothing_is_empty() -> None:
+    assert fuse([ShardAnswer("a"), ShardAnswer("b", missing="down")], 5) == []
+
+
+def handle(name: str, backend: str = "anthropic") -> ShardHandle:
+    model = "claude-test" if backend != "local" else None
+    config = ShardConfig(name=name, paths=("/x",), backend=backend, model=model)  # type: ignore[arg-type]
+    return ShardHandle(config, DaemonConfig(), time.monotonic)
+
+
+def test_routing_prefers_coverage_over_raw_bm25() -> None:
+    handles = [handle("big"), handle("small"), handle("local", backend="local")]
+    answers = [
+        # bm25 from a big corpus dwarfs a small one's; coverage is comparable.
+        ShardAnswer("big", (p("/big.md", score=9.0, coverage=0.34),)),
+        ShardAnswer("small", (p("/small.md", score=0.01, coverage=1.0),)),
+        ShardAnswer("local", (p("/local.md", score=50.0, coverage=1.0),)),
+    ]
+    assert route(handles, answers, 1) == [1]
+    assert route(handles, answers, 5) == [1, 0]  # local shards never cost a model call
+
+
+def test_routing_breaks_coverage_ties_by_bm25_and_skips_empty_or_missing() -> None:
+    handles = [handle("a"), handle("b"), handle("c"), handle("d")]
+    answers = [
+        ShardAnswer("a", (p("/a.md", score=1.0, coverage=0.5),)),
+        ShardAnswer("b", (p("/b.md", score=2.0, coverage=0.5),)),
+        ShardAnswer("c", ()),  # its index found nothing: not worth a paid call
+        ShardAnswer("d", (), missing="down"),
+    ]
+    assert route(handles, answers, 5) == [1, 0]
+
+
+@pytest.mark.parametrize("top_n", [0, 1, 2])
+def test_routing_asks_at_most_top_n(top_n: int) -> None:
+    handles = [handle(n) for n in "abc"]
+    answers = [ShardAnswer(n, (p(f"/{n}.md", coverage=0.5),)) for n in "abc"]
+    assert len(route(handles, answers, top_n)) == top_n
