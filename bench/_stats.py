@@ -67,7 +67,28 @@ def fmt_ratio(r: float) -> str:
 class Row(Protocol):
     """A result line of a benchmark table."""
 
+    metric: str
+    value: float
+    baseline: float
+    baseline_label: str
+    target: str
+    passed: bool | None
+
+    @property
+    def ratio(self) -> float: ...
+
+    def show(self, v: float) -> str: ...
+
     def cells(self) -> list[str]: ...
+
+
+def cells(r: Row) -> list[str]:
+    """One table row: metric, value, baseline (with its label), ratio, target, verdict."""
+    base = r.show(r.baseline)
+    if r.baseline_label and not math.isnan(r.baseline):
+        base += f" ({r.baseline_label})"
+    verdict = "-" if r.passed is None else ("PASS" if r.passed else "FAIL")
+    return [r.metric, r.show(r.value), base, fmt_ratio(r.ratio), r.target or "-", verdict]
 
 
 def table(results: Sequence[Row]) -> str:

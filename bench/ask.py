@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus as bench_corpus
-from _stats import fmt_ratio, fmt_seconds, median, note, percentile, ratio, table
+from _stats import cells, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
 from ifmemd.protocol import Client
 
@@ -121,18 +121,7 @@ class Result:
         return f"{v:.3g}"
 
     def cells(self) -> list[str]:
-        base = self.show(self.baseline)
-        if self.baseline_label and not math.isnan(self.baseline):
-            base += f" ({self.baseline_label})"
-        verdict = "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
-        return [
-            self.metric,
-            self.show(self.value),
-            base,
-            fmt_ratio(self.ratio),
-            self.target or "-",
-            verdict,
-        ]
+        return cells(self)
 
 
 def at_most(limit: float) -> Callable[[float], bool]:

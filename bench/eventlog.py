@@ -48,7 +48,17 @@ from typing import Any
 
 import anyio
 import apsw
-from _stats import fmt_rate, fmt_ratio, fmt_seconds, median, note, percentile, ratio, table, timed
+from _stats import (
+    cells,
+    fmt_rate,
+    fmt_seconds,
+    median,
+    note,
+    percentile,
+    ratio,
+    table,
+    timed,
+)
 from ifmemd import snapshot as snapshots
 from ifmemd.eventlog import EventLog
 from ifmemd.events import REGISTRY, encode
@@ -117,18 +127,7 @@ class Result:
         return "-" if math.isnan(v) else f"{v:.3g}"
 
     def cells(self) -> list[str]:
-        base = self.show(self.baseline)
-        if self.baseline_label and not math.isnan(self.baseline):
-            base += f" ({self.baseline_label})"
-        verdict = "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
-        return [
-            self.metric,
-            self.show(self.value),
-            base,
-            fmt_ratio(self.ratio),
-            self.target or "-",
-            verdict,
-        ]
+        return cells(self)
 
 
 def result(
