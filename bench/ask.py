@@ -12,11 +12,13 @@ every contender:
    -e TERM … DIR` over the same four trees, as a subprocess, output captured.
 3. ifmem in the daemon: a real `ifmemd` with the four shards (+ `working`);
    one connected client asks every question for several rounds (p50/p99),
-   interleaved round by round with the rg baseline; then 32 clients (in
-   several client processes, a few threads each, so the blocking client's GIL
-   is not the bottleneck) ask for a fixed time (asks/s), and the CPU the
-   daemon, each shard and the clients spend per ask (from /proc), which
-   says what bounds the rate whatever else runs on the machine.
+   interleaved round by round with the rg baseline; then 32 clients ask for a
+   fixed time (asks/s): 32 connections, each a closed loop (its next question
+   goes when its answer arrives), driven from 4 processes with non-blocking
+   sockets and pre-encoded requests so that the clients, on the same 2 cores,
+   take as little CPU from the daemon as they can. Also the CPU the daemon,
+   each shard and the clients spend per ask (from /proc), which says what
+   bounds the rate whatever else runs on the machine.
 4. `ifmem ask` as a whole process (median wall time), with `python -c pass`
    as the floor.
 5. Shard start: `load_ms` from `shard.ready`, spawn→ready from the log's
@@ -41,13 +43,14 @@ import json
 import math
 import os
 import platform
+import selectors
 import shutil
 import signal
+import socket as socket_mod
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +60,7 @@ from typing import Any
 import corpus as bench_corpus
 from _stats import cells, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
+from ifmemd import protocol
 from ifmemd.protocol import Client
 
 ROOT = Path(__file__).resolve().parent
@@ -375,58 +379,106 @@ def load_run(
         "p50": percentile(lat, 50),
         "p99": percentile(lat, 99),
         "errors": errors,
-        "threads_per_proc": per,
+        "conns_per_proc": per,
     }
+
+
+class _LoadConnection:
+    """One closed-loop client of the 32-client run: one ask in flight at a time.
+
+    Requests are pre-encoded (only the id changes) and an answer is only
+    looked at for `"ok":true`, so the clients, which share the machine's
+    cores with the daemon, spend as little CPU as they can.
+    """
+
+    def __init__(self, path: str, tag: str, requests: Sequence[bytes], first: int) -> None:
+        self.tag, self.requests, self.n = tag, requests, first
+        self.buf = b""
+        self.sent_at = 0.0
+        self.sock = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(path)
+        self.sock.sendall(protocol.encode(protocol.client_hello()))
+        hello = self._line()
+        if b'"version"' not in hello:
+            raise RuntimeError(f"handshake refused: {hello!r}")
+        self.sock.setblocking(False)
+
+    def _line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def send(self) -> None:
+        body = self.requests[self.n % len(self.requests)]
+        self.n += 1
+        self.sent_at = time.perf_counter()
+        self.sock.sendall(b'{"id":"%s-%d",%s' % (self.tag.encode(), self.n, body))
+
+    def answers(self) -> list[bytes]:
+        """The whole answer lines received so far (reads what is there, never blocks)."""
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("daemon closed the connection")
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return lines
 
 
 def load_worker(argv: Sequence[str]) -> int:
     """One client process of the 32-client run (called as `ask.py --load-worker …`)."""
-    socket, qfile, start_at, seconds, threads, proc_no, out = argv
+    path, qfile, start_at, seconds, conns, proc_no, out = argv
     questions = bench_corpus.load_questions(Path(qfile))
+    # Each request line without its leading `{"id":…,`: the question, k and op.
+    requests = [protocol.encode({"op": "ask", "question": q.text, "k": K})[1:] for q in questions]
     start, end = float(start_at), float(start_at) + float(seconds)
-    clients = [Client(socket, timeout=60) for _ in range(int(threads))]
-    counts = [0] * len(clients)
-    totals = [0] * len(clients)
-    errors = [0] * len(clients)
-    lats: list[list[float]] = [[] for _ in clients]
-
-    def run(i: int) -> None:
-        c = clients[i]
-        n = (int(proc_no) * 97 + i * 13) % len(questions)
-        while time.time() < start:
-            time.sleep(0.001)
-        while True:
-            q = questions[n % len(questions)]
-            n += 1
-            t0 = time.perf_counter()
-            try:
-                c.request("ask", question=q.text, k=K)
-            except Exception:
-                errors[i] += 1
-                return
-            done = time.time()
-            totals[i] += 1
-            if done > end:
-                return
-            counts[i] += 1
-            lats[i].append(time.perf_counter() - t0)
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(len(clients))]
+    clients = [
+        _LoadConnection(path, f"p{proc_no}c{i}", requests, int(proc_no) * 97 + i * 13)
+        for i in range(int(conns))
+    ]
+    selector = selectors.DefaultSelector()
+    for c in clients:
+        selector.register(c.sock, selectors.EVENT_READ, c)
+    count = total = errors = 0
+    lats: list[float] = []
+    while time.time() < start:
+        time.sleep(0.001)
     cpu0 = time.process_time()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    for c in clients:
+        c.send()
+    running = len(clients)
+    while running:
+        for key, _ in selector.select(timeout=60):
+            c = key.data
+            try:
+                lines = c.answers()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                errors += 1
+                selector.unregister(c.sock)
+                running -= 1
+                continue
+            for line in lines:
+                done = time.perf_counter()
+                total += 1
+                if b'"ok":true' not in line:
+                    errors += 1
+                if time.time() > end:
+                    selector.unregister(c.sock)
+                    running -= 1
+                    break
+                count += 1
+                lats.append(done - c.sent_at)
+                c.send()
     cpu = time.process_time() - cpu0
     for c in clients:
-        c.close()
-    data = {
-        "count": sum(counts),
-        "total": sum(totals),
-        "cpu_s": cpu,
-        "errors": sum(errors),
-        "latencies": [x for lat in lats for x in lat],
-    }
+        c.sock.close()
+    data = {"count": count, "total": total, "cpu_s": cpu, "errors": errors, "latencies": lats}
     Path(out).write_text(json.dumps(data))
     return 0
 
@@ -799,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = run.details.get("load")
     if load:
         print(
-            f"  {sz.clients} clients: threads per process {load['threads_per_proc']}, "
+            f"  {sz.clients} clients: connections per process {load['conns_per_proc']}, "
             f"p50 {fmt_seconds(load['p50'])}, errors {load['errors']}"
         )
         cpu = load["cpu_per_ask_s"]

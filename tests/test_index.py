@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -215,18 +216,11 @@ def test_closed_index_raises_a_named_error() -> None:
         memory.search("spot")
 
 
-def test_passage_json_round_trip() -> None:
-    passage = Passage("/a.md", 3, 9, 1.5, "some text")
-    assert passage.to_json() == {
-        "path": "/a.md",
-        "start_line": 3,
-        "end_line": 9,
-        "score": 1.5,
-        "snippet": "some text",
-        "coverage": 0.0,
-    }
-    assert Passage.from_json(passage.to_json()) == passage
-    assert Passage.from_json({**passage.to_json(), "score": 2}).score == 2.0
+def test_passage_row_round_trip() -> None:
+    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5)
+    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text"]
+    assert Passage.from_row(json.loads(json.dumps(passage.to_row()))) == passage
+    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x"]) == Passage("/a.md", 3, 9, 2.0, "x", 1.0)
 
 
 @pytest.mark.parametrize(
@@ -234,17 +228,21 @@ def test_passage_json_round_trip() -> None:
     [
         [],
         {},
-        {"path": "/a", "start_line": 1, "end_line": 1, "score": 0.0},
-        {"path": 1, "start_line": 1, "end_line": 1, "score": 0.0, "snippet": ""},
-        {"path": "/a", "start_line": True, "end_line": 1, "score": 0.0, "snippet": ""},
-        {"path": "/a", "start_line": 1, "end_line": 1, "score": "1", "snippet": ""},
-        {"path": "/a", "start_line": 0, "end_line": 1, "score": 0.0, "snippet": ""},
-        {"path": "/a", "start_line": 5, "end_line": 4, "score": 0.0, "snippet": ""},
+        "/a.md",
+        ["/a", 1, 1, 0.0, 0.0],
+        {"path": "/a", "start_line": 1, "end_line": 1, "score": 0.0, "coverage": 0, "snippet": ""},
+        [1, 1, 1, 0.0, 0.0, ""],
+        ["/a", 1, 1, 0.0, 0.0, None],
+        ["/a", True, 1, 0.0, 0.0, ""],
+        ["/a", 1, 1, "1", 0.0, ""],
+        ["/a", 1, 1, 0.0, None, ""],
+        ["/a", 0, 1, 0.0, 0.0, ""],
+        ["/a", 5, 4, 0.0, 0.0, ""],
     ],
 )
-def test_passage_from_bad_json(data: object) -> None:
+def test_passage_from_bad_row(data: object) -> None:
     with pytest.raises(PassageFormatError):
-        Passage.from_json(data)  # type: ignore[arg-type]
+        Passage.from_row(data)
 
 
 def test_coverage_counts_the_questions_content_words() -> None:

@@ -166,7 +166,6 @@ class ShardConfig:
         }
 
 
-
 WORKING_SHARD_DEFAULT: Final = ShardConfig(
     name=WORKING_SHARD,
     kind="memory",

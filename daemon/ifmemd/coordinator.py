@@ -22,9 +22,9 @@ from typing import Any
 
 import anyio
 
-from ifmemd.index import Passage
+from ifmemd.index import Passage, PassageFormatError
 from ifmemd.llm import call_deadline
-from ifmemd.supervisor import ShardHandle, ShardUnavailableError
+from ifmemd.supervisor import Pending, ShardHandle, ShardUnavailableError
 
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
@@ -142,35 +142,54 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
 async def fan_out(
     handles: list[ShardHandle], question: str, k: int, timeout: float
 ) -> list[ShardAnswer]:
-    """Ask every shard in parallel, each bounded by `timeout`.
+    """Ask every shard at once, all bounded by one `timeout`.
 
-    All shards are asked at once, so one deadline bounds each of them: a
-    cancel scope per shard would cost a fifth of the fan-out's CPU for nothing.
+    Every request is written before any reply is awaited, and the replies
+    are then collected in turn: the shards work in parallel, and no task or
+    cancel scope is made per shard (they cost more than a shard's own
+    pipe round trip). A shard still loading its corpus for the first time is
+    waited for (within the timeout) after the ready ones have been asked.
     """
     start = time.perf_counter()
     answers: list[ShardAnswer | None] = [None] * len(handles)
+    sent: dict[int, Pending] = {}
+    starting: list[int] = []
 
-    async def one(i: int, handle: ShardHandle) -> None:
-        # A shard still loading its corpus for the first time is worth waiting for.
-        if handle.status == "starting":
-            await handle.ready_event.wait()
+    async def submit(i: int) -> None:
         try:
-            passages = await handle.search(question, k)
+            sent[i] = await handles[i].submit("search", query=question, k=k)
         except ShardUnavailableError as e:
-            answers[i] = ShardAnswer(handle.name, missing=e.reason)
-            return
-        ms = round((time.perf_counter() - start) * 1000, 2)
-        answers[i] = ShardAnswer(handle.name, tuple(passages), ms=ms)
+            answers[i] = ShardAnswer(handles[i].name, missing=e.reason)
 
-    with anyio.move_on_after(timeout):
-        async with anyio.create_task_group() as tg:
+    try:
+        with anyio.move_on_after(timeout):
             for i, handle in enumerate(handles):
                 if handle.status in ("failed", "stopped"):
                     answers[i] = ShardAnswer(handle.name, missing=handle.failure or handle.status)
+                elif handle.status == "starting":
+                    starting.append(i)
                 elif handle.ready and handle.empty is not None and handle.empty():
                     answers[i] = ShardAnswer(handle.name, ())  # an empty memory finds nothing
                 else:
-                    tg.start_soon(one, i, handle)
+                    await submit(i)
+            for i in starting:
+                await handles[i].ready_event.wait()
+                await submit(i)
+            for i, pending in sent.items():
+                handle = handles[i]
+                try:
+                    passages = handle.passages(await handle.collect(pending))
+                except ShardUnavailableError as e:
+                    answers[i] = ShardAnswer(handle.name, missing=e.reason)
+                    continue
+                except PassageFormatError as e:
+                    answers[i] = ShardAnswer(handle.name, missing=f"bad reply: {e.reason}")
+                    continue
+                ms = round((pending.at - start) * 1000, 2)
+                answers[i] = ShardAnswer(handle.name, tuple(passages), ms=ms)
+    finally:
+        for i, pending in sent.items():
+            handles[i].discard(pending)
     late = f"no answer within {timeout:g} s"
     return [
         a if a is not None else ShardAnswer(h.name, missing=late)

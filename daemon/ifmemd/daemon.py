@@ -35,7 +35,7 @@ from ifmemd.peercred import Peer
 from ifmemd.protocol import RequestId
 from ifmemd.replay import replay
 from ifmemd.server import Connection, OpError, Server, bind_socket, listener_from
-from ifmemd.state import Event, Projection
+from ifmemd.state import Event, Projection, reads_body
 from ifmemd.supervisor import Supervisor
 from ifmemd.writer import LogWriter
 
@@ -105,9 +105,9 @@ class Daemon:
 
     def _on_commit(self, records: list[Record]) -> None:
         for r in records:
-            self.projection.advance(
-                Event(r.seq, r.ts_ns, r.kind, decode(r.seq, r.kind, r.body)), r.hash
-            )
+            # The daemon wrote these bodies: parse only those the state reads.
+            data = decode(r.seq, r.kind, r.body) if reads_body(r.kind) else {}
+            self.projection.advance(Event(r.seq, r.ts_ns, r.kind, data), r.hash)
         for sub in list(self._subscribers):
             for r in records:
                 if sub.kinds is None or r.kind in sub.kinds:

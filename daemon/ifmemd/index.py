@@ -17,12 +17,22 @@ are kept, at most `MAX_TERMS` of them and no more than `POSTINGS_BUDGET`
 postings in all, since ranking costs time for every row a query matches.
 A single term too common for that budget is ranked once (at build time when
 possible) and its best passages are kept until the index changes.
+
+Only the `k` winners get an excerpt and a coverage (how many of the
+question's words they hold). Both come from one pass of a per-question
+regular expression over the winner's text: it finds the words that may share
+a stem with a question word (the stem's prefix, or the whole word when the
+stem is short), and each candidate's stem is then checked with the index's
+own tokenizer (cached), so a passage counts exactly the stems FTS5 would
+match. FTS5's `snippet()` re-tokenizes every winner in full and costs
+several times more.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -42,9 +52,16 @@ PREWARM_MIN_DOCS = 64
 HOT_RESULTS = 20
 MAX_CACHED_TERMS = 200_000
 COMMON_FRACTION = 0.5
-SNIPPET_TOKENS = 24
 SNIPPET_CHARS = 300
+# An excerpt shows about this many characters of the passage (~24 words),
+# starting a little before the densest run of the question's words.
+EXCERPT_CHARS = 160
+EXCERPT_LEAD = 40
+# Stems this short are matched as whole words, not as prefixes.
+SHORT_STEM = 3
 ELLIPSIS = "…"
+# A passage on the shard protocol, in this order (see `Passage.to_row`).
+ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet")
 
 STOPWORDS = frozenset(
     {
@@ -71,15 +88,9 @@ CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 # own `ORDER BY rank`, which sorts every match; snippets are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
-# The winners' rowids are bound as a literal IN list: against a subquery
-# (`IN (SELECT value FROM json_each(?))`) FTS5 costs ~40% more per search.
-_SNIPPETS = f"""
-SELECT rowid, snippet(passage, 0, '', '', '{ELLIPSIS}', {SNIPPET_TOKENS}), terms_hit(passage)
-FROM passage WHERE passage MATCH ? AND rowid IN ({{}})
-"""
+_BODIES = "SELECT rowid, body FROM passage WHERE rowid IN ({})"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
-_WHITESPACE = re.compile(r"\s+")
 
 
 class SearchIndexError(IfmemError):
@@ -103,7 +114,7 @@ class MisfiledChunkError(IfmemError, ValueError):
 
 
 class PassageFormatError(IfmemError):
-    """Raised when a JSON object does not describe a passage."""
+    """Raised when a shard's JSON does not describe a passage."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -132,48 +143,23 @@ class Passage:
         """The passage as cited in answers: `path:start-end`."""
         return f"{self.path}:{self.start_line}-{self.end_line}"
 
-    def to_json(self) -> dict[str, Any]:
-        """The passage as a JSON-ready dict, for the shard protocol and the event log."""
-        return {
-            "path": self.path,
-            "start_line": self.start_line,
-            "end_line": self.end_line,
-            "score": self.score,
-            "snippet": self.snippet,
-            "coverage": self.coverage,
-        }
+    def to_row(self) -> list[Any]:
+        """The passage as the shard protocol sends it: a JSON array, cheap to parse."""
+        return [self.path, self.start_line, self.end_line, self.score, self.coverage, self.snippet]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Passage:
-        """Read back what `to_json` wrote, checking every field."""
-        if not isinstance(data, Mapping):
-            raise PassageFormatError(f"expected an object, got {type(data).__name__}")
-        fields = {
-            "path": (str,),
-            "start_line": (int,),
-            "end_line": (int,),
-            "score": (int, float),
-            "snippet": (str,),
-        }
-        for name, types in fields.items():
-            value = data.get(name)
-            if not isinstance(value, types) or isinstance(value, bool):
-                raise PassageFormatError(f"field {name!r} is missing or not {types[0].__name__}")
-        if not 1 <= data["start_line"] <= data["end_line"]:
-            raise PassageFormatError(
-                f"line range {data['start_line']}-{data['end_line']} is not 1 <= start <= end"
-            )
-        coverage = data.get("coverage", 0.0)
-        if not isinstance(coverage, int | float) or isinstance(coverage, bool):
-            raise PassageFormatError("field 'coverage' is not a number")
-        return cls(
-            data["path"],
-            data["start_line"],
-            data["end_line"],
-            float(data["score"]),
-            data["snippet"],
-            float(coverage),
-        )
+    def from_row(cls, row: Any) -> Passage:
+        """Read back what `to_row` wrote, checking every field."""
+        if type(row) is not list or len(row) != len(ROW_FIELDS):
+            raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
+        path, start, end, score, coverage, snippet = row
+        if type(path) is not str or type(snippet) is not str:
+            raise PassageFormatError("path and snippet must be strings")
+        if type(start) is not int or type(end) is not int or not 1 <= start <= end:
+            raise PassageFormatError(f"line range {start!r}-{end!r} is not 1 <= start <= end")
+        if type(score) not in (int, float) or type(coverage) not in (int, float):
+            raise PassageFormatError("score and coverage must be numbers")
+        return cls(path, start, end, float(score), snippet, float(coverage))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +170,7 @@ class _Query:
     postings: int
     stem: str
     content_words: int  # the question's informative words, known here or not
-    coverage_expression: str  # every informative word this index knows, common ones too
-
-
-def _terms_hit(api: apsw.FTS5ExtensionApi) -> int:
-    """FTS5 auxiliary function: how many of the query's terms occur in this row."""
-    return sum(1 for i in range(api.phrase_count) if any(api.phrase_locations(i)))
+    covered: dict[str, str]  # stem → word as typed: every informative word this index knows
 
 
 class Index:
@@ -204,13 +185,13 @@ class Index:
             self._db = apsw.Connection(":memory:")
             self._db.execute(_SCHEMA)
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
-            self._db.register_fts5_function("terms_hit", _terms_hit)
         except apsw.Error as e:
             raise SearchIndexError("create index", str(e)) from e
         self._where: dict[int, tuple[str, int, int]] = {}
         self._rowids: dict[str, list[int]] = {}
         self._next_rowid = 1
         self._doc_freq: dict[str, int] = {}
+        self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
 
     @classmethod
@@ -284,20 +265,30 @@ class Index:
             return []
         try:
             ranked = self._rank(plan, k)
-            rowids = [rowid for rowid, _ in ranked]
-            found: dict[int, tuple[str, int]] = {}
-            if rowids:
-                sql = _SNIPPETS.format(",".join("?" * len(rowids)))
-                rows = self._db.execute(sql, (plan.coverage_expression, *rowids)).fetchall()
-                found = {rowid: (snippet, hits) for rowid, snippet, hits in rows}
+            bodies: dict[int, str] = {}
+            if ranked:
+                sql = _BODIES.format(",".join("?" * len(ranked)))
+                bodies = dict(self._db.execute(sql, [rowid for rowid, _ in ranked]).fetchall())
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
+        covered = plan.covered
+        candidates = _prefixes(tuple(sorted(covered.items())))
         passages = []
         for rowid, rank in ranked:
             path, start, end = self._where[rowid]
-            snippet, hits = found.get(rowid, ("", 0))
-            coverage = round(min(1.0, hits / plan.content_words), 4)
-            passages.append(Passage(path, start, end, -rank, _tidy(snippet), coverage))
+            body = bodies.get(rowid, "")
+            # The unicode61 tokenizer folds case and splits words at "_".
+            text = body.lower().replace("_", " ")
+            hits = [
+                (at, stem)
+                for m in candidates.finditer(text)
+                # A word starts there, not inside another one.
+                if (at := m.start()) == 0 or not text[at - 1].isalnum()
+                for stem in self._stems_of(m.group())
+                if stem in covered
+            ]
+            coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
+            passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
         return passages
 
     def match_expression(self, query: str) -> str | None:
@@ -323,7 +314,7 @@ class Index:
             sum(df for df, _ in chosen),
             chosen[0][1],
             max(len(content), len(chosen)),
-            " OR ".join(_quote(words[stem]) for stem in covered),
+            {stem: words[stem] for stem in covered},
         )
 
     def _rank(self, plan: _Query, k: int) -> list[tuple[int, float]]:
@@ -407,9 +398,19 @@ class Index:
             if [token for _, _, token, *_ in self._tokenize(stem.encode("utf-8"))] != [stem]:
                 continue
             try:
-                self._rank(_Query(_quote(stem), df, stem, 1, _quote(stem)), HOT_RESULTS)
+                self._rank(_Query(_quote(stem), df, stem, 1, {stem: stem}), HOT_RESULTS)
             except apsw.Error as e:
                 raise SearchIndexError("build index", str(e)) from e
+
+    def _stems_of(self, word: str) -> tuple[str, ...]:
+        """The stems the tokenizer makes of one word of a passage (cached)."""
+        stems = self._stems.get(word)
+        if stems is None:
+            stems = tuple(token for _, _, token, *_ in self._tokenize(word.encode("utf-8")))
+            if len(self._stems) >= MAX_CACHED_TERMS:
+                self._stems.clear()
+            self._stems[word] = stems
+        return stems
 
     def _tokenize(self, data: bytes) -> list[tuple[Any, ...]]:
         try:
@@ -444,9 +445,52 @@ def _quote(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-def _tidy(snippet: str) -> str:
-    """One line of at most SNIPPET_CHARS characters."""
-    text = _WHITESPACE.sub(" ", snippet).strip()
-    if len(text) > SNIPPET_CHARS:
-        text = text[: SNIPPET_CHARS - 1].rstrip() + ELLIPSIS
-    return text
+@functools.lru_cache(maxsize=1024)
+def _prefixes(covered: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    """A pattern finding every word (lower-cased, no "_") that may have one of
+    `covered`'s stems (stem → word as typed): it starts with the stem's prefix."""
+    prefixes: set[str] = set()
+    for stem, typed in covered:
+        if len(stem) > SHORT_STEM:
+            # Porter only rewrites a word's last letters ("happy" → "happi",
+            # "hoping" → "hope"): every form of the stem starts with all but its last.
+            prefixes.add(stem[:-1])
+        else:
+            prefixes.update((stem, typed.lower()))
+    # Longest first, and literal-first: the regex engine then skips quickly
+    # to where one could start (a leading look-behind makes it try everywhere).
+    alternatives = "|".join(map(re.escape, sorted(prefixes, key=lambda p: (-len(p), p))))
+    return re.compile(f"(?:{alternatives})\\w*")
+
+
+def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:
+    """About EXCERPT_CHARS of `body` on one line, where most question words are together.
+
+    `hits` are (offset, stem) of the question's words in `body`, in order.
+    """
+    best, best_at = 0, 0
+    window: dict[str, int] = {}  # stem → hits in [hits[i], hits[i] + EXCERPT_CHARS)
+    end = 0
+    for at, stem in hits:
+        while end < len(hits) and hits[end][0] < at + EXCERPT_CHARS:
+            window[hits[end][1]] = window.get(hits[end][1], 0) + 1
+            end += 1
+        if len(window) > best:
+            best, best_at = len(window), at
+        window[stem] -= 1
+        if not window[stem]:
+            del window[stem]
+    start = max(0, best_at - EXCERPT_LEAD)
+    if start:
+        # Begin at a word, not inside one.
+        space = body.find(" ", start, best_at)
+        start = space + 1 if space >= 0 else start
+    # Extra room: whitespace runs collapse to one space.
+    text = " ".join(body[start : start + 2 * EXCERPT_CHARS].split())
+    cut = len(text) > EXCERPT_CHARS or start + 2 * EXCERPT_CHARS < len(body)
+    if cut:
+        space = text.rfind(" ", EXCERPT_CHARS // 2, EXCERPT_CHARS)
+        text = text[: space if space > 0 else EXCERPT_CHARS].rstrip() + ELLIPSIS
+    if start:
+        text = ELLIPSIS + text
+    return text[:SNIPPET_CHARS]

@@ -41,9 +41,7 @@ def read_private(path: Path | str, limit: int = 64 * 1024) -> bytes:
                 "read it)",
             )
         if st.st_uid != os.getuid():
-            raise NotPrivateError(
-                path, f"owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
-            )
+            raise NotPrivateError(path, f"owned by uid {st.st_uid}, not by you (uid {os.getuid()})")
         return os.read(fd, limit)
     finally:
         os.close(fd)

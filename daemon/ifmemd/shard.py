@@ -11,7 +11,9 @@ pipes and never touches the event log: the supervisor records for it.
   shard → supervisor   {"type":"warning", path, reason}
                        {"type":"ready", files, lines, bytes, tokens, digest, load_ms}
                        {"type":"heartbeat", rss_bytes, served, uptime_s}
-                       {"type":"result", rid, passages}  {"type":"error", rid, message}
+                       {"type":"result", rid, passages:[[path, start_line, end_line,
+                                                        score, coverage, snippet], …]}
+                       {"type":"error", rid, message}
 
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
@@ -173,7 +175,7 @@ class Shard:
             passages = self.index.search(str(msg.get("query", "")), int(msg.get("k", 10)))
             self.served += 1
             self.out.send(
-                {"type": "result", "rid": msg["rid"], "passages": [p.to_json() for p in passages]}
+                {"type": "result", "rid": msg["rid"], "passages": [p.to_row() for p in passages]}
             )
         elif op == "ask":
             self._ask(msg)

@@ -256,6 +256,11 @@ def _step(d: _Draft, e: Event) -> None:
         handler(d, e)
 
 
+def reads_body(kind: str) -> bool:
+    """Whether applying an event of `kind` reads its body (other kinds are only counted)."""
+    return kind in HANDLERS
+
+
 def apply(state: State, event: Event, hash_: bytes = ZERO_HASH) -> State:
     """The state after `event`; `state` is left unchanged."""
     draft = _Draft(state)

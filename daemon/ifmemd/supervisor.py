@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from ifmemd.config import Config, DaemonConfig, ShardConfig
 from ifmemd.errors import IfmemError
 from ifmemd.framing import LineReader
 from ifmemd.index import Passage
+from ifmemd.pipewriter import PipeWriter
 from ifmemd.restart import RestartPolicy, heartbeat_overdue
 
 Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
@@ -42,10 +44,14 @@ class ShardUnavailableError(IfmemError):
 
 
 @dataclass(slots=True)
-class _Waiter:
+class Pending:
+    """A request sent to a shard, waiting for its reply (see `ShardHandle.submit`)."""
+
+    rid: int
     done: anyio.Event
     reply: dict[str, Any] | None = None
     error: str | None = None
+    at: float = 0.0  # perf_counter() when the reply (or the failure) came
 
 
 class ShardHandle:
@@ -58,6 +64,7 @@ class ShardHandle:
         self.status = "starting"
         self.pid: int | None = None
         self.process: Process | None = None
+        self.stdin: PipeWriter | None = None  # the process's stdin
         self.policy = RestartPolicy(*daemon.restart_intensity)
         self.last_heard = clock()
         self.ready_info: dict[str, Any] = {}
@@ -65,7 +72,7 @@ class ShardHandle:
         self.rss_bytes = 0
         self.failure = ""
         self.scope: anyio.CancelScope | None = None
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, Pending] = {}
         self._next_rid = 0
         self.ready_event = anyio.Event()
         # For a memory shard: whether working memory is empty (from the
@@ -83,37 +90,55 @@ class ShardHandle:
         return self.status == "ready" and self.process is not None
 
     async def send(self, obj: dict[str, Any]) -> None:
-        process = self.process
-        if process is None or process.stdin is None:
+        stdin = self.stdin
+        if self.process is None or stdin is None or stdin.closed:
             raise ShardUnavailableError(self.name, f"not running ({self.status})")
         data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
-            await process.stdin.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
+            await stdin.send(data)
+        except OSError as e:
             raise ShardUnavailableError(self.name, f"pipe closed: {e}") from e
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send `op` to this shard and wait for its reply (the caller bounds the wait)."""
+    async def submit(self, op: str, **fields: Any) -> Pending:
+        """Send `op` to this shard; its reply comes to the returned `Pending`.
+
+        The caller must `collect` it, or `discard` it if it stops waiting.
+        """
         if not self.ready:
             raise ShardUnavailableError(self.name, f"status is {self.status}")
         self._next_rid += 1
-        rid = self._next_rid
-        waiter = _Waiter(anyio.Event())
-        self._waiters[rid] = waiter
+        pending = Pending(self._next_rid, anyio.Event())
+        self._waiters[pending.rid] = pending
         try:
-            await self.send({"op": op, "rid": rid, **fields})
-            await waiter.done.wait()
-        finally:
-            self._waiters.pop(rid, None)
-        if waiter.error is not None:
-            raise ShardUnavailableError(self.name, waiter.error)
-        assert waiter.reply is not None
-        return waiter.reply
+            await self.send({"op": op, "rid": pending.rid, **fields})
+        except BaseException:
+            self.discard(pending)
+            raise
+        return pending
 
-    async def search(self, query: str, k: int) -> list[Passage]:
-        """Ask this shard for its top `k` passages (the caller bounds the wait)."""
-        reply = await self.request("search", query=query, k=k)
-        return [Passage.from_json(p) for p in reply["passages"]]
+    async def collect(self, pending: Pending) -> dict[str, Any]:
+        """Wait for the reply to a submitted request (the caller bounds the wait)."""
+        try:
+            await pending.done.wait()
+        finally:
+            self.discard(pending)
+        if pending.error is not None:
+            raise ShardUnavailableError(self.name, pending.error)
+        assert pending.reply is not None
+        return pending.reply
+
+    def discard(self, pending: Pending) -> None:
+        """Stop waiting for a reply: one that still comes is dropped."""
+        self._waiters.pop(pending.rid, None)
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send `op` to this shard and wait for its reply (the caller bounds the wait)."""
+        return await self.collect(await self.submit(op, **fields))
+
+    @staticmethod
+    def passages(reply: dict[str, Any]) -> list[Passage]:
+        """The passages of a `search` reply."""
+        return [Passage.from_row(p) for p in reply["passages"]]
 
     async def ask_model(self, question: str, k: int) -> dict[str, Any]:
         """Ask this shard's model; its answer with citations and token usage."""
@@ -131,11 +156,13 @@ class ShardHandle:
             waiter.error = str(msg.get("message", "error"))
         else:
             waiter.reply = msg
+        waiter.at = time.perf_counter()
         waiter.done.set()
 
     def _fail_waiters(self, reason: str) -> None:
         for waiter in self._waiters.values():
             waiter.error = reason
+            waiter.at = time.perf_counter()
             waiter.done.set()
         self._waiters.clear()
 
@@ -246,12 +273,21 @@ class Supervisor:
         # (a new handle's first run), and must be woken by this run's `ready`.
         if handle.ready_event.is_set():
             handle.ready_event = anyio.Event()
-        process = await anyio.open_process(
-            [sys.executable, "-m", "ifmemd.shard"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-        )
+        # Its stdin is our own pipe, written without a task switch (see PipeWriter).
+        child_end, our_end = os.pipe()
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-m", "ifmemd.shard"],
+                stdin=child_end,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
+        except BaseException:
+            os.close(our_end)
+            raise
+        finally:
+            os.close(child_end)
+        stdin = handle.stdin = PipeWriter(our_end)
         handle.process, handle.pid = process, process.pid
         handle.last_heard = self.clock()
         await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
@@ -281,7 +317,7 @@ class Supervisor:
                 return await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
-                await _reap(process)
+                await _reap(process, stdin)
 
     async def _watchdog(self, handle: ShardHandle, process: Process) -> None:
         timeout = self.config.daemon.heartbeat_timeout
@@ -391,9 +427,9 @@ class Supervisor:
         # Its reader goes with the scope, so searches in flight would wait out ask_timeout.
         handle._fail_waiters("the shard is being stopped")
         handle.ready_event.set()  # and askers waiting for it to load: it never will
-        process = handle.process
-        if process is not None:
-            await _reap(process)
+        process, stdin = handle.process, handle.stdin
+        if process is not None and stdin is not None:
+            await _reap(process, stdin)
             # The cancelled supervising task records nothing: say here that it is gone,
             # or a replay of the log would show it ready forever.
             await self.record(
@@ -418,13 +454,13 @@ def _shard(config: Config, name: str) -> ShardConfig:
     return shard
 
 
-async def _reap(process: Process) -> None:
+async def _reap(process: Process, stdin: PipeWriter) -> None:
     """End a shard process: EOF on stdin, a grace period, then SIGKILL; always waited for."""
-    if process.returncode is None and process.stdin is not None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await process.stdin.aclose()
+    if process.returncode is None and not stdin.closed:
+        stdin.close()
         with anyio.move_on_after(STOP_GRACE_S):
             await process.wait()
+    stdin.close()
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
