@@ -94,6 +94,9 @@ def _open_reason(path: Path, e: apsw.Error) -> str:
     return reason
 
 
+WAL_AUTOCHECKPOINT_PAGES = 256
+
+
 def _configure(conn: apsw.Connection, writable: bool) -> None:
     # apsw.bestpractice, applied by hand and only after we know the file is
     # ours: its global hooks would switch a foreign database to WAL on open.
@@ -104,6 +107,14 @@ def _configure(conn: apsw.Connection, writable: bool) -> None:
     if writable:
         apsw.bestpractice.connection_wal(conn)
         conn.pragma("synchronous", "FULL")
+        # A commit that grows the WAL file also waits for the file system's
+        # own journal: ~0.3 ms against ~0.17 ms for one that overwrites
+        # frames of an earlier cycle (ext4 on a virtio disk). The WAL is
+        # deleted when the log closes, so with SQLite's default of 1,000
+        # pages every daemon start spent its first ~2,000 commits growing
+        # it. 256 pages (1 MiB) reach the steady state 4x sooner, and the
+        # checkpoints, 4x more frequent, are 4x smaller (commit p99 fell too).
+        conn.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
 
 
 # Signing dominates an append (~20 µs each); libsodium releases the GIL, so a

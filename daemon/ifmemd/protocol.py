@@ -208,10 +208,14 @@ class LineBuffer:
             )
 
 
+# One encoder, reused (json.dumps with options builds a new one every call).
+# ASCII-only output: a lone surrogate read from a peer can be echoed back safely.
+_WIRE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     """Serialise one message as compact JSON plus newline, refusing lines over `MAX_LINE`."""
-    # ASCII-only output: a lone surrogate read from a peer can be echoed back safely.
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    data = _WIRE.encode(obj).encode()
     if len(data) > MAX_LINE:
         raise ProtocolError(
             LINE_TOO_LONG,

@@ -47,6 +47,9 @@ FATAL_EXIT = 2
 # How many passages an `openai` shard's search offers its model (the budget may take fewer).
 MODEL_CANDIDATES = 20
 
+# One encoder, reused (json.dumps with options builds a new one every call).
+_PIPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 class _Out:
     """Serialises writes to stdout from the main and the heartbeat thread."""
@@ -56,7 +59,7 @@ class _Out:
         self._lock = threading.Lock()
 
     def send(self, obj: dict[str, Any]) -> None:
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        data = _PIPE_JSON.encode(obj).encode() + b"\n"
         with self._lock:
             self._stream.write(data)
             self._stream.flush()

@@ -33,6 +33,9 @@ Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 SHARD_STDOUT_MAX_LINE = 16 << 20
 STOP_GRACE_S = 2.0
 
+# One encoder, reused (json.dumps with options builds a new one every call).
+_PIPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 class ShardUnavailableError(IfmemError):
     """Raised when a search is sent to a shard that is not ready or dies before answering."""
@@ -93,7 +96,7 @@ class ShardHandle:
         stdin = self.stdin
         if self.process is None or stdin is None or stdin.closed:
             raise ShardUnavailableError(self.name, f"not running ({self.status})")
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        data = _PIPE_JSON.encode(obj).encode() + b"\n"
         try:
             await stdin.send(data)
         except OSError as e:
