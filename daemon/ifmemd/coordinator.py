@@ -24,7 +24,7 @@ import anyio
 
 from ifmemd.index import Passage, PassageFormatError
 from ifmemd.llm import call_deadline
-from ifmemd.supervisor import Pending, ShardHandle, ShardUnavailableError
+from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailableError
 
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
@@ -144,23 +144,25 @@ async def fan_out(
 ) -> list[ShardAnswer]:
     """Ask every shard at once, all bounded by one `timeout`.
 
-    Every request is written before any reply is awaited, and the replies
-    are then collected in turn: the shards work in parallel, and no task or
-    cancel scope is made per shard (they cost more than a shard's own
-    pipe round trip). A shard still loading its corpus for the first time is
-    waited for (within the timeout) after the ready ones have been asked.
+    Every request is written before any reply is awaited, and the asker
+    wakes once, when the last reply is in (a `ReplyGroup`): the shards work
+    in parallel, and no task, cancel scope or wake-up is spent per shard
+    (they cost more than a shard's own pipe round trip). A shard still loading
+    its corpus for the first time is waited for (within the timeout) after
+    the ready ones have been asked.
     """
     start = time.perf_counter()
     answers: list[ShardAnswer | None] = [None] * len(handles)
     sent: dict[int, Pending] = {}
-    starting: list[int] = []
+    group = ReplyGroup()
 
     async def submit(i: int) -> None:
         try:
-            sent[i] = await handles[i].submit("search", query=question, k=k)
+            sent[i] = await handles[i].submit("search", group, query=question, k=k)
         except ShardUnavailableError as e:
             answers[i] = ShardAnswer(handles[i].name, missing=e.reason)
 
+    starting: list[int] = []
     try:
         with anyio.move_on_after(timeout):
             for i, handle in enumerate(handles):
@@ -175,26 +177,30 @@ async def fan_out(
             for i in starting:
                 await handles[i].ready_event.wait()
                 await submit(i)
-            for i, pending in sent.items():
-                handle = handles[i]
-                try:
-                    passages = handle.passages(await handle.collect(pending))
-                except ShardUnavailableError as e:
-                    answers[i] = ShardAnswer(handle.name, missing=e.reason)
-                    continue
-                except PassageFormatError as e:
-                    answers[i] = ShardAnswer(handle.name, missing=f"bad reply: {e.reason}")
-                    continue
-                ms = round((pending.at - start) * 1000, 2)
-                answers[i] = ShardAnswer(handle.name, tuple(passages), ms=ms)
+            if group.outstanding:
+                await group.done.wait()
     finally:
         for i, pending in sent.items():
             handles[i].discard(pending)
+    for i, pending in sent.items():
+        if pending.done.is_set():
+            answers[i] = _answer(handles[i], pending, start)
     late = f"no answer within {timeout:g} s"
     return [
         a if a is not None else ShardAnswer(h.name, missing=late)
         for a, h in zip(answers, handles, strict=True)
     ]
+
+
+def _answer(handle: ShardHandle, pending: Pending, start: float) -> ShardAnswer:
+    """A shard's answer from its reply to a search (or why there is none)."""
+    try:
+        passages = handle.passages(handle.outcome(pending))
+    except ShardUnavailableError as e:
+        return ShardAnswer(handle.name, missing=e.reason)
+    except PassageFormatError as e:
+        return ShardAnswer(handle.name, missing=f"bad reply: {e.reason}")
+    return ShardAnswer(handle.name, tuple(passages), ms=round((pending.at - start) * 1000, 2))
 
 
 def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) -> list[int]:

@@ -81,14 +81,15 @@ STOPWORDS = frozenset(
 )  # fmt: skip
 
 _SCHEMA = """
-CREATE VIRTUAL TABLE passage USING fts5(body, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE passage USING fts5(
+    body, tokenize='porter unicode61', content='', contentless_delete=1
+);
 CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 """
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; snippets are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
-_BODIES = "SELECT rowid, body FROM passage WHERE rowid IN ({})"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
 
@@ -187,7 +188,8 @@ class Index:
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
         except apsw.Error as e:
             raise SearchIndexError("create index", str(e)) from e
-        self._where: dict[int, tuple[str, int, int]] = {}
+        # rowid → (path, start line, end line, text): the FTS5 table keeps no text.
+        self._where: dict[int, tuple[str, int, int, str]] = {}
         self._rowids: dict[str, list[int]] = {}
         self._next_rowid = 1
         self._doc_freq: dict[str, int] = {}
@@ -265,18 +267,13 @@ class Index:
             return []
         try:
             ranked = self._rank(plan, k)
-            bodies: dict[int, str] = {}
-            if ranked:
-                sql = _BODIES.format(",".join("?" * len(ranked)))
-                bodies = dict(self._db.execute(sql, [rowid for rowid, _ in ranked]).fetchall())
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
         covered = plan.covered
         candidates = _prefixes(tuple(sorted(covered.items())))
         passages = []
         for rowid, rank in ranked:
-            path, start, end = self._where[rowid]
-            body = bodies.get(rowid, "")
+            path, start, end, body = self._where[rowid]
             # The unicode61 tokenizer folds case and splits words at "_".
             text = body.lower().replace("_", " ")
             hits = [
@@ -433,7 +430,7 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError(operation, str(e)) from e
         for rowid, chunk in enumerate(chunks, start=first):
-            self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line)
+            self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line, chunk.text)
             self._rowids.setdefault(chunk.path, []).append(rowid)
         self._next_rowid = first + len(chunks)
         self._forget_statistics()

@@ -46,15 +46,38 @@ class ShardUnavailableError(IfmemError):
         super().__init__(f"shard {shard!r} unavailable: {reason}")
 
 
+class ReplyGroup:
+    """Requests to several shards, awaited together: `done` is set once, when the
+    last of them has its reply (one wake-up for the asker, not one per shard)."""
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.done = anyio.Event()
+
+    def finished_one(self) -> None:
+        self.outstanding -= 1
+        if not self.outstanding:
+            self.done.set()
+
+
 @dataclass(slots=True)
 class Pending:
     """A request sent to a shard, waiting for its reply (see `ShardHandle.submit`)."""
 
     rid: int
     done: anyio.Event
+    group: ReplyGroup | None = None
     reply: dict[str, Any] | None = None
     error: str | None = None
     at: float = 0.0  # perf_counter() when the reply (or the failure) came
+
+    def finish(self, reply: dict[str, Any] | None, error: str | None) -> None:
+        if self.done.is_set():
+            return
+        self.reply, self.error, self.at = reply, error, time.perf_counter()
+        self.done.set()
+        if self.group is not None:
+            self.group.finished_one()
 
 
 class ShardHandle:
@@ -102,20 +125,25 @@ class ShardHandle:
         except OSError as e:
             raise ShardUnavailableError(self.name, f"pipe closed: {e}") from e
 
-    async def submit(self, op: str, **fields: Any) -> Pending:
-        """Send `op` to this shard; its reply comes to the returned `Pending`.
+    async def submit(self, op: str, /, group: ReplyGroup | None = None, **fields: Any) -> Pending:
+        """Send `op` to this shard; its reply comes to the returned `Pending`
+        (and counts in `group`, if given).
 
         The caller must `collect` it, or `discard` it if it stops waiting.
         """
         if not self.ready:
             raise ShardUnavailableError(self.name, f"status is {self.status}")
         self._next_rid += 1
-        pending = Pending(self._next_rid, anyio.Event())
+        pending = Pending(self._next_rid, anyio.Event(), group)
         self._waiters[pending.rid] = pending
+        if group is not None:
+            group.outstanding += 1
         try:
             await self.send({"op": op, "rid": pending.rid, **fields})
         except BaseException:
             self.discard(pending)
+            if group is not None:
+                group.outstanding -= 1
             raise
         return pending
 
@@ -125,9 +153,14 @@ class ShardHandle:
             await pending.done.wait()
         finally:
             self.discard(pending)
+        return self.outcome(pending)
+
+    def outcome(self, pending: Pending) -> dict[str, Any]:
+        """The reply to a request that is done; raises ShardUnavailableError if it failed."""
+        self.discard(pending)
         if pending.error is not None:
             raise ShardUnavailableError(self.name, pending.error)
-        assert pending.reply is not None
+        assert pending.reply is not None, "outcome() of a request not done"
         return pending.reply
 
     def discard(self, pending: Pending) -> None:
@@ -156,17 +189,13 @@ class ShardHandle:
         if waiter is None:
             return  # the asker timed out and left
         if msg["type"] == "error":
-            waiter.error = str(msg.get("message", "error"))
+            waiter.finish(None, str(msg.get("message", "error")))
         else:
-            waiter.reply = msg
-        waiter.at = time.perf_counter()
-        waiter.done.set()
+            waiter.finish(msg, None)
 
     def _fail_waiters(self, reason: str) -> None:
         for waiter in self._waiters.values():
-            waiter.error = reason
-            waiter.at = time.perf_counter()
-            waiter.done.set()
+            waiter.finish(None, reason)
         self._waiters.clear()
 
     def status_json(self) -> dict[str, Any]:
