@@ -194,9 +194,10 @@ class ShardHandle:
             waiter.finish(msg, None)
 
     def _fail_waiters(self, reason: str) -> None:
-        for waiter in self._waiters.values():
-            waiter.finish(None, reason)
+        waiters = list(self._waiters.values())
         self._waiters.clear()
+        for waiter in waiters:
+            waiter.finish(None, reason)
 
     def status_json(self) -> dict[str, Any]:
         info = self.ready_info

@@ -1,0 +1,64 @@
+"""What an answered question leaves in the log, with many questions at once.
+
+Group commit mixes the events of concurrent questions in one transaction; the
+events of each question must still be whole and in order: its
+`query.received`, one `shard.answered` per shard that answered, then its
+`query.answered`, which holds exactly the passages the client got.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import daemonproc as dp
+import pytest
+
+CLIENTS = 8
+ASKS = 12
+QUESTIONS = ["lighthouse beacon", "valve opened", "glacier", "shard restarts", "nothing zzz"]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[dp.DaemonProc]:
+    with dp.factory(tmp_path) as made:
+        yield made()
+
+
+def test_concurrent_questions_leave_whole_ordered_records(daemon: dp.DaemonProc) -> None:
+    got: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def asker(c: int) -> None:
+        try:
+            with daemon.client() as client:
+                for i in range(ASKS):
+                    rid = f"c{c}-{i}"
+                    got[rid] = client.request(
+                        "ask", request_id=rid, question=QUESTIONS[(c + i) % len(QUESTIONS)]
+                    )
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=asker, args=(c,)) for c in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(got) == CLIENTS * ASKS
+
+    received = {b["qid"]: seq for seq, _, b in daemon.events("query.received")}
+    answered = {b["qid"]: (seq, b) for seq, _, b in daemon.events("query.answered")}
+    by_qid: dict[str, list[tuple[int, str]]] = {}
+    for seq, _, b in daemon.events("shard.answered"):
+        by_qid.setdefault(b["qid"], []).append((seq, b["shard"]))
+    for rid, reply in got.items():
+        seq, body = answered[rid]
+        assert reply["seq"] == seq
+        assert body["passages"] == reply["passages"]
+        shards = by_qid[rid]
+        # One event per shard that answered, all between the question and its answer.
+        assert sorted(name for _, name in shards) == sorted(reply["shards"])
+        assert all(received[rid] < s < seq for s, _ in shards)
