@@ -169,6 +169,23 @@ def test_k_limits_results(index: Index) -> None:
     assert index.search("shard", 0) == []
 
 
+def test_excerpt_is_the_passage_where_the_question_words_are_together() -> None:
+    short = "A short note whose one useful word, the lighthouse, comes at its very end"
+    long_text = (
+        "Preamble that says nothing of interest at all. " * 8
+        + "The lighthouse beacon turns every ten seconds. "
+        + "More unrelated closing words follow here. " * 8
+    )
+    filler = {f"/filler{i}.md": f"unrelated note number {i}" for i in range(4)}
+    index = build({"/short.md": short, "/long.md": long_text, **filler})
+    hits = {p.path: p for p in index.search("lighthouse beacon", 2)}
+    assert hits["/short.md"].snippet == short  # short enough: whole, no ellipsis
+    excerpt = hits["/long.md"].snippet
+    assert excerpt.startswith("…") and excerpt.endswith("…")
+    assert "lighthouse beacon turns" in excerpt
+    assert len(excerpt) <= SNIPPET_CHARS
+
+
 def test_snippet_is_short_even_for_a_huge_line() -> None:
     index = build({"/huge.txt": "needle " + "hay " * 50_000})
     [hit] = index.search("needle")

@@ -1,10 +1,11 @@
 """Full-text search over a shard's passages, in memory, with SQLite FTS5.
 
-An `Index` holds chunks in an in-memory FTS5 table (`porter unicode61`) and
-answers `search(query, k)` with the best passages by bm25, each with its
-citation and a short snippet. It is built once from a corpus (`Index.build`)
-or grown and shrunk item by item (`add`, `remove`) for working memory, whose
-passages are `memory:<id>`.
+An `Index` holds chunks in an in-memory FTS5 table (`porter unicode61`;
+contentless: the texts are kept in a dict beside it, so a hit's text is a
+lookup, not a row fetch) and answers `search(query, k)` with the best
+passages by bm25, each with its citation and a short excerpt. It is built
+once from a corpus (`Index.build`) or grown and shrunk item by item (`add`,
+`remove`) for working memory, whose passages are `memory:<id>`.
 
 Any user text is a valid query. It is never handed to FTS5's query language:
 it is cut into words by the same tokenizer the index uses, and the words are
@@ -464,7 +465,12 @@ def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:
     """About EXCERPT_CHARS of `body` on one line, where most question words are together.
 
     `hits` are (offset, stem) of the question's words in `body`, in order.
+    A passage that short is shown whole.
     """
+    if len(body) <= 2 * EXCERPT_CHARS:
+        whole = " ".join(body.split())
+        if len(whole) <= EXCERPT_CHARS:
+            return whole
     best, best_at = 0, 0
     window: dict[str, int] = {}  # stem → hits in [hits[i], hits[i] + EXCERPT_CHARS)
     end = 0
