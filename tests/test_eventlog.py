@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import logfactory as lf
 import pytest
 from ifmemd.errors import StoreError
-from ifmemd.eventlog import EventLog
+from ifmemd.eventlog import WAL_AUTOCHECKPOINT_PAGES, EventLog
 from ifmemd.events import encode
 from ifmemd.keys import Signer
+from ifmemd.verify import verify_log
 from nacl.signing import VerifyKey
 
 # The documented values, written out here rather than imported, so a change in
@@ -109,6 +111,7 @@ def test_pragmas_application_id_wal_and_full_sync(log: EventLog) -> None:
     with auditor(log.path) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log._conn.pragma("wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES
     header = log.path.read_bytes()[:100]
     assert header[68:72] == b"ifm1"  # application_id, big-endian, in the file header
     assert header[18:20] == b"\x02\x02"  # WAL read/write versions
@@ -246,3 +249,10 @@ def test_read_only_log_refuses_appends(log: EventLog) -> None:
         with pytest.raises(StoreError, match="read-only"):
             remember(ro, ("m2", "b"))
         assert [r.seq for r in ro.records()] == [1]
+
+
+def test_a_bulk_batch_signed_on_two_threads_verifies(tmp_path: Path, signer: Signer) -> None:
+    path = tmp_path / "bulk.db"
+    records = lf.build(path, signer, 2_500, batch=2_500)  # over the two-thread threshold
+    assert [r.seq for r in records] == list(range(1, 2_501))
+    assert verify_log(path, jobs=1).ok

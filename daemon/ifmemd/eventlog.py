@@ -118,8 +118,11 @@ def _configure(conn: apsw.Connection, writable: bool) -> None:
 
 
 # Signing dominates an append (~20 µs each); libsodium releases the GIL, so a
-# large batch is signed on two threads at once.
-_PARALLEL_SIGN_MIN = 16
+# bulk append (a catch-up, a test) is signed on two threads at once. Smaller
+# batches are not: a woken thread (~25-30 µs on a VM) loses the GIL to the
+# one already signing, so the halves run one after the other, and the split
+# cost the daemon ~5% of its asks/s (bench/README.md).
+_PARALLEL_SIGN_MIN = 1000
 _signing_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifmem-sign")
 
 
