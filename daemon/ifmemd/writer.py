@@ -130,6 +130,9 @@ class LogWriter:
                         return
                     await self._wakeup.wait()
                     self._wakeup = anyio.Event()
+                    # One more turn of the loop: producers woken with this
+                    # one join the batch instead of waiting out its fsync.
+                    await anyio.lowlevel.checkpoint()
                     continue
                 self._batch = _Batch()
                 await self._commit(batch)
