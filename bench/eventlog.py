@@ -370,7 +370,7 @@ def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> Thro
 
     A minimal copy of the writer's loop: producers add a row and wait; one task
     takes everything queued and inserts it with executemany in one transaction
-    in a worker thread, then wakes them.
+    on the loop's thread (as the writer does), then wakes them.
     """
     rows = [(kind, body.decode()) for kind, _fields, body in items]
 
@@ -400,10 +400,11 @@ def raw_group_commit(db: Path, items: Sequence[tuple[str, dict, bytes]]) -> Thro
                         return
                     await state["wakeup"].wait()
                     state["wakeup"] = anyio.Event()
+                    await anyio.lowlevel.checkpoint()
                     continue
                 batch, done = queue, state["done"]
                 queue, state["done"] = [], anyio.Event()
-                await anyio.to_thread.run_sync(commit, batch, head + 1)
+                commit(batch, head + 1)
                 head += len(batch)
                 batches += 1
                 done.set()

@@ -288,6 +288,25 @@ def test_max_clients_refuses_one_more(daemons_tmp: Path) -> None:
         dp.wait_for(lambda: d._try_status() is not None, 5.0, "a slot to free up")
 
 
+def test_reload_applies_max_clients_and_checkpoint_every_at_once(daemons_tmp: Path) -> None:
+    with dp.factory(daemons_tmp) as made:
+        d = made(made.default_config(max_clients=8, checkpoint_every=1000))
+        with d.client() as first, d.client() as second:
+            d.config_path.write_text(made.default_config(max_clients=2, checkpoint_every=5))
+            first.request("reload")
+            # The two open connections stay; a third is refused under the new limit.
+            assert second.request("status")["shards"]
+            with pytest.raises(RemoteError) as caught:
+                Client(d.socket_path, timeout=5).close()
+            assert "max_clients = 2" in caught.value.message
+            # A checkpoint is written within every 5 events from now on.
+            head = first.request("status")["log"]["seq"]
+            for i in range(12):
+                first.request("remember", text=f"note {i}")
+        checkpoints = [b for seq, _, b in d.events("checkpoint") if seq > head]
+        assert len(checkpoints) >= 2
+
+
 @pytest.fixture
 def daemons_tmp(tmp_path: Path) -> Path:
     return tmp_path

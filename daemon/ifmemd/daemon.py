@@ -252,6 +252,10 @@ class Daemon:
             new = load_config(self.config_path)
             changes = await self.supervisor.reload(new)
             self.config = new
+            self.writer.checkpoint_every = new.daemon.checkpoint_every
+            if self.server is not None:
+                # Open connections stay; only new ones count against the new limit.
+                self.server.max_clients = new.daemon.max_clients
             await self.writer.append(
                 "config.loaded", {"shards": [s.name for s in new.shards], **changes}
             )
