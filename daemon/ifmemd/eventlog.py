@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,15 +84,59 @@ def _open_reason(path: Path, e: apsw.Error) -> str:
     # create its -wal and -shm files beside it, so name what stops that.
     folder = path.parent
     try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return f"{reason} ({folder} is on a read-only file system)"
+        cause = _unwritable(folder)
     except OSError as err:
         return f"{reason} ({folder}: {err.strerror or err})"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{reason} (no permission to create files in {folder})"
+    if cause is not None:
+        return f"{reason} ({cause})"
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         return f"{reason} (no permission to read and write {path})"
     return reason
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be created in `folder`, or None if nothing we can see stops it.
+
+    Raises OSError if `folder` cannot be inspected.
+    """
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return f"{folder} is on a read-only file system"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to create files in {folder}"
+    return None
+
+
+def _has_wal(wal: Path) -> bool:
+    """Whether `wal` may hold commits that are not in the main file yet.
+
+    An empty -wal holds none (a TRUNCATE checkpoint leaves one); a -wal we
+    cannot even stat might, so it counts.
+    """
+    try:
+        return wal.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def _immutable_uri(path: Path) -> str:
+    """An SQLite URI naming `path` with immutable=1 (sqlite.org/uri.html).
+
+    Every byte but letters, digits, `/` and `_.-~` is %-escaped, so a path with
+    a space, `?`, `#`, `%` or non-UTF-8 bytes names the same file; the empty
+    authority (`file://` + absolute path) keeps a path starting `//` a path.
+    """
+    return "file://" + urllib.parse.quote(os.fsencode(path.absolute()), safe="/") + "?immutable=1"
+
+
+def _wal_unreadable_reason(wal: Path, main: Path, cause: str) -> str:
+    return (
+        f"the log has a write-ahead file, {wal}, that may hold events not yet in "
+        f"{main.name}, and SQLite cannot read it without write access to the folder "
+        f"({cause}); copy {main.name} and {wal.name} together to a writable folder "
+        "and open the copy there, or open the log where it was written"
+    )
 
 
 WAL_AUTOCHECKPOINT_PAGES = 256
@@ -187,16 +232,55 @@ class EventLog:
         """Open an existing log for reading only (auditing, replay, `ifmem log`)."""
         if not path.exists():
             raise LogMissingError(path)
-        conn = cls._connect(path, apsw.SQLITE_OPEN_READONLY)
+        conn = cls._connect_readonly(path)
         with _closed_on_error(conn, path):
             log_id = cls._check(conn, path)
             _configure(conn, writable=False)
             return cls(conn, path, log_id, None)
 
-    @staticmethod
-    def _connect(path: Path, flags: int) -> apsw.Connection:
+    @classmethod
+    def _connect_readonly(cls, path: Path) -> apsw.Connection:
+        """A read-only connection to `path`, on read-only media too.
+
+        Reading a WAL database needs its -shm file (and -wal), which SQLite
+        creates beside it on the first read; in a folder we may not write to
+        (a read-only mount, another user's folder) that fails. If the log has
+        no -wal, its main file holds every commit, so it is opened
+        immutable=1: no locks, no -shm. With a -wal, immutable would silently
+        skip the commits in it, so that is refused with what to do instead.
+        """
+        conn = cls._connect(path, apsw.SQLITE_OPEN_READONLY)
         try:
-            conn = apsw.Connection(str(path), flags=flags)
+            # Opening is lazy: the first read is what opens the -wal and -shm.
+            conn.pragma("application_id")
+        except (apsw.CantOpenError, apsw.ReadOnlyError) as e:
+            conn.close()
+            real = Path(os.path.realpath(path))  # SQLite puts the -wal beside a symlink's target
+            try:
+                cause = _unwritable(real.parent)
+            except OSError:
+                cause = None
+            if cause is None:
+                raise StoreError("open event log", path, _open_reason(path, e)) from e
+            wal = real.with_name(real.name + "-wal")
+            if _has_wal(wal):
+                raise StoreError(
+                    "open event log", path, _wal_unreadable_reason(wal, real, cause)
+                ) from e
+            # A running writer keeps a -wal; one that starts this very instant
+            # (as the folder's owner, or through a writable mount of it) is
+            # the one case the check above cannot see.
+            flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+            return cls._connect(path, flags, _immutable_uri(real))
+        except apsw.Error:
+            pass  # not a database, corrupt, ...: `_check` reports it as it reads
+        return conn
+
+    @staticmethod
+    def _connect(path: Path, flags: int, name: str | None = None) -> apsw.Connection:
+        """Connect to `path`, or to the URI `name` for it (with SQLITE_OPEN_URI in `flags`)."""
+        try:
+            conn = apsw.Connection(name if name is not None else str(path), flags=flags)
             # Before the first read: a concurrent opener must wait, not fail BUSY.
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             return conn
