@@ -379,3 +379,12 @@ def test_an_ask_no_shard_answers_is_a_recorded_failure(daemons: dp.DaemonFactory
     failures = [body for _, _, body in d.events("query.failed") if body["qid"] == "q-frozen"]
     assert len(failures) == 1
     assert not [b for _, _, b in d.events("query.answered") if b["qid"] == "q-frozen"]
+
+
+def test_stopping_lets_every_shard_exit_on_its_own(daemon: dp.DaemonProc) -> None:
+    # Shards end at end-of-file on stdin, within the grace period: none is
+    # SIGKILLed, though two tasks race to reap each one.
+    assert daemon.stop() == 0
+    stopped = [b for _, _, b in daemon.events("shard.exited") if b.get("reason") == "stopped"]
+    assert sorted(b["shard"] for b in stopped) == ["code", "docs", "working"]
+    assert all(b["code"] == 0 for b in stopped), stopped

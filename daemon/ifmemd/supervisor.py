@@ -489,11 +489,12 @@ def _shard(config: Config, name: str) -> ShardConfig:
 
 async def _reap(process: Process, stdin: PipeWriter) -> None:
     """End a shard process: EOF on stdin, a grace period, then SIGKILL; always waited for."""
-    if process.returncode is None and not stdin.closed:
-        stdin.close()
+    # Two reapers may race (the stopping supervisor and the shard's own task):
+    # each gives the process its grace period, whoever closed stdin first.
+    stdin.close()
+    if process.returncode is None:
         with anyio.move_on_after(STOP_GRACE_S):
             await process.wait()
-    stdin.close()
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
