@@ -186,6 +186,41 @@ def test_excerpt_is_the_passage_where_the_question_words_are_together() -> None:
     assert len(excerpt) <= SNIPPET_CHARS
 
 
+_WORDS = st.one_of(
+    st.text(alphabet="abcdeiosty_-.ABC019 ", min_size=1, max_size=12),
+    st.text(min_size=1, max_size=8),
+    # Porter's awkward cases: rewritten endings, short stems.
+    st.sampled_from(["running", "ran", "happy", "happiness", "hoping", "hope", "relational"]),
+    st.sampled_from(["generalization", "controlling", "possibly", "cries", "cry", "F", "io"]),
+    # Folding that Python's str does differently: diacritics, "µ", "ß", "Ŀ".
+    st.sampled_from(["café", "CAFÉ", "Ǻngström", "µs", "Straße", "über", "Ŀa", "naïve"]),
+)
+
+
+@given(
+    docs=st.lists(st.lists(_WORDS, min_size=1, max_size=30), min_size=1, max_size=6),
+    data=st.data(),
+)
+@settings(max_examples=150, deadline=None)
+def test_coverage_counts_exactly_the_stems_fts5_matches(
+    docs: list[list[str]], data: st.DataObject
+) -> None:
+    # The question mixes words of the passages with words of its own.
+    known = st.sampled_from([w for words in docs for w in words])
+    question = data.draw(st.lists(st.one_of(known, _WORDS), min_size=1, max_size=5))
+    texts = [" ".join(words) for words in docs]
+    index = Index.build([Chunk(f"/d{i}", 1, 1, text) for i, text in enumerate(texts)])
+    query = " ".join(question)
+    plan = index._plan(query)
+    for hit in index.search(query, 10):
+        text = texts[int(hit.path[2:])]
+        stems = {token for _, _, token, *_ in index._tokenize(text.encode("utf-8", "replace"))}
+        assert plan is not None
+        exact = len(set(plan.covered) & stems) / plan.content_words
+        assert hit.coverage == round(min(1.0, exact), 4), (text, query)
+        assert len(hit.snippet) <= SNIPPET_CHARS
+
+
 def test_snippet_is_short_even_for_a_huge_line() -> None:
     index = build({"/huge.txt": "needle " + "hay " * 50_000})
     [hit] = index.search("needle")

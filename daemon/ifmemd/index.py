@@ -20,12 +20,14 @@ A single term too common for that budget is ranked once (at build time when
 possible) and its best passages are kept until the index changes.
 
 Only the `k` winners get an excerpt and a coverage (how many of the
-question's words they hold). Both come from one pass of a per-question
-regular expression over the winner's text: it finds the words that may share
-a stem with a question word (the stem's prefix, or the whole word when the
-stem is short), and each candidate's stem is then checked with the index's
-own tokenizer (cached), so a passage counts exactly the stems FTS5 would
-match. FTS5's `snippet()` re-tokenizes every winner in full and costs
+question's words they hold). Both come from one pass over the winner's text.
+For ASCII text, a per-question regular expression finds the words that may
+share a stem with a question word (they start with the stem's prefix), and
+each candidate's stem is then checked with the index's own tokenizer
+(cached); other text, whose case and diacritics fold in ways Python's str
+does not, is run through the tokenizer whole. Either way a passage counts
+exactly the stems FTS5 would match (a property test holds the two to each
+other). FTS5's `snippet()` re-tokenizes every winner in full and cost
 several times more.
 """
 
@@ -275,16 +277,7 @@ class Index:
         passages = []
         for rowid, rank in ranked:
             path, start, end, body = self._where[rowid]
-            # The unicode61 tokenizer folds case and splits words at "_".
-            text = body.lower().replace("_", " ")
-            hits = [
-                (at, stem)
-                for m in candidates.finditer(text)
-                # A word starts there, not inside another one.
-                if (at := m.start()) == 0 or not text[at - 1].isalnum()
-                for stem in self._stems_of(m.group())
-                if stem in covered
-            ]
+            hits = self._hits(body, covered, candidates)
             coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
             passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
         return passages
@@ -399,6 +392,31 @@ class Index:
                 self._rank(_Query(_quote(stem), df, stem, 1, {stem: stem}), HOT_RESULTS)
             except apsw.Error as e:
                 raise SearchIndexError("build index", str(e)) from e
+
+    def _hits(
+        self, body: str, covered: dict[str, str], candidates: re.Pattern[str]
+    ) -> list[tuple[int, str]]:
+        """(offset, stem) of each word of `body` whose stem is in `covered`, in order."""
+        if body.isascii():
+            # unicode61 folds ASCII case and splits words at anything not a
+            # letter or digit ("_" too): lower() and isalnum() do the same.
+            text = body.replace("_", " ").lower()
+            return [
+                (at, stem)
+                for m in candidates.finditer(text)
+                # A word starts there, not inside another one.
+                if (at := m.start()) == 0 or not text[at - 1].isalnum()
+                for stem in self._stems_of(m.group())
+                if stem in covered
+            ]
+        # Other scripts fold in ways Python's str does not (diacritics, "µ"):
+        # the tokenizer itself, exact but slower, finds their words.
+        data = body.encode("utf-8", "replace")
+        return [
+            (len(data[:at].decode("utf-8", "replace")), stem)
+            for at, _, stem, *_ in self._tokenize(data)
+            if stem in covered
+        ]
 
     def _stems_of(self, word: str) -> tuple[str, ...]:
         """The stems the tokenizer makes of one word of a passage (cached)."""
