@@ -280,6 +280,28 @@ class Daemon:
                 }
         return out
 
+    def fan_out_ms(self, after_seq: int, upto_seq: int) -> tuple[list[float], list[float]]:
+        """Per question answered in (after_seq, upto_seq]: when its first and its
+        last shard replied, in ms after the fan-out began (`shard.answered`'s `ms`;
+        shards answered without being woken, like an empty `working`, left out)."""
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            rows = con.execute(
+                "SELECT body FROM events WHERE kind = 'shard.answered' AND seq > ? AND seq <= ?",
+                (after_seq, upto_seq),
+            ).fetchall()
+        finally:
+            con.close()
+        per_question: dict[Any, list[float]] = {}
+        for (body,) in rows:
+            b = json.loads(body)
+            if b["ms"] > 0:
+                per_question.setdefault(b["qid"], []).append(b["ms"])
+        return (
+            [min(v) for v in per_question.values()],
+            [max(v) for v in per_question.values()],
+        )
+
     def rss(self, wait_s: float | None = None) -> dict[str, int]:
         """rss_bytes per shard from `status`, by default after a heartbeat that follows the load."""
         time.sleep(self.heartbeat + 0.3 if wait_s is None else wait_s)
@@ -554,6 +576,7 @@ def bench_main(run: Run) -> None:
         ask_lat: list[float] = []
         rg_lat: list[float] = []
         rg_bytes: list[int] = []
+        timed_from = daemon.status()["log"]["seq"]
         for _ in range(sz.rounds):
             if run.rg:
                 for q in questions:
@@ -563,6 +586,7 @@ def bench_main(run: Run) -> None:
             lat, _ = ask_round(client, questions)
             ask_lat += lat
         client.close()
+        first_reply, last_reply = daemon.fan_out_ms(timed_from, daemon.status()["log"]["seq"])
         note(f"{sz.clients} clients in {sz.client_procs} processes for {sz.load_seconds:g} s…")
         status = daemon.status()
         assert daemon.proc is not None
@@ -604,6 +628,9 @@ def bench_main(run: Run) -> None:
         "rg × cores",
         ("≥ 1,000/s", at_least(1000)),
     )
+    # Where the single-client time goes: the fan-out's share, from the log.
+    run.add("fan-out, first shard reply, median", "s", median(first_reply) / 1000)
+    run.add("fan-out, last shard reply, median", "s", median(last_reply) / 1000)
     run.add(f"ask p99 under {sz.clients} clients", "s", load["p99"])
     run.add(
         "`ifmem ask` whole process, median",
