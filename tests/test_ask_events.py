@@ -14,6 +14,9 @@ from pathlib import Path
 
 import daemonproc as dp
 import pytest
+from ifmemd import snapshot
+from ifmemd.eventlog import EventLog
+from ifmemd.replay import replay
 
 CLIENTS = 8
 ASKS = 12
@@ -62,3 +65,24 @@ def test_concurrent_questions_leave_whole_ordered_records(daemon: dp.DaemonProc)
         # One event per shard that answered, all between the question and its answer.
         assert sorted(name for _, name in shards) == sorted(reply["shards"])
         assert all(received[rid] < s < seq for s, _ in shards)
+
+
+def test_the_live_state_is_the_replay_of_the_log(daemon: dp.DaemonProc) -> None:
+    # The daemon advances its state from the fields it appended, not by parsing
+    # back the bodies it wrote; at stop it saves that state as a snapshot, which
+    # must equal a replay of the log from scratch.
+    with daemon.client() as client:
+        kept = client.request("remember", text="the lighthouse beacon is serviced in May")
+        gone = client.request("remember", text="a note to forget")
+        client.request("forget", memory_id=gone["memory_id"])
+        for i, question in enumerate(QUESTIONS):
+            client.request("ask", request_id=i, question=question)
+            client.request("ask", request_id=f"s{i}", question=question, shards=["working"])
+        assert kept["memory_id"]
+    assert daemon.stop() == 0
+    snap, why = snapshot.load(daemon.root / "home/.local/state/ifmem/snapshot.json")
+    assert snap is not None, why
+    with EventLog.open_readonly(daemon.db_path) as log:
+        replayed = replay(log, upto=snap.state.seq).state
+    assert snap.state.to_json() == replayed.to_json()
+    assert list(snap.state.memories) == [kept["memory_id"]]

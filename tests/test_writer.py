@@ -35,7 +35,7 @@ async def test_concurrent_producers_share_commits_and_get_durable_records(
 ) -> None:
     writer = LogWriter(log)
     committed: list[Record] = []
-    writer.on_commit = committed.extend
+    writer.on_commit = lambda records, _fields: committed.extend(records)
     called: list[str] = []  # the order in which producers handed their events over
     results: dict[str, Record] = {}
     not_yet_visible: list[int] = []

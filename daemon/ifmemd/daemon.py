@@ -16,7 +16,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,10 +103,16 @@ class Daemon:
 
     # -- the log ------------------------------------------------------------------
 
-    def _on_commit(self, records: list[Record]) -> None:
-        for r in records:
-            # The daemon wrote these bodies: parse only those the state reads.
-            data = decode(r.seq, r.kind, r.body) if reads_body(r.kind) else {}
+    def _on_commit(self, records: list[Record], fields: list[Mapping[str, Any] | None]) -> None:
+        for r, appended in zip(records, fields, strict=True):
+            # The state reads few bodies, and those the daemon just encoded from
+            # `appended`: the fields are what the body decodes to (less "v").
+            if not reads_body(r.kind):
+                data: Mapping[str, Any] = {}
+            elif appended is not None:
+                data = appended
+            else:
+                data = decode(r.seq, r.kind, r.body)
             self.projection.advance(Event(r.seq, r.ts_ns, r.kind, data), r.hash)
         for sub in list(self._subscribers):
             for r in records:

@@ -4,8 +4,9 @@ Producers `await writer.append(kind, body)`; the writer task takes every
 event queued since its last commit, appends them in one transaction, and only
 then wakes their producers. Events that arrive together share one fsync.
 After each commit, committed records are handed to `on_commit` (the live
-projection, subscribers) in seq order, and a checkpoint is published every
-`checkpoint_every` events.
+projection, subscribers) in seq order, each with the fields it was appended
+with (so the projection need not parse back what was just encoded), and a
+checkpoint is published every `checkpoint_every` events.
 
 The transaction runs on the event loop's thread: while it waits for its
 fsync (~0.1-0.3 ms), requests that arrive wait in their sockets and then make
@@ -38,6 +39,8 @@ class _Batch:
     """Events queued since the last commit; their producers share one wake-up."""
 
     items: list[tuple[str, bytes]] = field(default_factory=list)
+    # The fields each item was encoded from (None for a body appended encoded).
+    fields: list[Mapping[str, Any] | None] = field(default_factory=list)
     done: anyio.Event = field(default_factory=anyio.Event)
     records: list[Record] = field(default_factory=list)
     error: IfmemError | None = None
@@ -59,7 +62,7 @@ class LogWriter:
         *,
         checkpoint_every: int = 1000,
         checkpoints_path: Path | None = None,
-        on_commit: Callable[[list[Record]], None] | None = None,
+        on_commit: Callable[[list[Record], list[Mapping[str, Any] | None]], None] | None = None,
     ) -> None:
         self.log = log
         self.checkpoint_every = checkpoint_every
@@ -84,15 +87,19 @@ class LogWriter:
 
     async def append(self, kind: str, fields: Mapping[str, Any]) -> Record:
         """Append one event; returns its record once it is durable."""
-        return await self.append_raw(kind, encode(kind, fields))
+        return await self._append(kind, encode(kind, fields), fields)
 
     async def append_raw(self, kind: str, body: bytes) -> Record:
         """Append one event whose canonical body is already encoded."""
+        return await self._append(kind, body, None)
+
+    async def _append(self, kind: str, body: bytes, fields: Mapping[str, Any] | None) -> Record:
         if self._closed:
             raise WriterClosedError()
         batch = self._batch
         index = len(batch.items)
         batch.items.append((kind, body))
+        batch.fields.append(fields)
         self._wakeup.set()
         await batch.done.wait()
         if batch.error is not None:
@@ -107,6 +114,7 @@ class LogWriter:
         batch = self._batch
         start = len(batch.items)
         batch.items.extend(encoded)
+        batch.fields.extend(fields for _, fields in events)
         self._wakeup.set()
         await batch.done.wait()
         if batch.error is not None:
@@ -117,6 +125,7 @@ class LogWriter:
         """Queue an event without waiting for it (for the writer's own bookkeeping)."""
         if not self._closed:
             self._batch.items.append((kind, encode(kind, fields)))
+            self._batch.fields.append(fields)
             self._wakeup.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -156,7 +165,7 @@ class LogWriter:
         self.batches += 1
         batch.records = records
         if self.on_commit is not None:
-            self.on_commit(records)
+            self.on_commit(records, batch.fields)
         batch.done.set()
         if self.log.head_seq - self._last_checkpoint >= self.checkpoint_every:
             try:
