@@ -11,9 +11,20 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with NaN (no baseline) as None, so that it can be written as JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def median(values: Sequence[float]) -> float:

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus as bench_corpus
-from _stats import cells, fmt_seconds, median, note, percentile, ratio, table
+from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
 from ifmemd import protocol
 from ifmemd.protocol import Client
@@ -809,16 +809,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--load-worker"]:
@@ -899,8 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": mode,
             "machine": info,
             "sizes": asdict(sz),
-            "results": [_finite({**asdict(r), "ratio": r.ratio}) for r in run.results],
-            "details": _finite(run.details),
+            "results": [finite({**asdict(r), "ratio": r.ratio}) for r in run.results],
+            "details": finite(run.details),
             "seconds": took,
         }
         args.json.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

@@ -50,6 +50,7 @@ import anyio
 import apsw
 from _stats import (
     cells,
+    finite,
     fmt_rate,
     fmt_seconds,
     median,
@@ -763,17 +764,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _finite(obj: Any) -> Any:
-    """NaN (no baseline) as null, so the JSON is JSON."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test (<20 s)")
@@ -841,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "machine": info,
             "sizes": asdict(sz),
-            "results": [_finite({**asdict(r), "ratio": r.ratio}) for r in results],
+            "results": [finite({**asdict(r), "ratio": r.ratio}) for r in results],
             "startup_breakdown_s": breakdown,
             "loadavg_before": load_before,
             "loadavg_after": load_after,

@@ -90,7 +90,7 @@ CREATE VIRTUAL TABLE passage USING fts5(
 CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 """
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
-# own `ORDER BY rank`, which sorts every match; snippets are then made for
+# own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"

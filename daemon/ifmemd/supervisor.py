@@ -156,8 +156,8 @@ class ShardHandle:
         return self.outcome(pending)
 
     def outcome(self, pending: Pending) -> dict[str, Any]:
-        """The reply to a request that is done; raises ShardUnavailableError if it failed."""
-        self.discard(pending)
+        """The reply to a request that is done (its asker has discarded it);
+        raises ShardUnavailableError if it failed."""
         if pending.error is not None:
             raise ShardUnavailableError(self.name, pending.error)
         assert pending.reply is not None, "outcome() of a request not done"
