@@ -60,8 +60,8 @@ from typing import Any
 import corpus as bench_corpus
 from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
-from ifmemd import protocol
-from ifmemd.protocol import Client
+from ifmemd.wire import protocol
+from ifmemd.wire.protocol import Client
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent

@@ -60,15 +60,15 @@ from _stats import (
     table,
     timed,
 )
-from ifmemd import snapshot as snapshots
-from ifmemd.eventlog import EventLog
-from ifmemd.events import REGISTRY, encode
-from ifmemd.keys import Signer
-from ifmemd.logformat import FORMAT, SCHEMA
-from ifmemd.replay import check_chain, checked_events, replay
-from ifmemd.state import fold
-from ifmemd.verify import verify_log
-from ifmemd.writer import LogWriter
+from ifmemd.log import snapshot as snapshots
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.events import REGISTRY, encode
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import FORMAT, SCHEMA
+from ifmemd.log.replay import check_chain, checked_events, replay
+from ifmemd.log.state import fold
+from ifmemd.log.verify import verify_log
+from ifmemd.log.writer import LogWriter
 from nacl import bindings
 
 # Bump when the generated event stream changes, so cached logs are rebuilt.

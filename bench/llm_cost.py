@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the fake API is test equipment
 import corpus as bench_corpus  # noqa: E402
 from fake_anthropic import FakeAnthropic, tokens  # noqa: E402
 from ifmemd.errors import IfmemError  # noqa: E402
-from ifmemd.eventlog import EventLog  # noqa: E402
-from ifmemd.protocol import Client  # noqa: E402
+from ifmemd.log.eventlog import EventLog  # noqa: E402
+from ifmemd.wire.protocol import Client  # noqa: E402
 
 KEY = "sk-ant-bench-not-a-real-key-0000"
 MODEL = "claude-bench"

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ifmemd.eventlog import EventLog
-from ifmemd.keys import Signer, load_or_create_signer
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.keys import Signer, load_or_create_signer
 
 
 @pytest.fixture(autouse=True)

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 from ifmemd.errors import IfmemError
-from ifmemd.eventlog import EventLog
-from ifmemd.protocol import Client, DaemonUnreachableError
+from ifmemd.log.eventlog import EventLog
+from ifmemd.wire.protocol import Client, DaemonUnreachableError
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -107,7 +107,7 @@ def _is_shard(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"ifmemd.shard" in cmdline
+    return b"ifmemd.shards.shard" in cmdline
 
 
 def _children(pid: int) -> set[int]:

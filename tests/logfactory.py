@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import apsw
-from ifmemd import events
-from ifmemd.eventlog import EventLog, Record
-from ifmemd.keys import Signer
-from ifmemd.logformat import event_hash
+from ifmemd.log import events
+from ifmemd.log.eventlog import EventLog, Record
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import event_hash
 
 # Varied kinds and bodies: nested lists, numbers, non-ASCII text.
 EVENTS: list[tuple[str, dict[str, Any]]] = [

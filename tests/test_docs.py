@@ -26,10 +26,11 @@ import apsw
 import pytest
 import typer
 from ifmem.main import app
-from ifmemd import checkpoint as cp
-from ifmemd import config, events, units
-from ifmemd.keys import Signer
-from ifmemd.logformat import (
+from ifmemd import config
+from ifmemd.log import checkpoint as cp
+from ifmemd.log import events
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import (
     APPLICATION_ID,
     CHECKPOINT_DOMAIN,
     DOMAIN,
@@ -39,8 +40,9 @@ from ifmemd.logformat import (
     checkpoint_message,
     event_hash,
 )
+from ifmemd.log.verify import verify_log
 from ifmemd.main import parser as ifmemd_parser
-from ifmemd.verify import verify_log
+from ifmemd.system import units
 from typer.testing import CliRunner
 
 MAN = Path(__file__).resolve().parent.parent / "man"

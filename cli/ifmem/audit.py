@@ -49,10 +49,10 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify hashes, chain, keys and signatures of every row; exit 0 only if all hold."""
-    from ifmemd import checkpoint as cp
-    from ifmemd import paths
     from ifmemd.errors import IfmemError
-    from ifmemd.verify import verify_log
+    from ifmemd.log import checkpoint as cp
+    from ifmemd.log.verify import verify_log
+    from ifmemd.system import paths
 
     keys = []
     for text in pubkey or []:

@@ -21,7 +21,7 @@ STOP_WAIT_S = 15.0
 def socket_path(path: Path | None) -> Path:
     if path is not None:
         return path
-    from ifmemd.paths import socket_path as default
+    from ifmemd.system.paths import socket_path as default
 
     return default()
 
@@ -29,7 +29,7 @@ def socket_path(path: Path | None) -> Path:
 def call(socket: Path | None, op: str, timeout: float = 30.0, **args: Any) -> Any:
     """One request to the daemon; errors become a message and an exit code."""
     from ifmemd.errors import IfmemError
-    from ifmemd.protocol import Client, DaemonUnreachableError
+    from ifmemd.wire.protocol import Client, DaemonUnreachableError
 
     try:
         with Client(socket_path(socket), timeout=timeout) as client:

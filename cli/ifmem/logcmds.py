@@ -24,9 +24,9 @@ FOLLOW_POLL_S = 0.2
 
 
 def _open(db: Path | None) -> Any:
-    from ifmemd import paths
     from ifmemd.errors import IfmemError
-    from ifmemd.eventlog import EventLog
+    from ifmemd.log.eventlog import EventLog
+    from ifmemd.system import paths
 
     try:
         return EventLog.open_readonly(db or paths.log_path())
@@ -68,7 +68,7 @@ def log(
     as_json: JsonOption = False,
 ) -> None:
     """Print the event log: one event a line, oldest first."""
-    from ifmemd.eventlog import _row
+    from ifmemd.log.eventlog import _row
 
     since_ns = since_option(since)
     patterns = kind or []
@@ -105,7 +105,7 @@ def log(
 def _follow(elog: Any, last: int, emit: Callable[[dict[str, Any]], None]) -> None:
     """Print new events as they commit: pushed by the daemon when it serves this log,
     else read from the file whenever SQLite says it changed."""
-    from ifmemd.eventlog import _row
+    from ifmemd.log.eventlog import _row
 
     while True:
         last = _follow_daemon(elog.path, last, emit)
@@ -120,8 +120,8 @@ def _follow(elog: Any, last: int, emit: Callable[[dict[str, Any]], None]) -> Non
 
 def _daemon_serves(db: Path) -> bool:
     from ifmemd.errors import IfmemError
-    from ifmemd.paths import socket_path
-    from ifmemd.protocol import Client
+    from ifmemd.system.paths import socket_path
+    from ifmemd.wire.protocol import Client
 
     try:
         with Client(socket_path(), timeout=2) as client:
@@ -133,8 +133,8 @@ def _daemon_serves(db: Path) -> bool:
 def _follow_daemon(db: Path, last: int, emit: Callable[[dict[str, Any]], None]) -> int:
     """Stream events after `last` from the daemon's `subscribe`; the last seq seen when it ends."""
     from ifmemd.errors import IfmemError
-    from ifmemd.paths import socket_path
-    from ifmemd.protocol import Client
+    from ifmemd.system.paths import socket_path
+    from ifmemd.wire.protocol import Client
 
     try:
         with Client(socket_path(), timeout=5) as client:
@@ -158,9 +158,9 @@ def replay(
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild the daemon's state from the log and print it ("what did it know at seq N")."""
-    from ifmemd import paths
     from ifmemd.errors import IfmemError
-    from ifmemd.replay import replay as rebuild
+    from ifmemd.log.replay import replay as rebuild
+    from ifmemd.system import paths
 
     with _open(db) as elog:
         try:

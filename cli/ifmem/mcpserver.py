@@ -1,7 +1,7 @@
 """`ifmem mcp`: the memory as an MCP server over stdio, for Claude Code and other MCP hosts.
 
 A thin client of the daemon: every tool is one request on the daemon's socket
-through `ifmemd.protocol.Client`, and the answer goes back as structured output
+through `ifmemd.wire.protocol.Client`, and the answer goes back as structured output
 with an output schema. Nothing here ranks, stores or decides; `memory_log` alone
 reads the event log file itself, read-only, with the same library code as
 `ifmem log`, so it works while the daemon is stopped.
@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import anyio.to_thread
-from ifmemd import __version__, paths
+from ifmemd import __version__
 from ifmemd.errors import IfmemError
-from ifmemd.eventlog import EventLog
-from ifmemd.protocol import (
+from ifmemd.log.eventlog import EventLog
+from ifmemd.system import paths
+from ifmemd.wire.protocol import (
     MAX_K,
     MAX_SOURCE_BYTES,
     Client,

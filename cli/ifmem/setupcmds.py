@@ -18,7 +18,7 @@ def init(
 ) -> None:
     """Write a default config, create the signing key, install the systemd user units."""
     from ifmemd.errors import IfmemError
-    from ifmemd.install import init as do_init
+    from ifmemd.system.install import init as do_init
 
     try:
         report = do_init(force=force)
@@ -38,7 +38,7 @@ def init(
 
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Check config, key, units, socket, daemon version, log and credentials; suggest fixes."""
-    from ifmemd.doctor import FAIL, run_checks
+    from ifmemd.system.doctor import FAIL, run_checks
 
     checks = run_checks()
     if as_json:

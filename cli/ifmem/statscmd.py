@@ -29,10 +29,11 @@ def stats(
     as_json: JsonOption = False,
 ) -> None:
     """Show model tokens and cost per shard and in total, and what prompt caching saved."""
-    from ifmemd import paths, usage
+    from ifmemd import usage
     from ifmemd.config import ConfigError, load_config
     from ifmemd.errors import IfmemError
-    from ifmemd.eventlog import EventLog
+    from ifmemd.log.eventlog import EventLog
+    from ifmemd.system import paths
 
     since_ns = since_option(since)
     try:

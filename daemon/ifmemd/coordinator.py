@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from ifmemd.index import Passage, PassageFormatError
-from ifmemd.llm import call_deadline
+from ifmemd.shards.index import Passage, PassageFormatError
+from ifmemd.shards.llm import call_deadline
 from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailableError
 
 RRF_K = 60

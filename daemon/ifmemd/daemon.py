@@ -24,20 +24,22 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ifmemd import __version__, paths, protocol, sdnotify
-from ifmemd import snapshot as snapshots
+from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
 from ifmemd.coordinator import ask_shards, fuse, synthesize
-from ifmemd.eventlog import EventLog, Record
-from ifmemd.events import decode
-from ifmemd.keys import load_or_create_signer
-from ifmemd.peercred import Peer
-from ifmemd.protocol import RequestId
-from ifmemd.replay import replay
-from ifmemd.server import Connection, OpError, Server, bind_socket, listener_from
-from ifmemd.state import Event, Projection, reads_body
+from ifmemd.log import snapshot as snapshots
+from ifmemd.log.eventlog import EventLog, Record
+from ifmemd.log.events import decode
+from ifmemd.log.keys import load_or_create_signer
+from ifmemd.log.replay import replay
+from ifmemd.log.state import Event, Projection, reads_body
+from ifmemd.log.writer import LogWriter
 from ifmemd.supervisor import Supervisor
-from ifmemd.writer import LogWriter
+from ifmemd.system import paths, sdnotify
+from ifmemd.wire import protocol
+from ifmemd.wire.peercred import Peer
+from ifmemd.wire.protocol import RequestId
+from ifmemd.wire.server import Connection, OpError, Server, bind_socket, listener_from
 
 DRAIN_TIMEOUT_S = 5.0
 SUBSCRIBER_BUFFER = 10000
@@ -45,7 +47,7 @@ SUBSCRIBER_BUFFER = 10000
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Where the daemon keeps things; defaults from `ifmemd.paths`."""
+    """Where the daemon keeps things; defaults from `ifmemd.system.paths`."""
 
     config: Path | None = None
     socket: Path | None = None

@@ -1,6 +1,6 @@
 """The supervisor: keeps one child process per shard alive and records what they do.
 
-Each shard runs `python -m ifmemd.shard` under its own task: spawn, send its
+Each shard runs `python -m ifmemd.shards.shard` under its own task: spawn, send its
 init line, read results and heartbeats from its stdout, kill it with SIGKILL
 when it goes silent for `heartbeat_timeout`, restart it with backoff when it
 exits, mark it failed past the restart intensity. Shards never write the log;
@@ -24,10 +24,10 @@ from anyio.abc import Process, TaskGroup, TaskStatus
 
 from ifmemd.config import Config, DaemonConfig, ShardConfig
 from ifmemd.errors import IfmemError
-from ifmemd.framing import LineReader
-from ifmemd.index import Passage
 from ifmemd.pipewriter import PipeWriter
 from ifmemd.restart import RestartPolicy, heartbeat_overdue
+from ifmemd.shards.index import Passage
+from ifmemd.wire.framing import LineReader
 
 Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 SHARD_STDOUT_MAX_LINE = 16 << 20
@@ -310,7 +310,7 @@ class Supervisor:
         child_end, our_end = os.pipe()
         try:
             process = await anyio.open_process(
-                [sys.executable, "-m", "ifmemd.shard"],
+                [sys.executable, "-m", "ifmemd.shards.shard"],
                 stdin=child_end,
                 stdout=subprocess.PIPE,
                 stderr=None,

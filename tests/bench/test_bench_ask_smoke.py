@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "ask.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "ask.py"
 
 pytestmark = [
     pytest.mark.slow,

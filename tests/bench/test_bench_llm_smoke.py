@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "llm_cost.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "llm_cost.py"
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ import apsw
 import pytest
 from freezegun import freeze_time
 from ifmem.main import app
-from ifmemd.eventlog import EventLog
-from ifmemd.events import encode
-from ifmemd.keys import Signer
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.events import encode
+from ifmemd.log.keys import Signer
 from typer.testing import CliRunner
 
 NOW = datetime.now(UTC)

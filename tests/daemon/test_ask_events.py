@@ -14,9 +14,9 @@ from pathlib import Path
 
 import daemonproc as dp
 import pytest
-from ifmemd import snapshot
-from ifmemd.eventlog import EventLog
-from ifmemd.replay import replay
+from ifmemd.log import snapshot
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.replay import replay
 
 CLIENTS = 8
 ASKS = 12

@@ -7,7 +7,7 @@ import time
 import pytest
 from ifmemd.config import DaemonConfig, ShardConfig
 from ifmemd.coordinator import RRF_K, ShardAnswer, fuse, route
-from ifmemd.index import Passage
+from ifmemd.shards.index import Passage
 from ifmemd.supervisor import ShardHandle
 
 

@@ -20,8 +20,8 @@ import daemonproc as dp
 import pytest
 from ifmem.main import app
 from ifmemd.errors import IfmemError
-from ifmemd.protocol import Client
-from ifmemd.verify import verify_log
+from ifmemd.log.verify import verify_log
+from ifmemd.wire.protocol import Client
 from typer.testing import CliRunner
 
 CLIENTS = 20

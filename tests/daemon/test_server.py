@@ -17,9 +17,9 @@ from typing import Any
 
 import daemonproc as dp
 import pytest
-from ifmemd.eventlog import EventLog
-from ifmemd.protocol import MAX_LINE, Client, RemoteError
-from ifmemd.verify import verify_log
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.verify import verify_log
+from ifmemd.wire.protocol import MAX_LINE, Client, RemoteError
 
 CONCURRENT = 200
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import daemonproc as dp
 import pytest
 from ifmemd.errors import IfmemError
-from ifmemd.protocol import RemoteError
+from ifmemd.wire.protocol import RemoteError
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ifmemd import checkpoint as cp
-from ifmemd import durable
 from ifmemd.errors import IfmemError, LogMissingError, NotAnEventLogError, StoreError
-from ifmemd.eventlog import EventLog
-from ifmemd.events import encode
-from ifmemd.keys import Signer, load_or_create_signer
-from ifmemd.verify import verify_log
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.events import encode
+from ifmemd.log.keys import Signer, load_or_create_signer
+from ifmemd.log.verify import verify_log
+from ifmemd.system import durable
 
 
 def make_log(path: Path, signer: Signer, n: int = 50) -> bytes:
@@ -177,8 +177,8 @@ READ_ONLY_CHILD = """
     import json, sys
     from pathlib import Path
     from ifmemd.errors import IfmemError
-    from ifmemd.eventlog import EventLog
-    from ifmemd.keys import Signer
+    from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.keys import Signer
 
     folder = Path(sys.argv[1])
     signer = Signer.from_seed(bytes.fromhex(sys.argv[2]))
@@ -239,10 +239,10 @@ FULL_DISK_CHILD = """
     import anyio
 
     from ifmemd.errors import StoreError
-    from ifmemd.eventlog import EventLog
-    from ifmemd.keys import Signer
-    from ifmemd.verify import verify_log
-    from ifmemd.writer import LogWriter
+    from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.keys import Signer
+    from ifmemd.log.verify import verify_log
+    from ifmemd.log.writer import LogWriter
 
     folder = Path(sys.argv[1])
     signer = Signer.from_seed(bytes.fromhex(sys.argv[2]))

@@ -11,13 +11,13 @@ import logfactory as lf
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ifmemd import checkpoint as cp
 from ifmemd.errors import CheckpointError
-from ifmemd.eventlog import EventLog
-from ifmemd.keys import Signer
-from ifmemd.logformat import CHECKPOINT_DOMAIN, checkpoint_message
-from ifmemd.verify import CHECKPOINT, verify_log
-from ifmemd.writer import LogWriter
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import CHECKPOINT_DOMAIN, checkpoint_message
+from ifmemd.log.verify import CHECKPOINT, verify_log
+from ifmemd.log.writer import LogWriter
 
 LINE = re.compile(
     r"^ifmem-checkpoint-v1 (?P<log_id>[0-9a-f]{32}) (?P<seq>[1-9][0-9]*) "

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ifmemd import checkpoint as cp
-from ifmemd.eventlog import EventLog
-from ifmemd.verify import verify_log
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.verify import verify_log
 
 ITERATIONS = 3
 PRODUCERS = 16
@@ -35,9 +35,9 @@ CHILD = textwrap.dedent(
 
     import anyio
 
-    from ifmemd.eventlog import EventLog
-    from ifmemd.keys import load_or_create_signer
-    from ifmemd.writer import LogWriter
+    from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.keys import load_or_create_signer
+    from ifmemd.log.writer import LogWriter
 
     db, key, run = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 

@@ -16,10 +16,10 @@ from typing import Any
 import logfactory as lf
 import pytest
 from ifmemd.errors import StoreError
-from ifmemd.eventlog import WAL_AUTOCHECKPOINT_PAGES, EventLog
-from ifmemd.events import encode
-from ifmemd.keys import Signer
-from ifmemd.verify import verify_log
+from ifmemd.log.eventlog import WAL_AUTOCHECKPOINT_PAGES, EventLog
+from ifmemd.log.events import encode
+from ifmemd.log.keys import Signer
+from ifmemd.log.verify import verify_log
 from nacl.signing import VerifyKey
 
 # The documented values, written out here rather than imported, so a change in

@@ -19,9 +19,9 @@ from pathlib import Path
 import logfactory as lf
 import pytest
 from ifmemd.errors import StoreError
-from ifmemd.eventlog import EventLog
-from ifmemd.keys import Signer
-from ifmemd.verify import verify_log
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.keys import Signer
+from ifmemd.log.verify import verify_log
 
 N = 10
 

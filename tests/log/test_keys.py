@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ifmemd import durable
 from ifmemd.errors import KeyFileError
-from ifmemd.keys import Signer, load_or_create_signer, load_signer, verify
-from ifmemd.logformat import key_id_of
+from ifmemd.log.keys import Signer, load_or_create_signer, load_signer, verify
+from ifmemd.log.logformat import key_id_of
+from ifmemd.system import durable
 
 HEADER = "ifmem-ed25519-seed-v1"
 
@@ -211,7 +211,7 @@ def test_losing_the_creation_race_uses_the_winners_key(
 _RACER = """
 import os, sys, time
 from pathlib import Path
-from ifmemd.keys import load_or_create_signer
+from ifmemd.log.keys import load_or_create_signer
 key, go, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 ready.touch()
 deadline = time.monotonic() + 30

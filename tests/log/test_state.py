@@ -16,14 +16,14 @@ import apsw
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ifmemd import snapshot
 from ifmemd.errors import ChainError, UnknownEventError
-from ifmemd.eventlog import EventLog, Record
-from ifmemd.events import decode, encode
-from ifmemd.keys import Signer
-from ifmemd.logformat import canonical_json
-from ifmemd.replay import checked_events, replay
-from ifmemd.state import Event, State, apply
+from ifmemd.log import snapshot
+from ifmemd.log.eventlog import EventLog, Record
+from ifmemd.log.events import decode, encode
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import canonical_json
+from ifmemd.log.replay import checked_events, replay
+from ifmemd.log.state import Event, State, apply
 
 SIGNER = Signer.generate()
 
@@ -413,7 +413,7 @@ def test_replay_of_a_damaged_chain_names_the_seq(
 def test_the_answer_window_evicts_the_oldest_current_ids(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import ifmemd.state as state_mod
+    import ifmemd.log.state as state_mod
 
     monkeypatch.setattr(state_mod, "ANSWER_WINDOW", 3)
     qids = ["a", "b", "c", "a", "d", "e", "b", "f"]  # "a" and "b" answered again later

@@ -22,12 +22,12 @@ import apsw
 import logfactory as lf
 import pytest
 from ifmem.main import app
-from ifmemd import paths, verify
-from ifmemd.checkpoint import Checkpoint, read_file
 from ifmemd.errors import LogMissingError, NotAnEventLogError
-from ifmemd.eventlog import EventLog
-from ifmemd.keys import Signer
-from ifmemd.verify import (
+from ifmemd.log import verify
+from ifmemd.log.checkpoint import Checkpoint, read_file
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.keys import Signer
+from ifmemd.log.verify import (
     BAD_SIGNATURE,
     CHECKPOINT,
     DUPLICATED,
@@ -41,7 +41,8 @@ from ifmemd.verify import (
     Failure,
     verify_log,
 )
-from ifmemd.writer import LogWriter
+from ifmemd.log.writer import LogWriter
+from ifmemd.system import paths
 from typer.testing import CliRunner
 
 N = 10  # rows in the standard test log

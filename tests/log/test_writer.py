@@ -10,12 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from ifmemd import checkpoint as cp
-from ifmemd import durable
 from ifmemd.errors import StoreError
-from ifmemd.eventlog import EventLog, Record
-from ifmemd.verify import verify_log
-from ifmemd.writer import LogWriter, WriterClosedError
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog, Record
+from ifmemd.log.verify import verify_log
+from ifmemd.log.writer import LogWriter, WriterClosedError
+from ifmemd.system import durable
 
 PRODUCERS = 64
 PER_PRODUCER = 5

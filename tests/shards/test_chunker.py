@@ -1,11 +1,11 @@
-"""Tests for ifmemd.chunker: passages follow the file's structure and never lose a line."""
+"""Tests for ifmemd.shards.chunker: passages follow the file's structure and never lose a line."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ifmemd.chunker import (
+from ifmemd.shards.chunker import (
     Chunk,
     ChunkSize,
     ChunkSizeError,
@@ -17,7 +17,7 @@ from ifmemd.chunker import (
     split_lines,
     whole_chunk,
 )
-from ifmemd.corpus import SourceFile
+from ifmemd.shards.corpus import SourceFile
 
 
 def assert_exact_cover(path: str, text: str, chunks: list[Chunk]) -> None:

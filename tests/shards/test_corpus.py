@@ -1,4 +1,4 @@
-"""Tests for ifmemd.corpus: what is loaded, what is skipped and why, and in what order."""
+"""Tests for ifmemd.shards.corpus: what is loaded, what is skipped and why, and in what order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from ifmemd.corpus import Corpus, CorpusTotals, Skipped, SourceFile, load_corpus
+from ifmemd.shards.corpus import Corpus, CorpusTotals, Skipped, SourceFile, load_corpus
 
 
 def write(path: Path, content: str | bytes) -> Path:

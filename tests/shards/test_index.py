@@ -1,4 +1,4 @@
-"""Tests for ifmemd.index: bm25 search over passages, safe for any query text."""
+"""Tests for ifmemd.shards.index: bm25 search over passages, safe for any query text."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from ifmemd import index as index_module
-from ifmemd.chunker import Chunk, chunk_text, whole_chunk
-from ifmemd.index import (
+from ifmemd.shards import index as index_module
+from ifmemd.shards.chunker import Chunk, chunk_text, whole_chunk
+from ifmemd.shards.index import (
     MAX_TERMS,
     SNIPPET_CHARS,
     Index,

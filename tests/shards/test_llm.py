@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ifmemd.chunker import Chunk, chunk_text
-from ifmemd.llm import (
+from ifmemd.shards.chunker import Chunk, chunk_text
+from ifmemd.shards.llm import (
     Answer,
     ApiKeyError,
     CorpusOverBudgetError,
@@ -294,8 +294,8 @@ def test_markers() -> None:
 def test_the_daemon_and_the_cli_never_import_a_model_sdk() -> None:
     code = (
         "import sys\n"
-        "import ifmemd.daemon, ifmemd.coordinator, ifmemd.supervisor, ifmemd.shard\n"
-        "import ifmemd.usage, ifmemd.llm, ifmemd.modelshard, ifmem.main\n"
+        "import ifmemd.daemon, ifmemd.coordinator, ifmemd.supervisor, ifmemd.shards.shard\n"
+        "import ifmemd.usage, ifmemd.shards.llm, ifmemd.shards.modelshard, ifmem.main\n"
         "print(','.join(m for m in ('anthropic', 'httpx2', 'httpx') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from fake_anthropic import FakeAnthropic
 from fake_openai import FakeOpenAI
-from ifmemd.chunker import chunk_text
-from ifmemd.llm import CorpusOverBudgetError, ModelError, estimate_tokens, passage_block
+from ifmemd.shards.chunker import chunk_text
+from ifmemd.shards.llm import CorpusOverBudgetError, ModelError, estimate_tokens, passage_block
 
 pytest.importorskip("anthropic")
-from ifmemd.claude import ClaudeBackend
-from ifmemd.openai_chat import OpenAIBackend
+from ifmemd.shards.claude import ClaudeBackend
+from ifmemd.shards.openai_chat import OpenAIBackend
 
 KEY = "sk-ant-unit-" + "Q9" * 12
 BEACON = (
@@ -350,7 +350,7 @@ class Sink:
 def test_keep_warm_renews_the_cache_just_before_it_expires(
     fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ifmemd import modelshard
+    from ifmemd.shards import modelshard
 
     monkeypatch.setattr(modelshard, "WARM_POLL_S", 0.02)
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -382,7 +382,7 @@ def test_keep_warm_renews_the_cache_just_before_it_expires(
 def test_a_failed_model_call_answers_with_an_error_not_silence(
     fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ifmemd import modelshard
+    from ifmemd.shards import modelshard
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     sink = Sink()
@@ -400,13 +400,13 @@ def test_a_failed_model_call_answers_with_an_error_not_silence(
 def test_a_missing_sdk_is_a_clear_fatal_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from ifmemd import modelshard
-    from ifmemd.llm import BackendMissingError
+    from ifmemd.shards import modelshard
+    from ifmemd.shards.llm import BackendMissingError
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    import ifmemd
+    import ifmemd.shards
 
-    monkeypatch.setitem(sys.modules, "ifmemd.claude", None)  # as if not installed
-    monkeypatch.delattr(ifmemd, "claude", raising=False)
+    monkeypatch.setitem(sys.modules, "ifmemd.shards.claude", None)  # as if not installed
+    monkeypatch.delattr(ifmemd.shards, "claude", raising=False)
     with pytest.raises(BackendMissingError, match=r"pip install 'ifmem\[anthropic\]'"):
         modelshard.ModelRunner("docs", "", settings("http://127.0.0.1:9"), Sink())

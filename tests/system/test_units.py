@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ifmemd import units
+from ifmemd.system import units
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_repository_units_match_the_renderer() -> None:

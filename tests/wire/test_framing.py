@@ -14,9 +14,9 @@ import pytest
 from anyio.abc import ByteReceiveStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ifmemd import protocol
-from ifmemd.framing import LineReader, MessageWriter, send_message, server_handshake
-from ifmemd.protocol import (
+from ifmemd.wire import protocol
+from ifmemd.wire.framing import LineReader, MessageWriter, send_message, server_handshake
+from ifmemd.wire.protocol import (
     BAD_HANDSHAKE,
     LINE_TOO_LONG,
     MAX_LINE,

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from ifmemd.errors import IfmemError
-from ifmemd.peercred import (
+from ifmemd.wire.peercred import (
     AccessDenied,
     Peer,
     PeerCredError,

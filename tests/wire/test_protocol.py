@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
-from ifmemd import protocol
 from ifmemd.errors import IfmemError
-from ifmemd.framing import LineReader, send_message, server_handshake
-from ifmemd.protocol import (
+from ifmemd.wire import protocol
+from ifmemd.wire.framing import LineReader, send_message, server_handshake
+from ifmemd.wire.protocol import (
     BAD_HANDSHAKE,
     BAD_JSON,
     BAD_REQUEST,
@@ -300,7 +300,7 @@ def test_responses_and_events() -> None:
 
 
 def test_protocol_module_does_not_import_anyio() -> None:
-    code = "import sys, ifmemd.protocol; sys.exit('anyio' in sys.modules)"
+    code = "import sys, ifmemd.wire.protocol; sys.exit('anyio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -16,10 +16,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifmemd import durable
 from ifmemd.errors import CheckpointError
-from ifmemd.keys import Signer, verify
-from ifmemd.logformat import checkpoint_message
+from ifmemd.log.keys import Signer, verify
+from ifmemd.log.logformat import checkpoint_message
+from ifmemd.system import durable
 
 TAG = "ifmem-checkpoint-v1"
 

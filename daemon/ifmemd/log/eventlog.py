@@ -23,10 +23,9 @@ from typing import Any
 import apsw
 import apsw.bestpractice
 
-from ifmemd import durable
 from ifmemd.errors import LogMissingError, NotAnEventLogError, StoreError
-from ifmemd.keys import Signer
-from ifmemd.logformat import (
+from ifmemd.log.keys import Signer
+from ifmemd.log.logformat import (
     APPLICATION_ID,
     FORMAT,
     LOG_ID_BYTES,
@@ -34,6 +33,7 @@ from ifmemd.logformat import (
     ZERO_HASH,
     event_hash,
 )
+from ifmemd.system import durable
 
 BUSY_TIMEOUT_MS = 5000
 _COLUMNS = "seq, ts_ns, kind, CAST(body AS BLOB), prev, hash, key_id, sig"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ifmemd.errors import UnknownEventError
-from ifmemd.logformat import canonical_json
+from ifmemd.log.logformat import canonical_json
 
 Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]

@@ -10,10 +10,10 @@ from nacl import bindings
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
-from ifmemd import durable
 from ifmemd.errors import KeyFileError
-from ifmemd.logformat import key_id_of
-from ifmemd.privatefile import NotPrivateError, read_private
+from ifmemd.log.logformat import key_id_of
+from ifmemd.system import durable
+from ifmemd.system.privatefile import NotPrivateError, read_private
 
 _HEADER = "ifmem-ed25519-seed-v1"
 

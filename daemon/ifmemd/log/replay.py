@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifmemd import snapshot as snapshots
 from ifmemd.errors import ChainError
-from ifmemd.eventlog import EventLog
-from ifmemd.events import decode
-from ifmemd.logformat import ZERO_HASH, event_hash
-from ifmemd.state import Event, State, fold
+from ifmemd.log import snapshot as snapshots
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.events import decode
+from ifmemd.log.logformat import ZERO_HASH, event_hash
+from ifmemd.log.state import Event, State, fold
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifmemd import durable
-from ifmemd.eventlog import EventLog
-from ifmemd.state import PROJECTION_VERSION, State
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.state import PROJECTION_VERSION, State
+from ifmemd.system import durable
 
 FORMAT_TAG = "ifmem-snapshot-v1"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ifmemd.logformat import ZERO_HASH
+from ifmemd.log.logformat import ZERO_HASH
 
 PROJECTION_VERSION = 1
 # How many answered query ids are remembered for idempotent retries. A client

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ifmemd import checkpoint as cp
-from ifmemd.eventlog import EventLog
-from ifmemd.keys import verify as verify_sig
-from ifmemd.logformat import ZERO_HASH, event_hash
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog
+from ifmemd.log.keys import verify as verify_sig
+from ifmemd.log.logformat import ZERO_HASH, event_hash
 
 # Reasons, as printed and as `--json` reports them.
 MODIFIED = "modified"
@@ -183,7 +183,7 @@ def verify_log(
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Verify the log at `path`; `pubkeys`, if given, replace the log's own keys table."""
-    from ifmemd.logformat import key_id_of
+    from ifmemd.log.logformat import key_id_of
 
     # The log stays open while the workers open it: with a connection holding
     # the WAL index, their read-only opens need no recovery, which would make

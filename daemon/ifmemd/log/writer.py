@@ -28,10 +28,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from ifmemd import checkpoint as cp
 from ifmemd.errors import IfmemError, StoreError
-from ifmemd.eventlog import EventLog, Record
-from ifmemd.events import encode
+from ifmemd.log import checkpoint as cp
+from ifmemd.log.eventlog import EventLog, Record
+from ifmemd.log.events import encode
 
 
 @dataclass(slots=True)

@@ -75,7 +75,7 @@ class Chunk:
 
 
 class HasPathAndText(Protocol):
-    """Anything with a path and its text, such as `ifmemd.corpus.SourceFile`."""
+    """Anything with a path and its text, such as `ifmemd.shards.corpus.SourceFile`."""
 
     @property
     def path(self) -> str: ...
@@ -141,7 +141,7 @@ def chunk_text(path: str, text: str, size: ChunkSize = DEFAULT_SIZE) -> list[Chu
 
 
 def chunk_file(source: HasPathAndText, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
-    """Cut one loaded file (an `ifmemd.corpus.SourceFile`) into chunks."""
+    """Cut one loaded file (an `ifmemd.shards.corpus.SourceFile`) into chunks."""
     return chunk_text(source.path, source.text, size)
 
 

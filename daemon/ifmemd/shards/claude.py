@@ -25,8 +25,8 @@ from typing import Any
 
 import anthropic
 
-from ifmemd.chunker import Chunk
-from ifmemd.llm import (
+from ifmemd.shards.chunker import Chunk
+from ifmemd.shards.llm import (
     ANSWER_MAX_TOKENS,
     ANTHROPIC_KEY_ENV,
     SYNTHESIS_SYSTEM,

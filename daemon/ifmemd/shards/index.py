@@ -41,8 +41,8 @@ from typing import Any, Self
 
 import apsw
 
-from ifmemd.chunker import Chunk
 from ifmemd.errors import IfmemError
+from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
 MAX_CANDIDATES = 256

@@ -2,7 +2,7 @@
 
 Nothing here imports a model SDK, so the daemon and the coordinator may use
 it (for the call deadline) without paying for one. The backends themselves
-(`ifmemd.claude`, `ifmemd.openai_chat`) are imported only inside the shard
+(`ifmemd.shards.claude`, `ifmemd.shards.openai_chat`) are imported only inside the shard
 process of a shard that uses them.
 
 A model's answer is only as good as its citations: every citation must map
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ifmemd.chunker import Chunk
 from ifmemd.errors import IfmemError
-from ifmemd.privatefile import NotPrivateError, read_private
+from ifmemd.shards.chunker import Chunk
+from ifmemd.system.privatefile import NotPrivateError, read_private
 
 BYTES_PER_TOKEN = 4
 ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"

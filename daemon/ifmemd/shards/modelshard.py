@@ -1,6 +1,6 @@
 """The model side of a shard process: its backend, its worker threads, its keep-warm loop.
 
-Runs inside `python -m ifmemd.shard` for shards whose backend is not
+Runs inside `python -m ifmemd.shards.shard` for shards whose backend is not
 `local`. Model calls take seconds, so each runs in its own thread (at most
 `MODEL_WORKERS` at once) and answers on the shard's stdout when done; the
 shard's main loop keeps reading requests and searching its index meanwhile.
@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ifmemd.chunker import Chunk
-from ifmemd.llm import (
+from ifmemd.shards.chunker import Chunk
+from ifmemd.shards.llm import (
     ANTHROPIC_KEY_ENV,
     OPENAI_KEY_ENV,
     Answer,
@@ -62,14 +62,16 @@ class ModelRunner:
             self._key = read_api_key(ANTHROPIC_KEY_ENV, settings.get("api_key_file"))
             assert self._key is not None
             try:
-                from ifmemd import claude  # the SDK is loaded here, in this shard's process only
+                from ifmemd.shards import (
+                    claude,  # the SDK is loaded here, in this shard's process only
+                )
             except ImportError as e:
                 raise BackendMissingError("anthropic", "anthropic", "anthropic") from e
 
             self.backend: Any = claude.ClaudeBackend(name, description, settings, self._key)
         else:
             self._key = read_api_key(OPENAI_KEY_ENV, settings.get("api_key_file"), required=False)
-            from ifmemd import openai_chat
+            from ifmemd.shards import openai_chat
 
             self.backend = openai_chat.OpenAIBackend(name, description, settings, self._key)
         self.needs_passages = self.backend_name == "openai"

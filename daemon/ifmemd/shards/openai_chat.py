@@ -18,8 +18,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from ifmemd.chunker import Chunk
-from ifmemd.llm import (
+from ifmemd.shards.chunker import Chunk
+from ifmemd.shards.llm import (
     ANSWER_MAX_TOKENS,
     OPENAI_KEY_ENV,
     SYNTHESIS_SYSTEM,

@@ -1,6 +1,6 @@
 """A memory shard: one child process holding one corpus hot, answering searches.
 
-Run by the supervisor as `python -m ifmemd.shard`. It speaks NDJSON over its
+Run by the supervisor as `python -m ifmemd.shards.shard`. It speaks NDJSON over its
 pipes and never touches the event log: the supervisor records for it.
 
   supervisor → shard   {"op":"init", name, kind, paths, max_file_bytes,
@@ -17,7 +17,7 @@ pipes and never touches the event log: the supervisor records for it.
 
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
-`ifmemd.modelshard`. When it cannot serve at all (no usable key, a corpus over
+`ifmemd.shards.modelshard`. When it cannot serve at all (no usable key, a corpus over
 its token budget, a backend package not installed) it sends
 `{"type":"fatal", reason}` and exits with status 2;
 restarting would not help, so the supervisor marks it failed.
@@ -36,11 +36,11 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from ifmemd.chunker import Chunk, chunk_files, whole_chunk
-from ifmemd.corpus import load_corpus
 from ifmemd.errors import IfmemError
-from ifmemd.index import Index
-from ifmemd.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
+from ifmemd.shards.chunker import Chunk, chunk_files, whole_chunk
+from ifmemd.shards.corpus import load_corpus
+from ifmemd.shards.index import Index
+from ifmemd.shards.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
 
 _PR_SET_PDEATHSIG = 1
 FATAL_EXIT = 2
@@ -106,7 +106,7 @@ class Shard:
     def _start_model(self) -> None:
         settings = self.init.get("model")
         if settings and self.model is None:
-            from ifmemd.modelshard import ModelRunner
+            from ifmemd.shards.modelshard import ModelRunner
 
             self.model = ModelRunner(
                 self.name, self.init.get("description", ""), settings, self.out

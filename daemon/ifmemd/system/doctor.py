@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifmemd import __version__, paths, units
+from ifmemd import __version__
 from ifmemd.config import Config, ConfigError, default_config_path, load_config
 from ifmemd.errors import IfmemError, KeyFileError
-from ifmemd.keys import load_signer
+from ifmemd.log.keys import load_signer
+from ifmemd.system import paths, units
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -91,7 +92,7 @@ def _units() -> Check:
 
 
 def _daemon() -> Check:
-    from ifmemd.protocol import Client
+    from ifmemd.wire.protocol import Client
 
     path = paths.socket_path()
     try:
@@ -126,7 +127,7 @@ def _daemon() -> Check:
 
 
 def _log() -> Check:
-    from ifmemd.verify import verify_log
+    from ifmemd.log.verify import verify_log
 
     path = paths.log_path()
     if not path.exists():

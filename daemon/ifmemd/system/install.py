@@ -8,9 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifmemd import durable, paths, units
 from ifmemd.config import default_config_path
-from ifmemd.keys import load_or_create_signer
+from ifmemd.log.keys import load_or_create_signer
+from ifmemd.system import durable, paths, units
 
 DEFAULT_CONFIG = """\
 # ifmem configuration: see ifmem.toml(5).

@@ -13,7 +13,7 @@ from typing import Any, Final
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from ifmemd.protocol import (
+from ifmemd.wire.protocol import (
     MAX_LINE,
     LineBuffer,
     ProtocolError,

@@ -10,7 +10,7 @@ with `ok_response()` or `error_response()`, echoing the id, and streams
 
 This module is deliberately stdlib-only (no anyio): the `ifmem` command imports
 it to talk to the daemon and must start fast. The daemon's async reader lives in
-`ifmemd.framing`; both split lines with the same sans-IO `LineBuffer`.
+`ifmemd.wire.framing`; both split lines with the same sans-IO `LineBuffer`.
 """
 
 from __future__ import annotations

@@ -22,10 +22,11 @@ from typing import Any
 import anyio
 from anyio.abc import SocketListener, SocketStream
 
-from ifmemd import durable, protocol
 from ifmemd.errors import IfmemError
-from ifmemd.framing import LineReader, send_message, server_handshake
-from ifmemd.peercred import AccessDenied, Peer, check_stream
+from ifmemd.system import durable
+from ifmemd.wire import protocol
+from ifmemd.wire.framing import LineReader, send_message, server_handshake
+from ifmemd.wire.peercred import AccessDenied, Peer, check_stream
 
 # Running out of file descriptors or buffers is temporary: wait and accept again.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
