@@ -92,6 +92,17 @@ def _print_answers(result: dict[str, Any]) -> None:
         print()
 
 
+def proxy(socket: Path | None) -> None:
+    """Join stdin and stdout to the daemon's socket until it closes (for remote shards)."""
+    from ifmemd.wire import proxy as relay
+    from ifmemd.wire.protocol import DaemonUnreachableError
+
+    try:
+        relay.run(socket_path(socket))
+    except DaemonUnreachableError as e:
+        fail(str(e), UNREACHABLE)
+
+
 def remember(text: str, socket: Path | None, as_json: bool) -> None:
     result = call(socket, "remember", text=text)
     if as_json:

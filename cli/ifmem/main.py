@@ -32,6 +32,7 @@ app.command("replay")(logcmds.replay)
 app.command("stats")(statscmd.stats)
 app.command("doctor")(setupcmds.doctor)
 app.command("mcp")(clientcmds.mcp)
+app.command("proxy")(clientcmds.proxy)
 app.add_typer(audit.app, name="audit")
 
 
