@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ DEFAULT_MAX_FILE_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_MODEL_TIMEOUT: Final = 60.0
 DEFAULT_MODEL_RETRIES: Final = 3
 
-ShardKind = Literal["files", "memory"]
+# "remote" is never written: a shard with `remote = "ssh://…"` is one.
+ShardKind = Literal["files", "memory", "remote"]
 Backend = Literal["local", "anthropic", "openai"]
 
 # Every key each section accepts; the docs test checks each is documented.
@@ -67,7 +69,15 @@ SHARD_KEYS: Final = (
     "keep_warm",
     "timeout",
     "max_retries",
+    "remote",
+    "ssh_options",
+    "remote_shards",
 )
+# All a remote shard may say: the rest is the remote's own config's business.
+REMOTE_SHARD_KEYS: Final = ("name", "description", "remote", "ssh_options", "remote_shards")
+# What ssh is given as a host and a user, and never as an option (a leading "-").
+_SSH_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*")
+_SSH_USER_RE: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 COORDINATOR_KEYS: Final = ("route_top_n", "synthesize")
 ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
 OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
@@ -124,6 +134,40 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """Where a remote shard's ifmemd is: `ssh://[user@]host[:port]`, checked."""
+
+    url: str
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def ssh_args(self) -> list[str]:
+        """The destination as ssh's arguments, after every option and a `--`."""
+        port = ["-p", str(self.port)] if self.port is not None else []
+        return [*port, "--", f"{self.user}@{self.host}" if self.user else self.host]
+
+
+def parse_ssh_url(url: str) -> RemoteTarget:
+    """`ssh://[user@]host[:port]` as a `RemoteTarget`; ValueError says what is wrong."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "ssh":
+        raise ValueError("it must start with ssh://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("it may hold only user, host and port, no path or query")
+    if parts.password is not None:
+        raise ValueError("it must not hold a password (ssh uses keys; BatchMode is on)")
+    host = parts.hostname or ""
+    if not _SSH_HOST_RE.fullmatch(host):
+        raise ValueError(f"host {host!r} is not a host name or address")
+    user = parts.username
+    if user is not None and not _SSH_USER_RE.fullmatch(user):
+        raise ValueError(f"user {user!r} is not a user name")
+    port = parts.port  # raises ValueError when out of range
+    return RemoteTarget(url, host, user, port)
+
+
+@dataclass(frozen=True, slots=True)
 class ShardConfig:
     """One `[[shard]]`: a memory shard the daemon keeps alive as a child process.
 
@@ -145,6 +189,9 @@ class ShardConfig:
     keep_warm: bool = False
     timeout: float = DEFAULT_MODEL_TIMEOUT
     max_retries: int = DEFAULT_MODEL_RETRIES
+    remote: RemoteTarget | None = None
+    ssh_options: tuple[str, ...] = ()
+    remote_shards: tuple[str, ...] = ()
 
     @property
     def uses_model(self) -> bool:
@@ -552,6 +599,11 @@ class _Parser:
                 "'_' or '-', starting with a letter",
             )
         t = _Table(self, loc, data, f"shard {name!r}")
+        if "remote" in data:
+            return self.remote_shard(name, t)
+        for key in ("ssh_options", "remote_shards"):
+            if key in data:
+                t.fail(key, f'shard {name!r}: {key} is only used with remote = "ssh://…"')
         kind = t.choice("kind", "files", SHARD_KINDS)
         if name == WORKING_SHARD and kind != "memory":
             t.fail(
@@ -623,6 +675,35 @@ class _Parser:
             keep_warm=t.boolean("keep_warm", False),
             timeout=timeout,
             max_retries=max_retries,
+        )
+
+    def remote_shard(self, name: str, t: _Table) -> ShardConfig:
+        """A `[[shard]]` with `remote`: another host's ifmemd, reached over ssh."""
+        if name == WORKING_SHARD:
+            t.fail("remote", f"shard {WORKING_SHARD!r} holds this host's working memory")
+        for key in t.data:
+            if key not in REMOTE_SHARD_KEYS:
+                t.fail(
+                    key,
+                    f"shard {name!r}: {key} is not used by a remote shard "
+                    "(the remote host's own config says it)",
+                )
+        url = t.string("remote") or ""
+        try:
+            target = parse_ssh_url(url)
+        except ValueError as e:
+            t.fail("remote", f"shard {name!r}: remote {url!r}: {e}")
+        shards = t.string_list("remote_shards") if "remote_shards" in t.data else ()
+        for remote_name in shards:
+            if not SHARD_NAME_RE.fullmatch(remote_name):
+                t.fail("remote_shards", f"remote_shards: {remote_name!r} is not a shard name")
+        return ShardConfig(
+            name=name,
+            kind="remote",
+            description=t.string("description", "", allow_empty=True) or "",
+            remote=target,
+            ssh_options=t.string_list("ssh_options") if "ssh_options" in t.data else (),
+            remote_shards=shards,
         )
 
     def resolve_path(self, pattern: str) -> str:

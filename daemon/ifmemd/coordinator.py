@@ -44,7 +44,8 @@ class ShardAnswer:
     """One shard's ranked passages, or why it gave none.
 
     `reply` is the model's answer when the shard's model was asked; `routed_out`
-    says a model-backed shard answered from its index alone.
+    says a model-backed shard answered from its index alone. `remote` names a
+    remote shard's signed answer in its own log: `{log_id, seq, hash}`.
     """
 
     shard: str
@@ -53,6 +54,7 @@ class ShardAnswer:
     ms: float = 0.0
     reply: dict[str, Any] | None = None
     routed_out: bool = False
+    remote: dict[str, Any] | None = None
 
     @property
     def top_score(self) -> float:
@@ -81,6 +83,8 @@ class ShardAnswer:
         }
         if self.routed_out:
             body["mode"] = "fts"
+        if self.remote is not None:
+            body["remote"] = self.remote
         if self.reply is not None:
             usage = self.reply.get("usage", {})
             body |= {
@@ -195,12 +199,14 @@ async def fan_out(
 def _answer(handle: ShardHandle, pending: Pending, start: float) -> ShardAnswer:
     """A shard's answer from its reply to a search (or why there is none)."""
     try:
-        passages = handle.passages(handle.outcome(pending))
+        reply = handle.outcome(pending)
+        passages = handle.passages(reply)
     except ShardUnavailableError as e:
         return ShardAnswer(handle.name, missing=e.reason)
     except PassageFormatError as e:
         return ShardAnswer(handle.name, missing=f"bad reply: {e.reason}")
-    return ShardAnswer(handle.name, tuple(passages), ms=round((pending.at - start) * 1000, 2))
+    ms = round((pending.at - start) * 1000, 2)
+    return ShardAnswer(handle.name, tuple(passages), ms=ms, remote=reply.get("remote"))
 
 
 def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) -> list[int]:

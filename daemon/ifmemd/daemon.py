@@ -34,6 +34,7 @@ from ifmemd.log.keys import load_or_create_signer
 from ifmemd.log.replay import replay
 from ifmemd.log.state import Event, Projection, reads_body
 from ifmemd.log.writer import LogWriter
+from ifmemd.remote import make_handle
 from ifmemd.supervisor import Supervisor
 from ifmemd.system import paths, sdnotify
 from ifmemd.wire import protocol
@@ -92,6 +93,7 @@ class Daemon:
             self.writer.append,
             self._memories,
             memory_empty=lambda: not self.projection.memories,
+            make_handle=make_handle,
         )
         self.server: Server | None = None
         self.started = time.monotonic()
@@ -387,7 +389,12 @@ class Daemon:
                 ("query.answered", result),
             ]
         )
-        return {**result, "seq": records[-1].seq, "replayed": False}
+        # seq, hash and log_id name the signed record of this answer: a host that
+        # asked us as its remote shard records them, for `audit verify --peer`.
+        return {**result, **self._signed(records[-1]), "replayed": False}
+
+    def _signed(self, record: Record) -> dict[str, Any]:
+        return {"seq": record.seq, "hash": record.hash.hex(), "log_id": self.log.log_id.hex()}
 
     def _replayed(self, rid: RequestId, question: str | None, record: Record) -> dict:
         data = decode(record.seq, record.kind, record.body)
@@ -400,7 +407,7 @@ class Daemon:
                 protocol.DUPLICATE_ID, f"request id {rid!r} was already used for another request"
             )
         data.pop("v", None)
-        return {**data, "seq": record.seq, "replayed": True}
+        return {**data, **self._signed(record), "replayed": True}
 
     async def remember(self, rid: RequestId, text: str, source: str | None = None) -> dict:
         """Add `text` to working memory, exactly once per request id; `source` says where

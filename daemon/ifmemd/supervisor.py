@@ -4,7 +4,9 @@ Each shard runs `python -m ifmemd.shards.shard` under its own task: spawn, send 
 init line, read results and heartbeats from its stdout, kill it with SIGKILL
 when it goes silent for `heartbeat_timeout`, restart it with backoff when it
 exits, mark it failed past the restart intensity. Shards never write the log;
-every event about them is recorded here through `record`.
+every event about them is recorded here through `record`. A handle runs its
+own process (`ShardHandle.run_once`): a remote shard's is `ssh` (see
+`ifmemd.remote`, which supplies its handles through `make_handle`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ifmemd.shards.index import Passage
 from ifmemd.wire.framing import LineReader
 
 Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+HandleFactory = Callable[[ShardConfig, DaemonConfig, Callable[[], float]], "ShardHandle"]
 SHARD_STDOUT_MAX_LINE = 16 << 20
 STOP_GRACE_S = 2.0
 
@@ -106,6 +109,7 @@ class ShardHandle:
         # asks need not wake its process.
         self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
+        self.exit_reason = ""  # why its last run ended, when known (recorded in shard.exited)
 
     @property
     def name(self) -> str:
@@ -114,6 +118,10 @@ class ShardHandle:
     @property
     def ready(self) -> bool:
         return self.status == "ready" and self.process is not None
+
+    async def run_once(self, supervisor: Supervisor) -> int:
+        """Run this shard's process until it exits; its exit code (negative: a signal)."""
+        return await supervisor._run_once(self)
 
     async def send(self, obj: dict[str, Any]) -> None:
         stdin = self.stdin
@@ -231,8 +239,10 @@ class Supervisor:
         memories: Callable[[], list[dict[str, str]]],
         clock: Callable[[], float] = time.monotonic,
         memory_empty: Callable[[], bool] | None = None,
+        make_handle: HandleFactory | None = None,
     ) -> None:
         self.config = config
+        self.make_handle = make_handle or ShardHandle
         self.record = record
         self.memories = memories
         self.memory_empty = memory_empty or (lambda: not self.memories())
@@ -251,7 +261,7 @@ class Supervisor:
 
     def _start(self, config: ShardConfig) -> ShardHandle:
         assert self._tg is not None
-        handle = ShardHandle(config, self.config.daemon, self.clock)
+        handle = self.make_handle(config, self.config.daemon, self.clock)
         if config.kind == "memory":
             handle.empty = self.memory_empty
         self.shards[config.name] = handle
@@ -263,10 +273,11 @@ class Supervisor:
             handle.scope = scope
             while not self.stopping:
                 handle.policy.started(self.clock())
-                code = await self._run_once(handle)
+                code = await handle.run_once(self)
                 handle.process = None
                 handle._fail_waiters(f"the shard exited (code {code})")
-                await self.record("shard.exited", {"shard": handle.name, "code": code})
+                why = {"reason": handle.exit_reason} if handle.exit_reason else {}
+                await self.record("shard.exited", {"shard": handle.name, "code": code, **why})
                 if self.stopping:
                     handle.status = "stopped"
                     return

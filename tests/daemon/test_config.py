@@ -704,3 +704,76 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
         str(Path(os.environ["HOME"]) / "x"),
         "/abs",
     )
+
+
+# --- remote shards -----------------------------------------------------------
+
+
+def test_remote_shard(tmp_path: Path) -> None:
+    path = shard_file(
+        tmp_path,
+        'name = "team"\ndescription = "Team docs"\nremote = "ssh://me@build-host.lan:2222"\n'
+        'ssh_options = ["-i", "~/.ssh/k"]\nremote_shards = ["docs", "code"]\n',
+    )
+    team = load_config(path).shard("team")
+    assert team is not None and team.remote is not None
+    assert (team.kind, team.description, team.paths) == ("remote", "Team docs", ())
+    assert (team.remote.user, team.remote.host, team.remote.port) == ("me", "build-host.lan", 2222)
+    assert team.remote.ssh_args() == ["-p", "2222", "--", "me@build-host.lan"]
+    assert team.ssh_options == ("-i", "~/.ssh/k")
+    assert team.remote_shards == ("docs", "code")
+
+
+def test_remote_shard_defaults(tmp_path: Path) -> None:
+    team = load_config(shard_file(tmp_path, 'name = "team"\nremote = "ssh://host"\n')).shard("team")
+    assert team is not None and team.remote is not None
+    assert team.remote.ssh_args() == ["--", "host"]
+    assert (team.ssh_options, team.remote_shards) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("remote", "reason"),
+    [
+        ("http://host", "it must start with ssh://"),
+        ("ssh://", "host '' is not a host name or address"),
+        # Never an option to ssh in disguise.
+        ("ssh://-oProxyCommand=x", "host '-oproxycommand=x' is not a host name or address"),
+        ("ssh://-me@host", "user '-me' is not a user name"),
+        ("ssh://me:pw@host", "it must not hold a password (ssh uses keys; BatchMode is on)"),
+        ("ssh://host/srv", "it may hold only user, host and port, no path or query"),
+        ("ssh://host?x=1", "it may hold only user, host and port, no path or query"),
+        ("ssh://host:70000", "Port out of range 0-65535"),
+    ],
+)
+def test_bad_remote_urls(tmp_path: Path, remote: str, reason: str) -> None:
+    path = shard_file(tmp_path, f'name = "team"\nremote = "{remote}"\n')
+    assert_refused(path, "remote =", f"shard 'team': remote {remote!r}: {reason}")
+
+
+@pytest.mark.parametrize("key", ["paths", "backend", "kind", "max_file_bytes", "model"])
+def test_remote_shard_refuses_local_keys(tmp_path: Path, key: str) -> None:
+    value = '["/x"]' if key == "paths" else ('"files"' if key == "kind" else '"local"')
+    value = "5" if key == "max_file_bytes" else value
+    path = shard_file(tmp_path, f'name = "team"\nremote = "ssh://h"\n{key} = {value}\n')
+    assert_refused(
+        path,
+        f"{key} =",
+        f"shard 'team': {key} is not used by a remote shard (the remote host's own config says it)",
+        nth=2 if key == "paths" else 1,
+    )
+
+
+@pytest.mark.parametrize("key", ["ssh_options", "remote_shards"])
+def test_ssh_keys_need_remote(tmp_path: Path, key: str) -> None:
+    path = shard_file(tmp_path, f'name = "docs"\npaths = ["/x"]\n{key} = ["docs"]\n')
+    assert_refused(path, f"{key} =", f"shard 'docs': {key} is only used with remote = \"ssh://…\"")
+
+
+def test_remote_shards_must_be_shard_names(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "team"\nremote = "ssh://h"\nremote_shards = ["Docs"]\n')
+    assert_refused(path, "remote_shards", "remote_shards: 'Docs' is not a shard name")
+
+
+def test_working_cannot_be_remote(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "working"\nremote = "ssh://h"\n')
+    assert_refused(path, "remote =", "shard 'working' holds this host's working memory")

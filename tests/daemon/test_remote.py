@@ -1,0 +1,243 @@
+"""Remote shards over a real sshd on 127.0.0.1: another ifmemd, in its own world, as a shard.
+
+Two real daemons: the remote (shards `docs` and `code`) behind a real sshd
+whose authorized key forces `ifmem proxy`, and the local one, with a local
+shard of its own and the remote as shard `team`. Nothing here talks to any
+address but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import daemonproc as dp
+import pytest
+from ifmemd.log.eventlog import EventLog
+from sshd import Sshd
+
+ASK_TIMEOUT = 3.0
+
+
+class World:
+    """The remote daemon, the sshd in front of it, and a way to make local daemons."""
+
+    def __init__(self, made: dp.DaemonFactory, tmp_path: Path) -> None:
+        self.made = made
+        self.remote = made()
+        self.sshd = Sshd(tmp_path / "sshd", self.remote.socket_path).start()
+        (tmp_path / "local").mkdir()
+        self.local_docs = tmp_path / "local" / "notes.md"
+        self.local_docs.write_text("# Notes\n\nThe local notes mention a harbour crane.\n")
+
+    def config(
+        self, url: str | None = None, *, remote_shards: list[str] | None = None, **daemon: Any
+    ) -> str:
+        text = dp.config_text(
+            {"notes": [str(self.local_docs)]},
+            ask_timeout=ASK_TIMEOUT,
+            restart_intensity=daemon.pop("restart_intensity", (20, 60)),
+            **daemon,
+        )
+        lines = [
+            "",
+            "[[shard]]",
+            'name = "team"',
+            f'remote = "{url or self.sshd.url}"',
+            "ssh_options = [" + ", ".join(f'"{o}"' for o in self.sshd.ssh_options()) + "]",
+        ]
+        if remote_shards is not None:
+            lines.append("remote_shards = [" + ", ".join(f'"{n}"' for n in remote_shards) + "]")
+        return text + "\n".join(lines) + "\n"
+
+    def local(self, config: str | None = None, *, wait: bool = True) -> dp.DaemonProc:
+        """A local daemon with shard `team` on the remote (its `docs` unless `config` says)."""
+        d = self.made(config or self.config(remote_shards=["docs"]), start=False)
+        d.start(wait=wait)
+        if not wait:
+            dp.wait_for(d._try_status, dp.START_TIMEOUT_S, "the local daemon's socket")
+        return d
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with dp.factory(tmp_path) as made:
+        w = World(made, tmp_path)
+        try:
+            yield w
+        finally:
+            w.sshd.stop()
+
+
+def team_results(local: dp.DaemonProc, qid: str) -> list[dict[str, Any]]:
+    """Shard `team`'s recorded results for question `qid` (wherever the log keeps them)."""
+    found = []
+    for _, kind, body in local.events("shard.answered", "query.answered"):
+        if body.get("qid") != qid:
+            continue
+        if kind == "shard.answered" and body["shard"] == "team":
+            found.append(body)
+        for result in body.get("results", []) if kind == "query.answered" else []:
+            if result.get("shard") == "team":
+                found.append(result)
+    return found
+
+
+def test_asks_are_answered_across_ssh_with_the_remote_log_quoted(world: World) -> None:
+    local = world.local()
+    team = local.shard("team")
+    assert team["status"] == "ready" and team["remote"] == world.sshd.url
+    remote_log = world.remote.status()["log"]
+    assert team["remote_log_id"] == remote_log["log_id"]
+
+    answer = local.request("ask", request_id="q1", question="lighthouse beacon")
+    top = answer["passages"][0]
+    assert top["shard"] == "team"
+    assert top["citation"].startswith("127.0.0.1:" + str(world.made.corpus["docs"]))
+    assert "beacon.md:" in top["citation"]
+    assert answer["missing"] == []
+
+    # The local log quotes the remote's signed answer, and the remote's log holds it.
+    [recorded] = team_results(local, "q1")
+    quoted = recorded["remote"]
+    assert quoted["log_id"] == remote_log["log_id"]
+    with EventLog.open_readonly(world.remote.db_path) as log:
+        record = log.record(quoted["seq"])
+    assert record is not None and record.kind == "query.answered"
+    assert record.hash.hex() == quoted["hash"]
+    theirs = record.data()["passages"]
+    assert [f"127.0.0.1:{p['path']}" for p in theirs] == [p["path"] for p in recorded["passages"]]
+
+    # remote_shards = ["docs"]: the remote's code shard is never asked.
+    code = local.request("ask", question="valve opened")
+    assert all(p["shard"] != "team" or "valve" not in p["path"] for p in code["passages"])
+
+
+def test_many_asks_share_one_ssh_connection(world: World) -> None:
+    local = world.local()
+    ssh_pid = local.shard("team")["pid"]
+    got: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def asker(c: int) -> None:
+        try:
+            with local.client() as client:
+                for i in range(5):
+                    got.append(client.request("ask", request_id=f"c{c}-{i}", question="glacier"))
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=asker, args=(c,)) for c in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(got) == 40
+    assert all(a["passages"][0]["path"].endswith("glacier.md") for a in got)
+    assert all(a["passages"][0]["shard"] == "team" for a in got)
+    assert local.shard("team")["pid"] == ssh_pid  # one ssh for all of them
+    assert local.events("shard.spawned")  # and it was spawned once
+    assert sum(1 for _, _, b in local.events("shard.spawned") if b["shard"] == "team") == 1
+
+
+def test_remote_killed_then_restarted(world: World) -> None:
+    local = world.local()
+    world.remote.kill9()
+    # Named missing within the ask deadline; the local shard still answers.
+    answer = local.request("ask", question="harbour crane lighthouse")
+    assert answer["passages"][0]["shard"] == "notes"
+    [missing] = answer["missing"]
+    assert missing["shard"] == "team"
+    exited = dp.wait_for(
+        lambda: [b for _, _, b in local.events("shard.exited") if b["shard"] == "team"],
+        10.0,
+        "the log to record the remote's end",
+    )
+    # The remote's proxy saw its daemon go and ended the session.
+    assert "closed the connection" in exited[0]["reason"]
+    # Reconnecting while it is down: the remote's proxy says why, and the log keeps it.
+    dp.wait_for(
+        lambda: any(
+            "cannot reach ifmemd" in b.get("reason", "") for _, _, b in local.events("shard.exited")
+        ),
+        10.0,
+        "a reconnect to find no daemon there",
+    )
+    world.remote.start()
+    local.wait_shard("team", lambda s: s["status"] == "ready", "reconnected", timeout=20.0)
+    again = local.request("ask", question="lighthouse beacon")
+    assert again["passages"][0]["shard"] == "team"
+    assert again["missing"] == []
+
+
+def test_hung_remote_is_named_missing_then_killed_and_reconnected(world: World) -> None:
+    # The ask's deadline comes before the heartbeat's: the ask names it missing first.
+    local = world.local(world.config(remote_shards=["docs"], heartbeat_timeout=2 * ASK_TIMEOUT))
+    os.kill(world.remote.pid, signal.SIGSTOP)
+    try:
+        answer = local.request("ask", question="harbour crane")
+        assert [m["shard"] for m in answer["missing"]] == ["team"]
+        assert f"no answer within {ASK_TIMEOUT:g} s" in answer["missing"][0]["reason"]
+        dp.wait_for(
+            lambda: any(
+                "ssh killed" in b.get("reason", "") for _, _, b in local.events("shard.exited")
+            ),
+            20.0,
+            "the watchdog to kill the ssh of a silent remote",
+        )
+    finally:
+        os.kill(world.remote.pid, signal.SIGCONT)
+    local.wait_shard("team", lambda s: s["status"] == "ready", "reconnected", timeout=20.0)
+    assert local.request("ask", question="glacier")["passages"][0]["shard"] == "team"
+
+
+def test_changed_host_key_is_refused_and_named(world: World) -> None:
+    world.sshd.stop()
+    world.sshd.new_host_key()  # known_hosts still holds the old one
+    world.sshd.start()
+    local = world.local(wait=False)
+    entry = local.wait_shard("team", lambda s: s["status"] == "failed", "failed", timeout=20.0)
+    assert "Host key verification failed" in entry["failure"]
+    [failed] = [b for _, _, b in local.events("shard.failed") if b["shard"] == "team"]
+    assert "Host key verification failed" in failed["reason"]
+    # Failed at once: a restart would meet the same key.
+    assert not [b for _, _, b in local.events("shard.restarting") if b["shard"] == "team"]
+    answer = local.request("ask", question="harbour crane")
+    assert answer["passages"][0]["shard"] == "notes"
+    assert "Host key verification failed" in answer["missing"][0]["reason"]
+
+
+def test_host_down_is_named_and_no_prompt_blocks(world: World) -> None:
+    port = world.sshd.port
+    world.sshd.stop()
+    local = world.local(world.config(f"ssh://{world.sshd.user}@127.0.0.1:{port}"), wait=False)
+    local.wait_shard("notes", lambda s: s["status"] == "ready", "the local shard ready", 20.0)
+    dp.wait_for(
+        lambda: any(
+            "Connection refused" in b.get("reason", "") for _, _, b in local.events("shard.exited")
+        ),
+        10.0,
+        "ssh's reason in the log",
+    )
+    answer = local.request("ask", question="harbour crane")
+    assert answer["passages"][0]["shard"] == "notes"
+    assert [m["shard"] for m in answer["missing"]] == ["team"]
+
+
+def test_unknown_remote_shard_fails_the_shard(world: World) -> None:
+    local = world.local(world.config(remote_shards=["nosuch"]), wait=False)
+    entry = local.wait_shard("team", lambda s: s["status"] == "failed", "failed", timeout=20.0)
+    assert "no shard named 'nosuch'" in entry["failure"]
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    ifmem = str(Path(dp.ifmemd_command()[0]).with_name("ifmem"))
+    return subprocess.run(
+        [ifmem, "audit", "verify", *args], capture_output=True, text=True, timeout=60
+    )
