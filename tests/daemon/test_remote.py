@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import daemonproc as dp
+import logfactory as lf
 import pytest
 from ifmemd.log.eventlog import EventLog
 from sshd import Sshd
@@ -241,3 +242,37 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ifmem, "audit", "verify", *args], capture_output=True, text=True, timeout=60
     )
+
+
+def test_audit_verify_peer_holds_then_names_a_changed_byte(world: World) -> None:
+    local = world.local()
+    for i, question in enumerate(["lighthouse beacon", "glacier", "fox jumps"]):
+        local.request("ask", request_id=f"a{i}", question=question)
+    local.stop()
+    world.remote.stop()
+    db, peer = str(local.db_path), str(world.remote.db_path)
+
+    ok = audit("--db", db, "--peer", peer)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "3 remote answer(s) recorded here match it" in ok.stdout
+
+    # One byte of the remote's recorded answer to a1, changed in its log.
+    [quoted] = team_results(local, "a1")
+    seq = quoted["remote"]["seq"]
+    with lf.tamper(world.remote.db_path) as conn:
+        values = lf.row(conn, seq)
+        body = bytearray(values[3])
+        at = body.index(b"glacier")
+        body[at] ^= 0x20  # "glacier" -> "Glacier"
+        lf.replace_row(conn, seq, (*values[:3], bytes(body), *values[4:]))
+
+    bad = audit("--db", db, "--peer", peer)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"first bad seq {seq}: modified" in bad.stdout
+    assert (
+        f"(question 'a1', shard 'team') quotes remote seq {seq}: "
+        f"the peer log does not verify from seq {seq} on" in bad.stdout
+    )
+    # The answer before it still matches; the local log itself is intact.
+    assert "(question 'a0'" not in bad.stdout
+    assert bad.stdout.startswith("ok: ")
