@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -41,6 +42,8 @@ from ifmemd.errors import IfmemError
 from ifmemd.pipewriter import PipeWriter
 from ifmemd.supervisor import (
     STOP_GRACE_S,
+    Pending,
+    ReplyGroup,
     ShardHandle,
     ShardUnavailableError,
     Supervisor,
@@ -65,7 +68,7 @@ SSH_FATAL = (
 
 
 def make_handle(
-    config: ShardConfig, daemon: DaemonConfig, clock: Any = time.monotonic
+    config: ShardConfig, daemon: DaemonConfig, clock: Callable[[], float] = time.monotonic
 ) -> ShardHandle:
     """The supervisor's handle for `config`: a `RemoteShard` when it has `remote`."""
     if config.remote is not None:
@@ -82,7 +85,11 @@ class RemoteShard(ShardHandle):
     """A shard that is another host's ifmemd, reached over one ssh connection."""
 
     def __init__(
-        self, config: ShardConfig, target: RemoteTarget, daemon: DaemonConfig, clock: Any
+        self,
+        config: ShardConfig,
+        target: RemoteTarget,
+        daemon: DaemonConfig,
+        clock: Callable[[], float],
     ) -> None:
         super().__init__(config, daemon, clock)
         self.target = target
@@ -96,7 +103,7 @@ class RemoteShard(ShardHandle):
 
     # -- requests -----------------------------------------------------------------
 
-    async def submit(self, op: str, /, group: Any = None, **fields: Any) -> Any:
+    async def submit(self, op: str, /, group: ReplyGroup | None = None, **fields: Any) -> Pending:
         if not self.ready and self.exit_reason:
             # Say why it is down (ssh's words), not only that it is.
             raise ShardUnavailableError(self.name, f"{self.status}: {self.exit_reason}")

@@ -19,8 +19,10 @@ from typing import Any
 import daemonproc as dp
 import logfactory as lf
 import pytest
+from ifmemd.config import parse_config
 from ifmemd.log.eventlog import EventLog
-from sshd import Sshd
+from ifmemd.remote import ssh_command
+from sshd import Sshd, keygen
 
 ASK_TIMEOUT = 3.0
 
@@ -61,7 +63,15 @@ class World:
         d = self.made(config or self.config(remote_shards=["docs"]), start=False)
         d.start(wait=wait)
         if not wait:
-            dp.wait_for(d._try_status, dp.START_TIMEOUT_S, "the local daemon's socket")
+            # Whatever becomes of `team`, the local shards come up.
+            dp.wait_for(
+                lambda: (
+                    (status := d._try_status())
+                    and all(s["status"] == "ready" for s in status["shards"] if s["name"] != "team")
+                ),
+                dp.START_TIMEOUT_S,
+                "the local shards ready",
+            )
         return d
 
 
@@ -218,7 +228,6 @@ def test_host_down_is_named_and_no_prompt_blocks(world: World) -> None:
     port = world.sshd.port
     world.sshd.stop()
     local = world.local(world.config(f"ssh://{world.sshd.user}@127.0.0.1:{port}"), wait=False)
-    local.wait_shard("notes", lambda s: s["status"] == "ready", "the local shard ready", 20.0)
     dp.wait_for(
         lambda: any(
             "Connection refused" in b.get("reason", "") for _, _, b in local.events("shard.exited")
@@ -276,3 +285,27 @@ def test_audit_verify_peer_holds_then_names_a_changed_byte(world: World) -> None
     # The answer before it still matches; the local log itself is intact.
     assert "(question 'a0'" not in bad.stdout
     assert bad.stdout.startswith("ok: ")
+
+
+def test_a_refused_key_fails_the_shard_at_once(world: World, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger_key"
+    keygen(stranger)  # not in authorized_keys
+    config = world.config(remote_shards=["docs"]).replace(str(world.sshd.user_key), str(stranger))
+    local = world.local(config, wait=False)
+    entry = local.wait_shard("team", lambda s: s["status"] == "failed", "failed", timeout=20.0)
+    assert "Permission denied" in entry["failure"]
+    assert not [b for _, _, b in local.events("shard.restarting") if b["shard"] == "team"]
+
+
+def test_ssh_options_cannot_turn_batch_mode_off() -> None:
+    # ssh keeps the first value of an option: ifmem's come first.
+    team = parse_config(
+        '[[shard]]\nname = "team"\nremote = "ssh://me@h:2"\n'
+        'ssh_options = ["-o", "BatchMode=no", "-v"]\n',
+        "ifmem.toml",
+    ).shard("team")
+    assert team is not None and team.remote is not None
+    command = ssh_command(team, team.remote)
+    assert command[:4] == ["ssh", "-T", "-o", "BatchMode=yes"]
+    assert command.index("BatchMode=yes") < command.index("BatchMode=no")
+    assert command[-5:] == ["2", "--", "me@h", "ifmem", "proxy"]
