@@ -7,7 +7,7 @@ listens on 127.0.0.1 only, on a free port. sshd runs as a child of the test in
 the foreground (`sshd -D -e`), its log in a file, and is ended by `stop()`.
 `ssh_options()` are what a remote shard's `ssh_options` must say to use them.
 
-Under CI=true a missing sshd fails the test; elsewhere it skips.
+Under CI (CI set, as CI=true) a missing sshd fails the test; elsewhere it skips.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def sshd_binary() -> str:
     found = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else "")
     if not found or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
         message = "needs OpenSSH (sshd, ssh, ssh-keygen): `make deps-apt` installs openssh-server"
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return found
