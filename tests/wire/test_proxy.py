@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,3 +120,19 @@ def test_proxy_never_imports_typer_or_anyio(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_client_that_sends_bad_lines_and_leaves_does_not_stop_the_daemon(
+    daemon: dp.DaemonProc,
+) -> None:
+    """The daemon answers each bad line with an error, while reading the next ones:
+    a client gone by then must cost only its own connection."""
+    for _ in range(5):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(daemon.socket_path))
+            s.sendall(b'{"proto":"ifmem","min":1,"max":1}\n')
+            assert s.recv(100).startswith(b'{"proto"')
+            s.sendall(b"not json\n" * 2000)
+        # Closed unread: the daemon's error answers meet a broken pipe.
+    assert daemon.status()["pid"] == daemon.pid
+    assert daemon.running

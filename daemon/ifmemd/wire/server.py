@@ -207,7 +207,9 @@ class Server:
                 try:
                     request = protocol.parse_request(await conn.reader.read_message())
                 except protocol.ProtocolError as e:
-                    await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
+                    # A client gone meanwhile: the next read finds the end.
+                    with suppress_disconnect():
+                        await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
                     continue
                 except (
                     anyio.EndOfStream,
