@@ -309,3 +309,25 @@ def test_ssh_options_cannot_turn_batch_mode_off() -> None:
     assert command[:4] == ["ssh", "-T", "-o", "BatchMode=yes"]
     assert command.index("BatchMode=yes") < command.index("BatchMode=no")
     assert command[-5:] == ["2", "--", "me@h", "ifmem", "proxy"]
+
+
+def test_an_unreachable_remote_fails_by_the_restart_intensity(world: World) -> None:
+    port = world.sshd.port
+    world.sshd.stop()
+    url = f"ssh://{world.sshd.user}@127.0.0.1:{port}"
+    local = world.local(world.config(url, restart_intensity=(2, 60)), wait=False)
+    entry = local.wait_shard("team", lambda s: s["status"] == "failed", "failed", timeout=20.0)
+    assert "restart_intensity allows 2" in entry["failure"]
+    restarts = [b for _, _, b in local.events("shard.restarting") if b["shard"] == "team"]
+    assert [b["restarts"] for b in restarts] == [1, 2]
+
+
+def test_ssh_ends_when_the_local_daemon_is_killed(world: World) -> None:
+    local = world.local()
+    ssh_pid = local.shard("team")["pid"]
+    assert dp.pid_alive(ssh_pid)
+    local.kill9()
+    # Its stdin (our pipe) ends with us: ssh passes the end on, the remote's
+    # proxy ends its side, and the session closes.
+    dp.wait_for(lambda: not dp.pid_alive(ssh_pid), 10.0, "ssh to end after the daemon")
+    assert world.remote.status()["clients"] == 1  # only this status request
