@@ -63,7 +63,8 @@ def proxy_command(socket_path: Path) -> str:
 class Sshd:
     """One sshd on 127.0.0.1:`port`, and the user key and known_hosts to reach it."""
 
-    def __init__(self, root: Path, remote_socket: Path) -> None:
+    def __init__(self, root: Path, remote_socket: Path, *, command: str | None = None) -> None:
+        """`command`: the key's forced command (default: `ifmem proxy` on `remote_socket`)."""
         self.binary = sshd_binary()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ class Sshd:
         self.new_host_key()
         user_pub = keygen(self.user_key)
         self.authorized_keys.write_text(
-            f'restrict,command="{proxy_command(remote_socket)}" {user_pub}\n'
+            f'restrict,command="{command or proxy_command(remote_socket)}" {user_pub}\n'
         )
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_public_key()}\n")
         self.config.write_text(

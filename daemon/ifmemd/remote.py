@@ -63,7 +63,7 @@ STDERR_MAX_LINE = 4096
 SSH_FATAL = (
     "Host key verification failed",
     "REMOTE HOST IDENTIFICATION HAS CHANGED",
-    "Permission denied",
+    "Permission denied (",  # ssh's own: "Permission denied (publickey)."
 )
 
 

@@ -9,6 +9,7 @@ address but 127.0.0.1.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import daemonproc as dp
+import ifmemd
 import logfactory as lf
 import pytest
 from ifmemd.config import parse_config
@@ -25,6 +27,10 @@ from ifmemd.remote import ssh_command
 from sshd import Sshd, keygen
 
 ASK_TIMEOUT = 3.0
+NOBODY = 65534
+SYSTEM_PYTHON = next(
+    (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), None
+)
 
 
 class World:
@@ -331,3 +337,36 @@ def test_ssh_ends_when_the_local_daemon_is_killed(world: World) -> None:
     # proxy ends its side, and the session closes.
     dp.wait_for(lambda: not dp.pid_alive(ssh_pid), 10.0, "ssh to end after the daemon")
     assert world.remote.status()["clients"] == 1  # only this status request
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None or SYSTEM_PYTHON is None,
+    reason="needs root and setpriv to run the remote's proxy as another user",
+)
+def test_the_remote_refuses_a_proxy_run_by_another_user(world: World, tmp_path: Path) -> None:
+    """The remote's peer check applies to whoever runs `ifmem proxy`: here the forced
+    command drops to uid 65534, and the socket is opened up so that only that check
+    stands in the way. The shard fails at once, with the remote's reason."""
+    remote = world.remote
+    remote.socket_dir.chmod(0o755)
+    remote.socket_path.chmod(0o666)
+    # A system Python runs the proxy as nobody: the venv's may live under root's home.
+    daemon_dir = Path(ifmemd.__file__).parents[1]
+    as_nobody = (
+        f"exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups {SYSTEM_PYTHON} -I -c "
+        "'import sys; sys.path.insert(0, sys.argv[1]); "
+        "from ifmemd.wire.proxy import run; run(sys.argv[2])' "
+        f"{daemon_dir} {remote.socket_path}"
+    )
+    sshd = Sshd(tmp_path / "sshd-nobody", remote.socket_path, command=as_nobody).start()
+    try:
+        config = world.config(sshd.url, remote_shards=["docs"]).replace(
+            str(world.sshd.root), str(sshd.root)
+        )
+        local = world.local(config, wait=False)
+        entry = local.wait_shard("team", lambda s: s["status"] == "failed", "failed", 20.0)
+    finally:
+        sshd.stop()
+    assert "(denied)" in entry["failure"] and str(NOBODY) in entry["failure"]
+    denied = [b for _, _, b in remote.events("client.denied")]
+    assert [b["uid"] for b in denied] == [NOBODY]
