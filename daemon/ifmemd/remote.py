@@ -57,6 +57,8 @@ SSH = "ssh"
 # user's ssh_options, so none of them can turn BatchMode off.
 FORCED_OPTIONS = ("-T", "-o", "BatchMode=yes")
 REMOTE_COMMAND = ("ifmem", "proxy")
+# What names the remote's signed record of an answer (see `ifmem audit verify --peer`).
+QUOTE_FIELDS = ("log_id", "seq", "hash")
 STDERR_TAIL_LINES = 5
 STDERR_MAX_LINE = 4096
 # ssh's words for failures no restart mends: the user must fix keys or known_hosts.
@@ -231,7 +233,13 @@ class RemoteShard(ShardHandle):
                     continue  # not ours (the remote could not read a line of ours)
                 tag = rid[len(self._prefix) :]
                 if tag.startswith("s"):
-                    if not await self._on_status(supervisor, msg, spawned):
+                    try:
+                        if not await self._on_status(supervisor, msg, spawned):
+                            return
+                    except (KeyError, TypeError, ValueError) as e:
+                        self.exit_reason = (
+                            f"remote sent a status this ifmem cannot read ({type(e).__name__}: {e})"
+                        )
                         return
                 elif tag.isdigit():
                     self._on_answer(int(tag), msg)
@@ -247,14 +255,26 @@ class RemoteShard(ShardHandle):
 
     def _on_answer(self, rid: int, msg: dict[str, Any]) -> None:
         if msg.get("ok") is not True:
-            error = msg.get("error") or {}
+            error = msg.get("error")
+            error = error if isinstance(error, dict) else {}
             reason = f"remote: {error.get('message', 'error')} ({error.get('code', '?')})"
             self._resolve({"type": "error", "rid": rid, "message": reason})
             return
-        result = msg["result"]
+        try:
+            reply = self._reply(msg["result"])
+        except (KeyError, TypeError, ValueError) as e:
+            # A remote that answers in another shape fails this ask, not the daemon.
+            reason = f"remote sent an answer this ifmem cannot read ({type(e).__name__}: {e})"
+            self._resolve({"type": "error", "rid": rid, "message": reason})
+            return
         self.served += 1
+        self._resolve({"type": "result", "rid": rid, **reply})
+
+    def _reply(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A remote `ask` result as a shard's search reply, quoting the remote's record of it."""
         host = self.target.host
         # Paths as the remote sees them, prefixed with its host: a citation says where.
+        # (The coordinator checks every field's type as it reads the rows.)
         rows = [
             [
                 f"{host}:{p['path']}",
@@ -266,12 +286,11 @@ class RemoteShard(ShardHandle):
             ]
             for p in result["passages"]
         ]
-        quoted = {
-            "log_id": result.get("log_id"),
-            "seq": result.get("seq"),
-            "hash": result.get("hash"),
-        }
-        self._resolve({"type": "result", "rid": rid, "passages": rows, "remote": quoted})
+        missing = [k for k in QUOTE_FIELDS if k not in result]
+        if missing:
+            # An answer nobody could audit is not taken (an ifmemd too old to quote its log).
+            raise ValueError(f"no {', '.join(missing)} of the remote's record; upgrade its ifmem")
+        return {"passages": rows, "remote": {k: result[k] for k in QUOTE_FIELDS}}
 
     async def _on_status(self, supervisor: Supervisor, msg: dict[str, Any], spawned: float) -> bool:
         """A heartbeat (or, the first time, readiness); False when the remote cannot serve us."""
