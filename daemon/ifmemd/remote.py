@@ -209,14 +209,19 @@ class RemoteShard(ShardHandle):
 
     async def _read_stderr(self, process: Process, done: anyio.Event) -> None:
         assert process.stderr is not None
+        reader = LineReader(process.stderr, STDERR_MAX_LINE)
         try:
-            async for raw in LineReader(process.stderr, STDERR_MAX_LINE):
+            while True:
+                try:
+                    raw = await reader.read_line()
+                except protocol.ProtocolError:
+                    continue  # a line over the limit is dropped; reading on keeps ssh unblocked
                 line = raw.decode("utf-8", "replace").strip()
                 self._stderr.append(line)
                 # The journal keeps what ssh says; the log keeps its last words.
                 print(f"ifmemd: remote shard {self.name!r}: {line}", file=sys.stderr, flush=True)
-        except (anyio.BrokenResourceError, IfmemError):
-            pass  # a line over the limit, or cut: what came before is kept
+        except (anyio.EndOfStream, anyio.BrokenResourceError, protocol.ConnectionClosedError):
+            pass  # ssh has ended
         finally:
             done.set()
 
