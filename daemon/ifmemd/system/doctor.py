@@ -141,6 +141,36 @@ def _log() -> Check:
     return Check("log", OK, f"{report.rows} events verify ({path})")
 
 
+def _log_files() -> list[Path]:
+    """Every file the log writes, where they are by default (DESIGN.md: Paths)."""
+    log = paths.log_path()
+    candidates = [
+        log,
+        *(log.with_name(log.name + suffix) for suffix in ("-wal", "-shm", "-journal")),
+        paths.checkpoints_path(),
+        paths.snapshot_path(),
+    ]
+    segments = paths.data_dir() / "segments"
+    if segments.is_dir():
+        candidates += sorted(segments.iterdir())
+    return [p for p in candidates if p.is_file()]
+
+
+def _private_files() -> Check:
+    """The log's files must be private on their own: a copied or moved folder keeps their modes."""
+    files = _log_files()
+    open_to_others = [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    if open_to_others:
+        listed = ", ".join(f"{p} ({stat.S_IMODE(p.stat().st_mode):04o})" for p in open_to_others)
+        return Check(
+            "files",
+            WARN,
+            f"readable by others: {listed}",
+            "chmod go-rwx " + " ".join(str(p) for p in open_to_others),
+        )
+    return Check("files", OK, f"{len(files)} log file(s), none readable by others")
+
+
 def _credentials(config: Config | None) -> Check:
     if config is None:
         return Check("backends", WARN, "config invalid: not checked")
@@ -168,5 +198,5 @@ def _credentials(config: Config | None) -> Check:
 def run_checks() -> list[Check]:
     """Every check, in order; none raises."""
     config_check, config = _config()
-    steps: list[Callable[[], Check]] = [_key, _units, _daemon, _log]
+    steps: list[Callable[[], Check]] = [_key, _units, _daemon, _log, _private_files]
     return [config_check, *(step() for step in steps), _credentials(config)]
