@@ -101,6 +101,18 @@ class ConfigError(IfmemError):
         super().__init__(f"{where}: {reason}")
 
 
+class MissingSettingError(ConfigError):
+    """Raised when a model-backed shard lacks a setting it cannot run without (model, base_url)."""
+
+    def __init__(
+        self, path: Path | str, line: int | None, reason: str, *, shard: str, backend: str, key: str
+    ) -> None:
+        self.shard = shard
+        self.backend = backend
+        self.key = key
+        super().__init__(path, line, reason)
+
+
 class RestartIntensity(NamedTuple):
     """More than `max_restarts` restarts within `window_seconds`: the shard has failed."""
 
@@ -584,17 +596,23 @@ class _Parser:
             max_retries = t.integer("max_retries", section.max_retries, minimum=0)
             where = "backend" if "backend" in data else "name"
             if model is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "{backend}" needs a model: '
                     f'set model = "…" in this shard or in [{backend}]',
+                    shard=name,
+                    backend=backend,
+                    key="model",
                 )
             if backend == "openai" and base_url is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "openai" needs base_url (the server\'s '
                     f"OpenAI-compatible URL, e.g. http://127.0.0.1:11434/v1): set it in this "
                     f"shard or in [openai]",
+                    shard=name,
+                    backend=backend,
+                    key="base_url",
                 )
         else:
             for key in ("timeout", "max_retries"):
@@ -653,6 +671,17 @@ class _Table:
 
     def fail(self, key: str, reason: str) -> NoReturn:
         self.parser.fail((*self.loc, key), reason)
+
+    def missing(self, where: str, reason: str, *, shard: str, backend: str, key: str) -> NoReturn:
+        """Shard `shard` has no `key`, in its table or in its backend's."""
+        raise MissingSettingError(
+            self.parser.path,
+            self.parser.line_of((*self.loc, where)),
+            reason,
+            shard=shard,
+            backend=backend,
+            key=key,
+        )
 
     def _wrong_type(self, key: str, expected: str) -> NoReturn:
         self.fail(key, f"{key} must be {expected}, not {_toml_type(self.data[key])}")

@@ -47,3 +47,70 @@ def test_a_log_file_others_can_read_is_named_with_its_chmod(live_log: Path) -> N
     assert subprocess.run(found.fix.split(), check=False).returncode == 0  # the fix it names works
     assert stat.S_IMODE(live_log.stat().st_mode) == 0o600
     assert check("files").verdict == doctor.OK
+
+
+def write_config(text: str) -> Path:
+    from ifmemd.config import default_config_path
+
+    path = default_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+CLAUDE_SHARD = '[[shard]]\nname = "docs"\npaths = ["~/notes/*.md"]\nbackend = "anthropic"\n'
+
+
+def test_a_claude_shard_without_a_model_gets_the_line_to_add(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    path = write_config(CLAUDE_SHARD)
+    found = check("config")
+    assert found.verdict == doctor.FAIL
+    assert "shard 'docs'" in found.detail and "needs a model" in found.detail
+    assert 'model = "claude-sonnet-4-5"' in found.fix
+    assert "[anthropic]" in found.fix and str(path) in found.fix
+
+    # The line it names, added where it says, is all the config lacked.
+    write_config(f'[anthropic]\nmodel = "claude-sonnet-4-5"\n\n{CLAUDE_SHARD}')
+    assert check("config").verdict == doctor.OK
+    assert check("backends").verdict == doctor.OK
+
+
+def test_an_openai_shard_without_a_model_gets_the_line_to_add() -> None:
+    shard = CLAUDE_SHARD.replace("anthropic", "openai")
+    write_config(f'[openai]\nbase_url = "http://127.0.0.1:11434/v1"\n\n{shard}')
+    found = check("config")
+    assert found.verdict == doctor.FAIL
+    assert "model = " in found.fix and "[openai]" in found.fix
+
+
+def test_a_claude_shard_without_a_key_gets_the_line_to_add(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    path = write_config(f'[anthropic]\nmodel = "claude-sonnet-4-5"\n\n{CLAUDE_SHARD}')
+    found = check("backends")
+    assert found.verdict == doctor.FAIL
+    assert "docs" in found.detail and "ANTHROPIC_API_KEY" in found.detail
+    assert 'api_key_file = "~/.config/ifmem/anthropic.key"' in found.fix
+    assert "[anthropic]" in found.fix and str(path) in found.fix
+
+    # Named but absent: it says to write the key there.
+    key = paths_home() / ".config" / "ifmem" / "anthropic.key"
+    write_config(
+        f'[anthropic]\nmodel = "claude-sonnet-4-5"\napi_key_file = "{key}"\n\n{CLAUDE_SHARD}'
+    )
+    found = check("backends")
+    assert found.verdict == doctor.FAIL
+    assert f"{key} does not exist" in found.detail
+    assert str(key) in found.fix and "chmod 600" in found.fix
+
+    key.write_text("sk-test\n")
+    key.chmod(0o600)
+    assert check("backends").verdict == doctor.OK
+
+
+def paths_home() -> Path:
+    return Path(os.environ["HOME"])

@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifmemd import __version__
-from ifmemd.config import Config, ConfigError, default_config_path, load_config
+from ifmemd.config import (
+    Config,
+    ConfigError,
+    MissingSettingError,
+    ShardConfig,
+    default_config_path,
+    load_config,
+)
 from ifmemd.errors import IfmemError, KeyFileError
 from ifmemd.log.keys import load_signer
-from ifmemd.system import paths, units
+from ifmemd.system import install, paths, units
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -33,6 +40,13 @@ def _config() -> tuple[Check, Config | None]:
     path = default_config_path()
     try:
         config = load_config(None)
+    except MissingSettingError as e:
+        line = install.EXAMPLE_LINES[(e.backend, e.key)]
+        fix = (
+            f"add the line `{line}` to the [{e.backend}] table of {e.path} (and the "
+            f"[{e.backend}] header above it if the file has none), or to shard {e.shard!r}"
+        )
+        return Check("config", FAIL, str(e), fix), None
     except ConfigError as e:
         return Check("config", FAIL, str(e), f"edit {path}; see ifmem.toml(5)"), None
     where = str(path) if path.exists() else f"{path} absent: defaults"
@@ -171,27 +185,42 @@ def _private_files() -> Check:
     return Check("files", OK, f"{len(files)} log file(s), none readable by others")
 
 
+def _anthropic_key(config: Config, shard: ShardConfig) -> tuple[str, str] | None:
+    """What keeps a Claude shard from its key, and the fix; None when it has one."""
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return None
+    if shard.api_key_file is None:
+        where = config.source or default_config_path()
+        return (
+            f"{shard.name}: no API key: ANTHROPIC_API_KEY is not set and no api_key_file",
+            f'add the line `api_key_file = "{install.anthropic_key_file()}"` to the '
+            f"[anthropic] table of {where} and write the key into that file (chmod 600), "
+            "or set ANTHROPIC_API_KEY in the daemon's environment",
+        )
+    key_file = Path(shard.api_key_file).expanduser()
+    if not key_file.exists():
+        return (
+            f"{shard.name}: api_key_file {key_file} does not exist",
+            f"write the API key into {key_file}, then `chmod 600 {key_file}`",
+        )
+    if stat.S_IMODE(key_file.stat().st_mode) & 0o077:
+        return f"{shard.name}: {key_file} is readable by others", f"chmod 600 {key_file}"
+    return None
+
+
 def _credentials(config: Config | None) -> Check:
     if config is None:
         return Check("backends", WARN, "config invalid: not checked")
-    problems = []
+    problems: list[str] = []
+    fixes: list[str] = []
     for shard in config.shards:
-        if shard.backend == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
-            key_file = Path(shard.api_key_file).expanduser() if shard.api_key_file else None
-            if key_file is None or not key_file.exists():
-                problems.append(f"{shard.name}: no ANTHROPIC_API_KEY and no api_key_file")
-            elif stat.S_IMODE(key_file.stat().st_mode) & 0o077:
-                problems.append(f"{shard.name}: {key_file} is readable by others")
-        if shard.backend == "openai" and not (shard.base_url or config.openai.base_url):
-            problems.append(f"{shard.name}: no base_url for the openai backend")
+        if shard.backend == "anthropic" and (found := _anthropic_key(config, shard)):
+            problems.append(found[0])
+            if found[1] not in fixes:
+                fixes.append(found[1])
     backends = sorted({s.backend for s in config.shards})
     if problems:
-        return Check(
-            "backends",
-            FAIL,
-            "; ".join(problems),
-            "set ANTHROPIC_API_KEY or api_key_file (0600), or base_url",
-        )
+        return Check("backends", FAIL, "; ".join(problems), "; ".join(fixes))
     return Check("backends", OK, f"credentials present for: {', '.join(backends)}")
 
 
