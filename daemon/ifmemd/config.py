@@ -68,7 +68,7 @@ SHARD_KEYS: Final = (
     "timeout",
     "max_retries",
 )
-COORDINATOR_KEYS: Final = ("route_top_n", "synthesize")
+COORDINATOR_KEYS: Final = ("route_top_n", "synthesize", "route_min_coverage_ratio")
 ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
 OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
 # The keys of each `[prices."MODEL"]` table: USD per million tokens.
@@ -191,6 +191,9 @@ class CoordinatorConfig:
 
     route_top_n: int = 2
     synthesize: bool = False
+    # A model-backed shard whose best passage covers less than this share of what
+    # the best shard's covers answers from its index: its model call would be waste.
+    route_min_coverage_ratio: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +478,7 @@ class _Parser:
         coordinator = CoordinatorConfig(
             route_top_n=coordinator_t.integer("route_top_n", 2, minimum=1),
             synthesize=coordinator_t.boolean("synthesize", False),
+            route_min_coverage_ratio=coordinator_t.fraction("route_min_coverage_ratio", 0.5),
         )
         prices = self.prices(self.table(raw, "prices"))
         return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices)
@@ -694,6 +698,17 @@ class _Table:
             self._wrong_type(key, "a number of seconds")
         if not math.isfinite(value) or value <= 0:
             self.fail(key, f"{key} must be a positive number of seconds, got {value}")
+        return float(value)
+
+    def fraction(self, key: str, default: float) -> float:
+        """A number from 0 to 1."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, "a number from 0 to 1")
+        if not 0 <= value <= 1:
+            self.fail(key, f"{key} must be a number from 0 to 1, got {value}")
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int) -> int:

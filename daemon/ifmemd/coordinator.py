@@ -7,10 +7,11 @@ answer is still given.
 
 Model-backed shards cost money per call, so a question is routed (`ask_shards`):
 every shard first searches its own index, which is free, and only the
-`route_top_n` model-backed shards whose index matched best (by top bm25 score;
-none that matched nothing) are asked their model. The others give their index's
-passages, recorded with `mode: "fts"`. A question that names its shards skips
-routing: the user chose.
+`route_top_n` model-backed shards whose index matched best (by how much of the
+question their best passage covers; none that matched nothing, nor one covering
+far less than the best: `route_min_coverage_ratio`) are asked their model. The
+others give their index's passages, recorded with `mode: "fts"`. A question
+that names its shards skips routing: the user chose.
 """
 
 from __future__ import annotations
@@ -203,13 +204,21 @@ def _answer(handle: ShardHandle, pending: Pending, start: float) -> ShardAnswer:
     return ShardAnswer(handle.name, tuple(passages), ms=round((pending.at - start) * 1000, 2))
 
 
-def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) -> list[int]:
+def route(
+    handles: list[ShardHandle],
+    answers: list[ShardAnswer],
+    top_n: int,
+    *,
+    min_coverage_ratio: float = 0.0,
+) -> list[int]:
     """Which model-backed shards to ask their model: indices into `handles`.
 
     The `top_n` whose index matched best, best first; a shard whose index found
     nothing for the question is not worth a paid call. "Best" is first how much
     of the question a shard's best passage covers (comparable across shards),
-    then bm25 (comparable only within a shard, so only a tie-break).
+    then bm25 (comparable only within a shard, so only a tie-break). Nor is a
+    shard whose best passage covers less than `min_coverage_ratio` of what the
+    best shard's covers: it matched a stray word, not the question.
     """
     candidates = [
         i
@@ -217,6 +226,9 @@ def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) ->
         if h.config.uses_model and not a.missing and a.passages
     ]
     candidates.sort(key=lambda i: (-answers[i].top_coverage, -answers[i].top_score, i))
+    if candidates:
+        floor = min_coverage_ratio * answers[candidates[0]].top_coverage
+        candidates = [i for i in candidates if answers[i].top_coverage >= floor]
     return candidates[:top_n]
 
 
@@ -250,6 +262,7 @@ async def ask_shards(
     timeout: float,
     *,
     route_top_n: int,
+    route_min_coverage_ratio: float = 0.0,
     routed: bool = True,
 ) -> list[ShardAnswer]:
     """Every shard's answer: its index's passages, or its model's for the shards routed to.
@@ -259,7 +272,7 @@ async def ask_shards(
     """
     answers = await fan_out(handles, question, k, timeout)
     if routed:
-        chosen = route(handles, answers, route_top_n)
+        chosen = route(handles, answers, route_top_n, min_coverage_ratio=route_min_coverage_ratio)
     else:
         chosen = [
             i

@@ -357,6 +357,7 @@ class Daemon:
             k,
             self.config.daemon.ask_timeout,
             route_top_n=coordinator.route_top_n,
+            route_min_coverage_ratio=coordinator.route_min_coverage_ratio,
             routed=routed,
         )
         if answers and all(a.missing for a in answers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -81,3 +82,21 @@ def test_routing_asks_at_most_top_n(top_n: int) -> None:
     handles = [handle(n) for n in "abc"]
     answers = [ShardAnswer(n, (p(f"/{n}.md", coverage=0.5),)) for n in "abc"]
     assert len(route(handles, answers, top_n)) == top_n
+
+
+def test_routing_skips_a_shard_covering_the_question_far_worse_than_the_best() -> None:
+    # "what does RestartSec do": the systemd docs cover it; the history shard's
+    # best passage ("How long does memory run for?") shares one word of three.
+    handles = [handle("systemd"), handle("history"), handle("notes")]
+    answers = [
+        ShardAnswer("systemd", (p("/unit.md", score=4.0, coverage=1.0),)),
+        ShardAnswer("history", (p("/history.md", score=6.0, coverage=0.34),)),
+        ShardAnswer("notes", (p("/notes.md", score=1.0, coverage=0.67),)),
+    ]
+    assert route(handles, answers, 3, min_coverage_ratio=0.5) == [0, 2]
+    assert route(handles, answers, 3, min_coverage_ratio=0.7) == [0]
+    # Off (0): only route_top_n limits the calls, as before.
+    assert route(handles, answers, 3, min_coverage_ratio=0.0) == [0, 2, 1]
+    # The ratio is relative to the best: equally weak shards are all asked.
+    weak = [dataclasses.replace(a, passages=(p(f"/{a.shard}", coverage=0.1),)) for a in answers]
+    assert route(handles, weak, 3, min_coverage_ratio=1.0) == [0, 1, 2]
