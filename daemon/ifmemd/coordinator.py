@@ -30,6 +30,7 @@ from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailable
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
 COVERAGE_FLOOR = 0.25
+MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
 USAGE_FIELDS = (
@@ -45,7 +46,8 @@ class ShardAnswer:
     """One shard's ranked passages, or why it gave none.
 
     `reply` is the model's answer when the shard's model was asked; `routed_out`
-    says a model-backed shard answered from its index alone.
+    says a model-backed shard answered from its index alone, and `note` why,
+    when it was not routing's choice (its model is not up yet).
     """
 
     shard: str
@@ -54,6 +56,7 @@ class ShardAnswer:
     ms: float = 0.0
     reply: dict[str, Any] | None = None
     routed_out: bool = False
+    note: str = ""
 
     @property
     def top_score(self) -> float:
@@ -82,6 +85,8 @@ class ShardAnswer:
         }
         if self.routed_out:
             body["mode"] = "fts"
+        if self.note:
+            body["note"] = self.note
         if self.reply is not None:
             usage = self.reply.get("usage", {})
             body |= {
@@ -223,7 +228,7 @@ def route(
     candidates = [
         i
         for i, (h, a) in enumerate(zip(handles, answers, strict=True))
-        if h.config.uses_model and not a.missing and a.passages
+        if h.model_ready and not a.missing and a.passages
     ]
     candidates.sort(key=lambda i: (-answers[i].top_coverage, -answers[i].top_score, i))
     if candidates:
@@ -277,7 +282,7 @@ async def ask_shards(
         chosen = [
             i
             for i, (h, a) in enumerate(zip(handles, answers, strict=True))
-            if h.config.uses_model and not a.missing
+            if h.model_ready and not a.missing
         ]
 
     async def one(i: int) -> None:
@@ -288,7 +293,8 @@ async def ask_shards(
             tg.start_soon(one, i)
     for i, handle in enumerate(handles):
         if handle.config.uses_model and i not in chosen and not answers[i].missing:
-            answers[i] = dataclasses.replace(answers[i], routed_out=True)
+            note = "" if handle.model_ready else MODEL_NOT_READY.format(handle.model_status)
+            answers[i] = dataclasses.replace(answers[i], routed_out=True, note=note)
     return answers
 
 

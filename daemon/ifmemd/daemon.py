@@ -376,6 +376,9 @@ class Daemon:
             "missing": missing,
             "shards": answered,
         }
+        notes = [{"shard": a.shard, "note": a.note} for a in answers if a.note]
+        if notes:
+            result["notes"] = notes
         model_answers = [a for a in answers if a.reply is not None]
         if model_answers:
             result["answers"] = [a.answer_json() for a in model_answers]

@@ -106,10 +106,17 @@ class ShardHandle:
         # asks need not wake its process.
         self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
+        # A model-backed shard is ready on its index first; its model follows.
+        self.model_status = "loading" if config.uses_model else ""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def model_ready(self) -> bool:
+        """Whether this shard's model can be asked now (never, for a local shard)."""
+        return self.config.uses_model and self.model_status == "ready"
 
     @property
     def ready(self) -> bool:
@@ -205,7 +212,11 @@ class ShardHandle:
             "name": self.name,
             "kind": self.config.kind,
             "backend": self.config.backend,
-            **({"model": self.config.model} if self.config.uses_model else {}),
+            **(
+                {"model": self.config.model, "model_status": self.model_status}
+                if self.config.uses_model
+                else {}
+            ),
             "description": self.config.description,
             "status": self.status,
             "pid": self.pid,
@@ -387,9 +398,16 @@ class Supervisor:
                 info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
                 handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
                 await self.record("shard.ready", info | {"shard": name})
+                if handle.config.uses_model:
+                    handle.model_status = str(msg.get("model_status", "ready"))
                 handle.status = "ready"
                 handle.failure = ""
                 handle.ready_event.set()
+            elif kind == "model_ready":
+                info = {k: msg[k] for k in ("model", "tokens", "token_source", "load_ms")}
+                handle.ready_info |= {k: info[k] for k in ("tokens", "token_source")}
+                await self.record("shard.model_ready", info | {"shard": name})
+                handle.model_status = "ready"
             elif kind == "warmed":
                 await self.record(
                     "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}

@@ -51,7 +51,10 @@ def test_fusion_of_nothing_is_empty() -> None:
 def handle(name: str, backend: str = "anthropic") -> ShardHandle:
     model = "claude-test" if backend != "local" else None
     config = ShardConfig(name=name, paths=("/x",), backend=backend, model=model)  # type: ignore[arg-type]
-    return ShardHandle(config, DaemonConfig(), time.monotonic)
+    h = ShardHandle(config, DaemonConfig(), time.monotonic)
+    if config.uses_model:
+        h.model_status = "ready"  # as its `model_ready` message would set it
+    return h
 
 
 def test_routing_prefers_coverage_over_raw_bm25() -> None:
@@ -100,3 +103,13 @@ def test_routing_skips_a_shard_covering_the_question_far_worse_than_the_best() -
     # The ratio is relative to the best: equally weak shards are all asked.
     weak = [dataclasses.replace(a, passages=(p(f"/{a.shard}", coverage=0.1),)) for a in answers]
     assert route(handles, weak, 3, min_coverage_ratio=1.0) == [0, 1, 2]
+
+
+def test_routing_never_asks_a_model_that_is_still_loading() -> None:
+    handles = [handle("up"), handle("loading")]
+    handles[1].model_status = "loading"  # ready on its index; SDK and count still to come
+    answers = [
+        ShardAnswer("up", (p("/up.md", coverage=0.5),)),
+        ShardAnswer("loading", (p("/loading.md", coverage=1.0),)),
+    ]
+    assert route(handles, answers, 2) == [0]
