@@ -130,3 +130,16 @@ def test_a_corpus_over_budget_found_after_ready_still_fails_the_shard(
     kinds = [k for _, k, b in daemon.events() if b.get("shard") == "docs"]
     assert kinds.index("shard.ready") < kinds.index("shard.failed")
     assert daemon.shard("code")["status"] == "ready"
+
+
+def test_the_mcp_answer_keeps_the_notes() -> None:
+    pytest.importorskip("mcp")
+    from ifmem.mcpserver import AskResult
+
+    note = {
+        "shard": "docs",
+        "note": "its model is not ready yet (loading): answered from its index",
+    }
+    reply = {"question": "q", "passages": [], "missing": [], "shards": ["docs"], "notes": [note]}
+    result = AskResult.model_validate({**reply, "qid": "q1", "seq": 3})
+    assert result.model_dump()["notes"] == [note]
