@@ -75,7 +75,8 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float) -> float:
-        """Start and wait until every shard is ready; seconds from spawn to all ready."""
+        """Start and wait until every shard is ready, and every shard's model (a model-backed
+        shard is ready on its index first); seconds from spawn to all ready."""
         cmd = [
             str(BIN / "ifmemd"),
             *("--config", str(self.config)),
@@ -96,7 +97,9 @@ class Daemon:
             shards: list[dict[str, Any]] = []
             with contextlib.suppress(IfmemError, OSError):  # not listening yet
                 shards = self.status()["shards"]
-            if shards and all(s["status"] == "ready" for s in shards):
+            if shards and all(
+                s["status"] == "ready" and s.get("model_status", "ready") == "ready" for s in shards
+            ):
                 return time.perf_counter() - t0
             # A shard that crashes while loading is restarted with backoff:
             # report it instead of waiting out the timeout.
