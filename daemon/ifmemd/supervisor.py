@@ -54,6 +54,13 @@ class ReplyGroup:
         self.outstanding = 0
         self.done = anyio.Event()
 
+    def expect(self) -> None:
+        """One more request to wait for. If every earlier one had its reply (`done` is
+        set), `done` is re-armed: a shard asked once it finished starting answers later."""
+        if self.done.is_set():
+            self.done = anyio.Event()
+        self.outstanding += 1
+
     def finished_one(self) -> None:
         self.outstanding -= 1
         if not self.outstanding:
@@ -144,7 +151,7 @@ class ShardHandle:
         pending = Pending(self._next_rid, anyio.Event(), group)
         self._waiters[pending.rid] = pending
         if group is not None:
-            group.outstanding += 1
+            group.expect()
         try:
             await self.send({"op": op, "rid": pending.rid, **fields})
         except BaseException:

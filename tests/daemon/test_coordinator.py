@@ -9,7 +9,7 @@ import pytest
 from ifmemd.config import DaemonConfig, ShardConfig
 from ifmemd.coordinator import RRF_K, ShardAnswer, fuse, route
 from ifmemd.shards.index import Passage
-from ifmemd.supervisor import ShardHandle
+from ifmemd.supervisor import ReplyGroup, ShardHandle
 
 
 def p(path: str, score: float = 1.0, coverage: float = 0.0, start: int = 1) -> Passage:
@@ -113,3 +113,16 @@ def test_routing_never_asks_a_model_that_is_still_loading() -> None:
         ShardAnswer("loading", (p("/loading.md", coverage=1.0),)),
     ]
     assert route(handles, answers, 2) == [0]
+
+
+def test_a_reply_group_waits_for_requests_sent_after_the_first_replies_came() -> None:
+    # fan_out asks the ready shards, then each shard still starting once it is
+    # ready: the first replies may all be in before those requests go out.
+    group = ReplyGroup()
+    group.expect()
+    group.finished_one()
+    assert group.done.is_set()
+    group.expect()  # a shard that was starting, asked now
+    assert not group.done.is_set()  # its reply is still to come: wait for it
+    group.finished_one()
+    assert group.done.is_set()
