@@ -344,6 +344,8 @@ class Supervisor:
         await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
         cfg, daemon = handle.config, self.config.daemon
         handle.fatal = ""
+        if cfg.uses_model:
+            handle.model_status = "loading"  # a new process: its model comes after its index
         init = {
             "op": "init",
             "name": cfg.name,
