@@ -113,7 +113,8 @@ class ShardHandle:
         # asks need not wake its process.
         self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
-        # A model-backed shard is ready on its index first; its model follows.
+        # A model-backed shard is ready on its index first ("loading"), its model
+        # follows ("ready"); "down" while it has no process.
         self.model_status = "loading" if config.uses_model else ""
 
     @property
@@ -283,6 +284,8 @@ class Supervisor:
                 handle.policy.started(self.clock())
                 code = await self._run_once(handle)
                 handle.process = None
+                if handle.config.uses_model:
+                    handle.model_status = "down"  # the next process loads its model anew
                 handle._fail_waiters(f"the shard exited (code {code})")
                 await self.record("shard.exited", {"shard": handle.name, "code": code})
                 if self.stopping:
@@ -344,8 +347,6 @@ class Supervisor:
         await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
         cfg, daemon = handle.config, self.config.daemon
         handle.fatal = ""
-        if cfg.uses_model:
-            handle.model_status = "loading"  # a new process: its model comes after its index
         init = {
             "op": "init",
             "name": cfg.name,

@@ -8,6 +8,8 @@ without depending on how long anything takes.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,25 @@ def test_the_mcp_answer_keeps_the_notes() -> None:
     reply = {"question": "q", "passages": [], "missing": [], "shards": ["docs"], "notes": [note]}
     result = AskResult.model_validate({**reply, "qid": "q1", "seq": 3})
     assert result.model_dump()["notes"] == [note]
+
+
+def test_a_crashed_shard_does_not_claim_a_ready_model_until_the_new_one_is(
+    daemon: dp.DaemonProc, fake: FakeAnthropic
+) -> None:
+    daemon.start()  # every shard and model ready
+    old_pid = daemon.shard("docs")["pid"]
+    fake.counts_open.clear()  # the next process's model will wait
+    os.kill(old_pid, signal.SIGKILL)
+    seen: list[tuple[str, str]] = []
+
+    def restarted() -> bool:
+        s = docs_status(daemon)
+        if s is not None:
+            seen.append((s["status"], s["model_status"]))
+        return s is not None and s["status"] == "ready" and s["pid"] != old_pid
+
+    dp.wait_for(restarted, TIMEOUT_S, "docs restarted", daemon.diagnostics)
+    # Exited, restarting, starting: never with the dead process's model "ready".
+    down = [m for status, m in seen if status != "ready"]
+    assert down and "ready" not in down, seen
+    assert seen[-1] == ("ready", "loading")
