@@ -114,7 +114,7 @@ class ShardHandle:
         self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
         # A model-backed shard is ready on its index first ("loading"), its model
-        # follows ("ready"); "down" while it has no process.
+        # follows ("ready"); "down" from a process's exit until the next is ready.
         self.model_status = "loading" if config.uses_model else ""
 
     @property
