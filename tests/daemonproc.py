@@ -241,11 +241,14 @@ class DaemonProc:
             return None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
-        """Wait until `status` answers with every shard ready; returns that status."""
+        """Wait until `status` answers with every shard ready, models included; returns it."""
 
         def ready() -> dict[str, Any] | None:
             status = self._try_status()
-            if status and all(s["status"] == "ready" for s in status["shards"]):
+            if status and all(
+                s["status"] == "ready" and s.get("model_status", "ready") == "ready"
+                for s in status["shards"]
+            ):
                 return status
             return None
 

@@ -70,6 +70,8 @@ def ask(
             print(f"   {snippet}")
     for m in result.get("missing", []):
         print(f"missing: shard {m['shard']!r}: {m['reason']}", file=sys.stderr)
+    for n in result.get("notes", []):
+        print(f"note: shard {n['shard']!r}: {n['note']}", file=sys.stderr)
 
 
 def _print_answers(result: dict[str, Any]) -> None:
@@ -130,10 +132,11 @@ def status(socket: Path | None, as_json: bool) -> None:
     print(f"socket  {result['socket']}  clients {result['clients']}  memories {result['memories']}")
     rows = [("SHARD", "STATUS", "FILES", "TOKENS", "SERVED", "RESTARTS", "RSS MB", "HEARTBEAT")]
     for s in result["shards"]:
+        model = s.get("model_status")  # a model-backed shard's model comes up after its index
         rows.append(
             (
                 s["name"],
-                s["status"],
+                s["status"] + (f" (model {model})" if model and model != "ready" else ""),
                 str(s["files"]),
                 str(s["tokens"]),
                 str(s["served"]),

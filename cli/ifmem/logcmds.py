@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ifmem.closedpipe import exit_when_stdout_closes
 from ifmem.exits import fail
 from ifmem.timefmt import format_ns, since_option
 
@@ -96,6 +97,7 @@ def log(
         elog.refresh_head()
         if not follow:
             return
+        exit_when_stdout_closes()
         try:
             _follow(elog, elog.head_seq, lambda ev: show(ev) if wanted(ev) else None)
         except KeyboardInterrupt:

@@ -119,6 +119,13 @@ class MissingShard(BaseModel):
     reason: str = Field(description="Why it could not answer (failed, restarting, timed out…).")
 
 
+class ShardNote(BaseModel):
+    """A model-backed shard that answered from its index alone this time, and why."""
+
+    shard: str
+    note: str = Field(description="Why (its model is still loading, say).")
+
+
 class ModelAnswer(BaseModel):
     """An answer written by a shard's model (shards with an LLM backend only)."""
 
@@ -157,6 +164,11 @@ class AskResult(BaseModel):
         "not irrelevant. Empty when every shard answered."
     )
     shards: list[str] = Field(description="The shards that answered.")
+    notes: list[ShardNote] = Field(
+        default_factory=list,
+        description="Shards with an LLM backend whose model could not be asked yet: they "
+        "gave their index's passages only. Asking again later gets their model's answer.",
+    )
     answers: list[ModelAnswer] = Field(
         default_factory=list,
         description="Answers written by shards with an LLM backend, with their citations; "

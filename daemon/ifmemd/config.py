@@ -78,7 +78,7 @@ REMOTE_SHARD_KEYS: Final = ("name", "description", "remote", "ssh_options", "rem
 # What ssh is given as a host and a user, and never as an option (a leading "-").
 _SSH_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*")
 _SSH_USER_RE: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
-COORDINATOR_KEYS: Final = ("route_top_n", "synthesize")
+COORDINATOR_KEYS: Final = ("route_top_n", "synthesize", "route_min_coverage_ratio")
 ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
 OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
 # The keys of each `[prices."MODEL"]` table: USD per million tokens.
@@ -109,6 +109,18 @@ class ConfigError(IfmemError):
             if column is not None:
                 where += f":{column}"
         super().__init__(f"{where}: {reason}")
+
+
+class MissingSettingError(ConfigError):
+    """Raised when a model-backed shard lacks a setting it cannot run without (model, base_url)."""
+
+    def __init__(
+        self, path: Path | str, line: int | None, reason: str, *, shard: str, backend: str, key: str
+    ) -> None:
+        self.shard = shard
+        self.backend = backend
+        self.key = key
+        super().__init__(path, line, reason)
 
 
 class RestartIntensity(NamedTuple):
@@ -226,6 +238,9 @@ class CoordinatorConfig:
 
     route_top_n: int = 2
     synthesize: bool = False
+    # A model-backed shard whose best passage covers less than this share of what
+    # the best shard's covers answers from its index: its model call would be waste.
+    route_min_coverage_ratio: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,6 +525,7 @@ class _Parser:
         coordinator = CoordinatorConfig(
             route_top_n=coordinator_t.integer("route_top_n", 2, minimum=1),
             synthesize=coordinator_t.boolean("synthesize", False),
+            route_min_coverage_ratio=coordinator_t.fraction("route_min_coverage_ratio", 0.5),
         )
         prices = self.prices(self.table(raw, "prices"))
         return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices)
@@ -636,17 +652,23 @@ class _Parser:
             max_retries = t.integer("max_retries", section.max_retries, minimum=0)
             where = "backend" if "backend" in data else "name"
             if model is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "{backend}" needs a model: '
                     f'set model = "…" in this shard or in [{backend}]',
+                    shard=name,
+                    backend=backend,
+                    key="model",
                 )
             if backend == "openai" and base_url is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "openai" needs base_url (the server\'s '
                     f"OpenAI-compatible URL, e.g. http://127.0.0.1:11434/v1): set it in this "
                     f"shard or in [openai]",
+                    shard=name,
+                    backend=backend,
+                    key="base_url",
                 )
         else:
             for key in ("timeout", "max_retries"):
@@ -735,6 +757,17 @@ class _Table:
     def fail(self, key: str, reason: str) -> NoReturn:
         self.parser.fail((*self.loc, key), reason)
 
+    def missing(self, where: str, reason: str, *, shard: str, backend: str, key: str) -> NoReturn:
+        """Shard `shard` has no `key`, in its table or in its backend's."""
+        raise MissingSettingError(
+            self.parser.path,
+            self.parser.line_of((*self.loc, where)),
+            reason,
+            shard=shard,
+            backend=backend,
+            key=key,
+        )
+
     def _wrong_type(self, key: str, expected: str) -> NoReturn:
         self.fail(key, f"{key} must be {expected}, not {_toml_type(self.data[key])}")
 
@@ -746,6 +779,17 @@ class _Table:
             self._wrong_type(key, "a number of seconds")
         if not math.isfinite(value) or value <= 0:
             self.fail(key, f"{key} must be a positive number of seconds, got {value}")
+        return float(value)
+
+    def fraction(self, key: str, default: float) -> float:
+        """A number from 0 to 1."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, "a number from 0 to 1")
+        if not 0 <= value <= 1:
+            self.fail(key, f"{key} must be a number from 0 to 1, got {value}")
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int) -> int:

@@ -359,6 +359,7 @@ class Daemon:
             k,
             self.config.daemon.ask_timeout,
             route_top_n=coordinator.route_top_n,
+            route_min_coverage_ratio=coordinator.route_min_coverage_ratio,
             routed=routed,
         )
         if answers and all(a.missing for a in answers):
@@ -377,6 +378,9 @@ class Daemon:
             "missing": missing,
             "shards": answered,
         }
+        notes = [{"shard": a.shard, "note": a.note} for a in answers if a.note]
+        if notes:
+            result["notes"] = notes
         model_answers = [a for a in answers if a.reply is not None]
         if model_answers:
             result["answers"] = [a.answer_json() for a in model_answers]

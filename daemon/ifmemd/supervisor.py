@@ -57,6 +57,13 @@ class ReplyGroup:
         self.outstanding = 0
         self.done = anyio.Event()
 
+    def expect(self) -> None:
+        """One more request to wait for. If every earlier one had its reply (`done` is
+        set), `done` is re-armed: a shard asked once it finished starting answers later."""
+        if self.done.is_set():
+            self.done = anyio.Event()
+        self.outstanding += 1
+
     def finished_one(self) -> None:
         self.outstanding -= 1
         if not self.outstanding:
@@ -110,10 +117,18 @@ class ShardHandle:
         self.empty: Callable[[], bool] | None = None
         self.fatal = ""  # why the shard process said it cannot serve (no restart helps)
         self.exit_reason = ""  # why its last run ended, when known (recorded in shard.exited)
+        # A model-backed shard is ready on its index first ("loading"), its model
+        # follows ("ready"); "down" from a process's exit until the next is ready.
+        self.model_status = "loading" if config.uses_model else ""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def model_ready(self) -> bool:
+        """Whether this shard's model can be asked now (never, for a local shard)."""
+        return self.config.uses_model and self.model_status == "ready"
 
     @property
     def ready(self) -> bool:
@@ -145,7 +160,7 @@ class ShardHandle:
         pending = Pending(self._next_rid, anyio.Event(), group)
         self._waiters[pending.rid] = pending
         if group is not None:
-            group.outstanding += 1
+            group.expect()
         try:
             await self.send({"op": op, "rid": pending.rid, **fields})
         except BaseException:
@@ -213,7 +228,11 @@ class ShardHandle:
             "name": self.name,
             "kind": self.config.kind,
             "backend": self.config.backend,
-            **({"model": self.config.model} if self.config.uses_model else {}),
+            **(
+                {"model": self.config.model, "model_status": self.model_status}
+                if self.config.uses_model
+                else {}
+            ),
             "description": self.config.description,
             "status": self.status,
             "pid": self.pid,
@@ -275,6 +294,8 @@ class Supervisor:
                 handle.policy.started(self.clock())
                 code = await handle.run_once(self)
                 handle.process = None
+                if handle.config.uses_model:
+                    handle.model_status = "down"  # the next process loads its model anew
                 handle._fail_waiters(f"the shard exited (code {code})")
                 why = {"reason": handle.exit_reason} if handle.exit_reason else {}
                 await self.record("shard.exited", {"shard": handle.name, "code": code, **why})
@@ -398,9 +419,16 @@ class Supervisor:
                 info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
                 handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
                 await self.record("shard.ready", info | {"shard": name})
+                if handle.config.uses_model:
+                    handle.model_status = str(msg.get("model_status", "ready"))
                 handle.status = "ready"
                 handle.failure = ""
                 handle.ready_event.set()
+            elif kind == "model_ready":
+                info = {k: msg[k] for k in ("model", "tokens", "token_source", "load_ms")}
+                handle.ready_info |= {k: info[k] for k in ("tokens", "token_source")}
+                await self.record("shard.model_ready", info | {"shard": name})
+                handle.model_status = "ready"
             elif kind == "warmed":
                 await self.record(
                     "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}

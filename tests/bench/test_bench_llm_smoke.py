@@ -35,3 +35,8 @@ def test_quick_run_reports_the_ratio(tmp_path: Path) -> None:
     assert result["model_calls"] <= 2 * result["questions"]  # route_top_n = 2
     assert result["missing"] == 0 and result["failed_calls"] == 0
     assert 0 < result["ratio"] < result["routing_ratio"] <= 0.5 + 1e-9
+    # The coverage ratio, off then on, over the same questions: never more calls with it.
+    off, on = result["coverage_ratio"]["off"], result["coverage_ratio"]["on"]
+    assert on["model_calls"] <= off["model_calls"]
+    assert result["coverage_ratio"]["saved_calls"] == off["model_calls"] - on["model_calls"]
+    assert 0 < on["hits"]["questions"] == off["hits"]["questions"]

@@ -80,7 +80,9 @@ def test_missing_default_file_means_defaults() -> None:
     assert config.shards == (WORKING_SHARD_DEFAULT,)
     assert config.shards[0].name == "working" and config.shards[0].kind == "memory"
     assert config.daemon == DaemonConfig(10.0, 30.0, RestartIntensity(5, 60.0), 1000, 10.0, 256)
-    assert config.coordinator == CoordinatorConfig(route_top_n=2, synthesize=False)
+    assert config.coordinator == CoordinatorConfig(
+        route_top_n=2, synthesize=False, route_min_coverage_ratio=0.5
+    )
 
 
 def test_default_file_is_read_when_present(tmp_path: Path) -> None:
@@ -165,6 +167,7 @@ def test_every_key(tmp_path: Path) -> None:
         [coordinator]
         route_top_n = 3
         synthesize = true
+        route_min_coverage_ratio = 0.25
 
         [anthropic]
         model = "claude-x"
@@ -194,7 +197,7 @@ def test_every_key(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.daemon == DaemonConfig(2.5, 7.0, RestartIntensity(0, 1.5), 10, 30.0, 4)
     assert isinstance(config.daemon.heartbeat_timeout, float)
-    assert config.coordinator == CoordinatorConfig(3, True)
+    assert config.coordinator == CoordinatorConfig(3, True, 0.25)
     assert config.anthropic == AnthropicConfig("claude-x")
     assert config.openai == OpenAIConfig("http://localhost:8080/v1", "local-model")
     assert config.shards == (
@@ -622,7 +625,23 @@ def test_memory_shard_takes_no_paths(tmp_path: Path) -> None:
         (
             "[coordinator]\nrouting = 1\n",
             "routing",
-            "unknown key 'routing' in [coordinator] (known: route_top_n, synthesize)",
+            "unknown key 'routing' in [coordinator] "
+            "(known: route_top_n, synthesize, route_min_coverage_ratio)",
+        ),
+        (
+            "[coordinator]\nroute_min_coverage_ratio = 1.5\n",
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, got 1.5",
+        ),
+        (
+            "[coordinator]\nroute_min_coverage_ratio = -0.1\n",
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, got -0.1",
+        ),
+        (
+            '[coordinator]\nroute_min_coverage_ratio = "half"\n',
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, not a string",
         ),
         ("[anthropic]\nmodel = 3\n", "model", "model must be a string, not an integer"),
         (

@@ -87,12 +87,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Iter
         daemon = made(config, start=False)
         daemon.start(wait=False)
         dp.wait_for(
-            lambda: all(
-                s["status"] in ("ready", "failed")
-                for s in (daemon._try_status() or {}).get("shards", [{"status": "starting"}])
-            ),
+            lambda: settled(daemon),
             START_TIMEOUT_S,
-            "every shard ready or failed",
+            "every shard (and model) ready, or failed",
             daemon.diagnostics,
         )
         yield {"daemon": daemon, "dirs": dirs, "root": root}
@@ -100,6 +97,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Iter
         made.close()
         if saved is not None:
             os.environ["ANTHROPIC_API_KEY"] = saved
+
+
+def settled(daemon: dp.DaemonProc) -> bool:
+    """Every shard failed, or ready with its model (an over-budget one is ready on its
+    index until its model's count fails it)."""
+    return all(
+        s["status"] == "failed"
+        or (s["status"] == "ready" and s.get("model_status", "ready") == "ready")
+        for s in (daemon._try_status() or {}).get("shards", [{"status": "starting"}])
+    )
 
 
 def _answered(daemon: dp.DaemonProc, qid: str) -> dict[str, dict[str, Any]]:
@@ -111,9 +118,10 @@ def test_model_shards_are_ready_and_count_their_corpus(world: dict) -> None:
     shards = {s["name"]: s for s in status["shards"]}
     for name in ("docs", "notes", "ops", "code"):
         assert shards[name]["status"] == "ready", shards[name]
-    assert shards["docs"]["model"] == MODEL
-    ready = [b for _, _, b in world["daemon"].events("shard.ready") if b["shard"] == "docs"]
+    assert shards["docs"]["model"] == MODEL and shards["docs"]["model_status"] == "ready"
+    ready = [b for _, _, b in world["daemon"].events("shard.model_ready") if b["shard"] == "docs"]
     assert ready[-1]["token_source"] == "api" and ready[-1]["tokens"] > 0
+    assert shards["docs"]["tokens"] == ready[-1]["tokens"]
 
 
 def test_an_answer_cites_the_exact_lines(world: dict, fake: FakeAnthropic) -> None:
@@ -149,12 +157,19 @@ def test_the_second_question_reads_the_corpus_from_the_cache(world: dict) -> Non
 def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
     daemon = world["daemon"]
     readies = len(daemon.events("shard.ready"))
+    models = len(daemon.events("shard.model_ready"))
+    failed = len(daemon.events("shard.failed"))
     (world["dirs"]["docs"] / "glacier.md").write_text(
         DOCS["glacier.md"] + "Crevasses open where the ice bends.\n"
     )
     daemon.request("reload")
     dp.wait_for(
-        lambda: len(daemon.events("shard.ready")) >= readies + 4,  # docs notes ops code
+        lambda: (
+            len(daemon.events("shard.ready")) >= readies + 4  # docs notes ops code
+            and len(daemon.events("shard.model_ready")) >= models + 3  # and their models
+            and len(daemon.events("shard.failed")) >= failed + 2  # leaky, huge: failed again
+            and settled(daemon)
+        ),
         20,
         "the shards to reload",
         daemon.diagnostics,

@@ -33,7 +33,7 @@ from ifmemd.log.logformat import (
     ZERO_HASH,
     event_hash,
 )
-from ifmemd.system import durable
+from ifmemd.system import durable, privatefile
 
 BUSY_TIMEOUT_MS = 5000
 _COLUMNS = "seq, ts_ns, kind, CAST(body AS BLOB), prev, hash, key_id, sig"
@@ -215,6 +215,12 @@ class EventLog:
                 durable.ensure_private_dir(path.parent)
             except OSError as e:
                 raise StoreError("create log directory", path.parent, e.strerror or str(e)) from e
+        # SQLite would create the file 0644 (less the umask); it gives the -wal
+        # and -shm the mode of the file it finds, so a 0600 file keeps all three private.
+        try:
+            privatefile.create_private(path)
+        except OSError as e:
+            raise StoreError("create event log", path, e.strerror or str(e)) from e
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         conn = cls._connect(path, flags)
         with _closed_on_error(conn, path):

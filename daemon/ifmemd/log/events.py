@@ -55,6 +55,8 @@ register("daemon.stopping", "reason")
 register("checkpoint", "seq hash")
 register("shard.spawned", "shard pid")
 register("shard.ready", "shard files lines tokens digest load_ms")
+# A model-backed shard's model came up after its `shard.ready`: the tokens it counted.
+register("shard.model_ready", "shard model tokens token_source load_ms")
 register("shard.heartbeat", "shard rss_bytes served uptime_s", version=2, v1=upcast_heartbeat_v1_v2)
 register("shard.exited", "shard code")
 register("shard.restarting", "shard delay_s restarts")
