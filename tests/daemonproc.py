@@ -356,6 +356,11 @@ class DaemonProc:
                 (r.seq, r.kind, r.data()) for r in log.records() if not kinds or r.kind in kinds
             ]
 
+    def shard_results(self, qid: Any) -> dict[str, dict[str, Any]]:
+        """Each shard's result for question `qid`, by shard, from its `query.answered`."""
+        [body] = [b for _, _, b in self.events("query.answered") if b["qid"] == qid]
+        return {r["shard"]: r for r in body["results"]}
+
 
 class DaemonFactory:
     """Makes daemons under one test's tmp_path and closes them all at the end."""

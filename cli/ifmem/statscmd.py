@@ -33,6 +33,7 @@ def stats(
     from ifmemd.config import ConfigError, load_config
     from ifmemd.errors import IfmemError
     from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.events import decode
     from ifmemd.system import paths
 
     since_ns = since_option(since)
@@ -44,7 +45,8 @@ def stats(
     try:
         with EventLog.open_readonly(db or paths.log_path()) as elog:
             sums = usage.tally(
-                ((r.kind, r.ts_ns, r.data()) for r in elog.records()), since_ns=since_ns
+                ((r.kind, r.ts_ns, decode(r.seq, r.kind, r.body)) for r in elog.records()),
+                since_ns=since_ns,
             )
     except IfmemError as e:
         fail(str(e))

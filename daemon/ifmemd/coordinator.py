@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from ifmemd.log.events import USAGE_FIELDS
 from ifmemd.shards.index import Passage, PassageFormatError
 from ifmemd.shards.llm import call_deadline
 from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailableError
@@ -31,12 +32,10 @@ RRF_K = 60
 COVERAGE_FLOOR = 0.25
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
-USAGE_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
+# A passage is logged with every field the shard gave it but its excerpt: the
+# excerpts of the passages the client got are in the answer beside it, and the
+# rest would make an ask's record several times larger.
+LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +61,13 @@ class ShardAnswer:
     def top_coverage(self) -> float:
         return max((p.coverage for p in self.passages), default=0.0)
 
-    def event_body(self, qid: str) -> dict[str, Any]:
-        """The `shard.answered` body: passages, and for a model's answer its text,
-        citations and the tokens it was billed for."""
+    def result_body(self) -> dict[str, Any]:
+        """This shard's entry in `query.answered`'s `results`: passages, and for a model's
+        answer its text, citations and the tokens it was billed for."""
         body: dict[str, Any] = {
-            "qid": qid,
             "shard": self.shard,
             "ms": self.ms,
-            "passages": [
-                {
-                    "path": p.path,
-                    "start_line": p.start_line,
-                    "end_line": p.end_line,
-                    "score": p.score,
-                }
-                for p in self.passages
-            ],
+            "passages": [{f: getattr(p, f) for f in LOGGED_PASSAGE_FIELDS} for p in self.passages],
         }
         if self.routed_out:
             body["mode"] = "fts"
@@ -86,7 +76,7 @@ class ShardAnswer:
             body |= {
                 "mode": "model",
                 "model": self.reply.get("model", ""),
-                **{f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
+                "usage": {f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
                 "answer": self.reply.get("text", ""),
                 "verified": bool(self.reply.get("verified")),
                 "citations": self.reply.get("citations", []),

@@ -381,13 +381,9 @@ class Daemon:
         if coordinator.synthesize and len(model_answers) >= 2:
             first = self.supervisor.shards[model_answers[0].shard]
             result["synthesis"] = await synthesize(first, question, model_answers)
-        records = await self.writer.append_many(
-            [
-                *(("shard.answered", a.event_body(rid)) for a in answers if not a.missing),
-                ("query.answered", result),
-            ]
-        )
-        return {**result, "seq": records[-1].seq, "replayed": False}
+        results = [a.result_body() for a in answers if not a.missing]
+        record = await self.writer.append("query.answered", {**result, "results": results})
+        return {**result, "seq": record.seq, "replayed": False}
 
     def _replayed(self, rid: RequestId, question: str | None, record: Record) -> dict:
         data = decode(record.seq, record.kind, record.body)
@@ -400,6 +396,7 @@ class Daemon:
                 protocol.DUPLICATE_ID, f"request id {rid!r} was already used for another request"
             )
         data.pop("v", None)
+        data.pop("results", None)  # the log's record of each shard, not part of the reply
         return {**data, "seq": record.seq, "replayed": True}
 
     async def remember(self, rid: RequestId, text: str, source: str | None = None) -> dict:
