@@ -99,6 +99,11 @@ register("memory.remembered", "memory_id text")
 register("memory.forgotten", "memory_id")
 register("client.denied", "uid pid reason")
 register("config.loaded", "shards")
+# The first row of a live file that continues a sealed segment.
+register("log.sealed", "segment first_seq last_seq")
+# Sealed segments holding seq 1..first_kept_seq-1 were deleted; `prev_hash` is the
+# hash of the last deleted row, the anchor verification starts from.
+register("log.pruned", "first_kept_seq prev_hash")
 
 
 def encode(kind: str, fields: Mapping[str, Any]) -> bytes:
