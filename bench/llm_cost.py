@@ -115,10 +115,11 @@ def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         calls = fake.messages()
         api = {f: sum(c.usage.get(f, 0) for c in calls) for f in USAGE}
         failed_calls = len(fake.messages(None)) - len(calls)
-    events = [(k, b) for _seq, _ts, k, b in daemon.events(("shard.ready", "shard.answered"))]
+    events = [(k, b) for _seq, _ts, k, b in daemon.events(("shard.ready", "query.answered"))]
     corpus_tokens = {b["shard"]: b["tokens"] for k, b in events if k == "shard.ready"}
     sources = {b["shard"]: b.get("token_source") for k, b in events if k == "shard.ready"}
-    recorded = {f: sum(b.get(f, 0) for k, b in events if k == "shard.answered") for f in USAGE}
+    shard_results = [r for k, b in events if k == "query.answered" for r in b["results"]]
+    recorded = {f: sum(r.get("usage", {}).get(f, 0) for r in shard_results) for f in USAGE}
     model_shards = [t.name for t in trees]
     naive = sum(corpus_tokens[s] + tokens(q.text) for q in questions for s in model_shards)
     ifmem = sum(billed(c.usage) for c in calls)
