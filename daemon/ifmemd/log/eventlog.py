@@ -14,7 +14,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +204,8 @@ class EventLog:
         self.path = path
         self.log_id = log_id
         self.signer = signer
+        # Where rows get their ts_ns; a benchmark simulating months sets its own.
+        self.clock: Callable[[], int] = time.time_ns
         self.head_seq, self.head_hash, self.head_ts = self._read_head()
 
     # -- opening -----------------------------------------------------------------
@@ -363,6 +365,7 @@ class EventLog:
         keys: dict[str, bytes],
         head: tuple[int, bytes, int],
         first: tuple[str, bytes],
+        now: int | None = None,
     ) -> None:
         """Create the live file `path` continuing a sealed log at `head` (seq, hash, ts_ns).
 
@@ -377,7 +380,7 @@ class EventLog:
         # SQLite creates files with the umask's mode: create it 0600 first.
         os.close(durable.os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         kind, body = first
-        ts = max(time.time_ns(), ts_floor)
+        ts = max(time.time_ns() if now is None else now, ts_floor)
         row_hash = event_hash(log_id, seq + 1, ts, kind.encode(), body, prev)
         conn = cls._connect(tmp, apsw.SQLITE_OPEN_READWRITE)
         try:
@@ -492,7 +495,7 @@ class EventLog:
                 raise StoreError("append event", self.path, f"{kind} body is not UTF-8") from e
         seq, prev = self.head_seq, self.head_hash
         # Timestamps never go backwards in the log, even if the clock does.
-        ts = max(time.time_ns(), self.head_ts)
+        ts = max(self.clock(), self.head_ts)
         hashes = []
         for kind, body in items:
             seq += 1

@@ -180,9 +180,11 @@ def seal(log: EventLog, checkpoints_path: Path | None) -> tuple[EventLog, Segmen
     after_step("moved")
     _make_readonly(segment.path)
     after_step("read-only")
-    record = _continue(live, signer, segment, log_id, keys, head)
+    record = _continue(live, signer, segment, log_id, keys, head, log.clock())
     after_step("continued")
-    return EventLog.open(live, signer), segment, record
+    new = EventLog.open(live, signer)
+    new.clock = log.clock
+    return new, segment, record
 
 
 def _make_readonly(path: Path) -> None:
@@ -199,13 +201,14 @@ def _continue(
     log_id: bytes,
     keys: dict[str, bytes],
     head: tuple[int, bytes, int],
+    now: int | None = None,
 ) -> Record:
     fields = {"segment": segment_name(segment.first, segment.last)}
     fields |= {"first_seq": segment.first, "last_seq": segment.last}
     body = encode("log.sealed", fields)
     try:
         EventLog.create_continuation(
-            live, signer, log_id=log_id, keys=keys, head=head, first=("log.sealed", body)
+            live, signer, log_id=log_id, keys=keys, head=head, first=("log.sealed", body), now=now
         )
     except OSError as e:
         raise StoreError("create live log file", live, e.strerror or str(e)) from e

@@ -246,7 +246,7 @@ class LogWriter:
         held = log.head_seq - log.first_seq + 1
         if self.segment_events is not None and held >= self.segment_events:
             return True
-        age_ns = time.time_ns() - self._first_ts
+        age_ns = log.clock() - self._first_ts
         # A file holding only the `log.sealed` row it was created with is not sealed again.
         return (
             self.segment_age_s is not None
@@ -286,7 +286,9 @@ class LogWriter:
             # Before the move the old file is still the live one; after it,
             # recovery at the next start continues the log.
             assert log.signer is not None
-            self.log = EventLog.open(log.path, log.signer) if log.path.exists() else log
+            if log.path.exists():
+                self.log = EventLog.open(log.path, log.signer)
+                self.log.clock = log.clock
         else:
             self._last_checkpoint = first.seq - 1
             self._first_ts = first.ts_ns
