@@ -201,13 +201,7 @@ def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
         uptime += 0.5
         if r < 0.40:
             beats = {
-                shard: [
-                    {
-                        "rss_bytes": rng.randint(50, 900) << 20,
-                        "served": served[shard],
-                        "uptime_s": round(uptime, 1),
-                    }
-                ]
+                shard: [[rng.randint(50, 900) << 20, served[shard], round(uptime, 1)]]
                 for shard in SHARDS
             }
             yield "shard.heartbeats", {"beats": beats, "silent": []}

@@ -32,9 +32,11 @@ RRF_K = 60
 COVERAGE_FLOOR = 0.25
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
-# A passage is logged with every field the shard gave it but its excerpt: the
-# excerpts of the passages the client got are in the answer beside it, and the
-# rest would make an ask's record several times larger.
+# A passage is logged with every field the shard gave it but its excerpt (the
+# excerpts of the passages the client got are in the answer beside it; the rest
+# would make an ask's record several times larger), as an array of values in
+# this order, which the answer names once as `passage_fields`: an ask's record
+# would otherwise repeat the same five keys for each of some twenty passages.
 LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
 
 
@@ -67,7 +69,7 @@ class ShardAnswer:
         body: dict[str, Any] = {
             "shard": self.shard,
             "ms": self.ms,
-            "passages": [{f: getattr(p, f) for f in LOGGED_PASSAGE_FIELDS} for p in self.passages],
+            "passages": [[getattr(p, f) for f in LOGGED_PASSAGE_FIELDS] for p in self.passages],
         }
         if self.routed_out:
             body["mode"] = "fts"

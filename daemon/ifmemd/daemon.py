@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 
 from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
-from ifmemd.coordinator import ask_shards, fuse, synthesize
+from ifmemd.coordinator import LOGGED_PASSAGE_FIELDS, ask_shards, fuse, synthesize
 from ifmemd.errors import NothingToPruneError, StoreError
 from ifmemd.log import segments
 from ifmemd.log import snapshot as snapshots
@@ -434,8 +434,11 @@ class Daemon:
         if coordinator.synthesize and len(model_answers) >= 2:
             first = self.supervisor.shards[model_answers[0].shard]
             result["synthesis"] = await synthesize(first, question, model_answers)
-        results = [a.result_body() for a in answers if not a.missing]
-        record = await self.writer.append("query.answered", {**result, "results": results})
+        logged = {
+            "results": [a.result_body() for a in answers if not a.missing],
+            "passage_fields": list(LOGGED_PASSAGE_FIELDS),
+        }
+        record = await self.writer.append("query.answered", {**result, **logged})
         return {**result, "seq": record.seq, "replayed": False}
 
     def _replayed(self, rid: RequestId, question: str | None, record: Record) -> dict:
@@ -449,7 +452,9 @@ class Daemon:
                 protocol.DUPLICATE_ID, f"request id {rid!r} was already used for another request"
             )
         data.pop("v", None)
-        data.pop("results", None)  # the log's record of each shard, not part of the reply
+        # The log's record of each shard, not part of the reply.
+        data.pop("results", None)
+        data.pop("passage_fields", None)
         return {**data, "seq": record.seq, "replayed": True}
 
     async def remember(self, rid: RequestId, text: str, source: str | None = None) -> dict:

@@ -62,11 +62,17 @@ def test_concurrent_questions_leave_whole_ordered_records(daemon: dp.DaemonProc)
         assert "results" not in reply
         # One result per shard that answered, inside the answer: no other event.
         assert sorted(r["shard"] for r in body["results"]) == sorted(reply["shards"])
+        fields = body["passage_fields"]
+        assert fields[:5] == ["path", "start_line", "end_line", "score", "coverage"]
+        assert "snippet" not in fields
         for r in body["results"]:
             assert r["ms"] >= 0
-            for p in r["passages"]:
-                assert {"path", "start_line", "end_line", "score", "coverage"} <= p.keys()
-                assert "snippet" not in p
+            for row in r["passages"]:
+                p = dict(zip(fields, row, strict=True))
+                assert p["start_line"] <= p["end_line"] and p["path"]
+        # Every passage the client got is among the shards' results.
+        got_back = {(p[0], p[1], p[2]) for r in body["results"] for p in r["passages"]}
+        assert {(p["path"], p["start_line"], p["end_line"]) for p in reply["passages"]} <= got_back
     kinds = {kind for _, kind, _ in daemon.events()}
     assert "shard.answered" not in kinds
 

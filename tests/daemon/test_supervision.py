@@ -138,8 +138,8 @@ def test_heartbeats_are_recorded_as_one_event_per_round(daemon: dp.DaemonProc) -
     for _, _, body in rounds:
         for name, beats in body["beats"].items():
             heard[name] = heard.get(name, 0) + len(beats)
-            for beat in beats:
-                assert beat["rss_bytes"] > 0 and beat["uptime_s"] > 0 and beat["served"] >= 0
+            for rss_bytes, served, uptime_s in beats:
+                assert rss_bytes > 0 and uptime_s > 0 and served >= 0
     # Every shard's heartbeats are all there: about one an interval each.
     for name in pids:
         assert heard.get(name, 0) >= len(rounds) - 2, (name, heard, len(rounds))

@@ -83,7 +83,7 @@ EVENTS = st.one_of(
         lambda heard, silent: (
             "shard.heartbeats",
             {
-                "beats": {s: [{"rss_bytes": 1, "served": 1, "uptime_s": 2}] for s in heard},
+                "beats": {s: [[1 << 20, 1, 2.5]] for s in heard},
                 "silent": [s for s in silent if s not in heard],
             },
         ),

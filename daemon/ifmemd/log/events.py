@@ -76,7 +76,7 @@ register(
     v1=upcast_heartbeat_v1_v2,
 )
 # One heartbeat round: `beats` maps each shard heard from to its heartbeats in the
-# round (each {rss_bytes, served, uptime_s}); `silent` names the running shards that
+# round (each [rss_bytes, served, uptime_s]); `silent` names the running shards that
 # sent none.
 register("shard.heartbeats", "beats silent")
 register("shard.exited", "shard code")
@@ -88,7 +88,8 @@ register("query.received", "qid question shards")
 register("shard.answered", "qid shard passages", legacy=True)
 # A keep-warm call that renewed a shard's prompt cache: what it cost, in tokens.
 register("shard.warmed", "shard model")
-# `results`: one per shard that answered, {shard, ms, passages}; for a model-backed
+# `results`: one per shard that answered, {shard, ms, passages}, each passage an
+# array of the values named by the body's `passage_fields`; for a model-backed
 # shard also `mode` ("model", or "fts" when routing left its model out), and for a
 # model's answer `model`, `usage` (the four token counts), `answer`, `citations`,
 # `unverified`, `verified`.
