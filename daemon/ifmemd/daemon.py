@@ -154,7 +154,7 @@ class Daemon:
             return
         print(f"ifmemd: sealed {segment.path}", file=sys.stderr, flush=True)
         # A snapshot on the new live file: start-up need not open the segment.
-        self._tg.start_soon(anyio.to_thread.run_sync, self._save_snapshot)
+        self._tg.start_soon(self._snapshot_now)
         if self.config.log.compress == "zstd":
             self._tg.start_soon(self._compress, [segment])
 
@@ -261,6 +261,13 @@ class Daemon:
             )
         await self.writer.close()
         await anyio.to_thread.run_sync(self._save_snapshot)
+
+    async def _snapshot_now(self) -> None:
+        """Save a snapshot of the state as it is now: taken on the event loop, which
+        alone advances it, and written from a worker thread."""
+        state = self.projection.state()
+        await anyio.to_thread.run_sync(snapshots.save, self.snapshot_path, self.log.log_id, state)
+        self._snapshot_seq = state.seq
 
     def _save_snapshot(self) -> None:
         snapshots.save(self.snapshot_path, self.log.log_id, self.projection.state())
@@ -541,7 +548,7 @@ class Daemon:
             raise OpError(protocol.UNAVAILABLE, f"prune refused: {e}") from e
         record = await self.writer.append("log.pruned", plan.fields())
         # The state the deleted events built lives on in a snapshot standing after them.
-        await anyio.to_thread.run_sync(self._save_snapshot)
+        await self._snapshot_now()
         self.reader.close()
         try:
             segments.delete_pruned(plan)
