@@ -76,11 +76,17 @@ def test_seal_under_concurrent_appends_loses_nothing(daemons: dp.DaemonFactory) 
     assert report.ok, report.failure
     assert report.segments == 3
 
-    # The restarted daemon knows every note; a retry finds its recorded answer.
+    # The restarted daemon knows every note, from its snapshot and, with none,
+    # from a replay across every segment; a retry finds its recorded answer.
     memories = daemon.status()["memories"]
     assert daemon.stop() == 0
     daemon.start()
     assert daemon.status()["memories"] == memories == WRITERS * EACH
+    assert daemon.stop() == 0
+    (daemon.root / "home/.local/state/ifmem/snapshot.json").unlink()
+    daemon.start()
+    assert daemon.status()["memories"] == memories
+    assert "replayed" in daemon.stderr() and "after snapshot" not in daemon.stderr()
     first = daemon.request("remember", request_id="w0-0", text="note 0 0")
     assert first["replayed"] and first["seq"] == acked[first["memory_id"]]
     # Compressed by the daemon once sealed.
