@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def test_quick_run_measures_before_and_after(tmp_path: Path) -> None:
     out = tmp_path / "logsize.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--days", "2", "--json", str(out)],
+        [sys.executable, str(BENCH), "--quick", "--days", "3", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=230,
