@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +147,44 @@ def test_prune_through_the_daemon(
     daemon.start()
     hits = daemon.request("ask", question="kept across the prune", shards=["working"])
     assert f"memory:{kept['memory_id']}" in [p["path"] for p in hits["passages"]]
+
+
+_KILLED_SEAL = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from ifmemd.log import maintenance, segments
+    from ifmemd.log.keys import load_signer
+
+    segments.after_step = lambda step: step == "moved" and os.kill(os.getpid(), signal.SIGKILL)
+    maintenance.seal_files(Path(sys.argv[1]), load_signer(Path(sys.argv[2])), None, compress=True)
+    """
+)
+
+
+def test_the_daemon_finishes_a_seal_killed_after_the_move(daemons: dp.DaemonFactory) -> None:
+    daemon = daemons(daemons.default_config() + '\n[log]\ncompress = "zstd"\n')
+    notes = [daemon.request("remember", text=f"before the crash {i}") for i in range(5)]
+    assert daemon.stop() == 0
+    key = daemon.root / "home/.local/share/ifmem/signing.key"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_SEAL, str(daemon.db_path), str(key)], capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert not daemon.db_path.exists()  # moved, and no live file yet
+    [plain] = segments.list_segments(daemon.db_path)
+    assert not plain.compressed
+
+    daemon.start()
+    # The start continued the log from the segment and compressed it.
+    dp.wait_for(
+        lambda: all(s.compressed for s in segments.list_segments(daemon.db_path)),
+        10,
+        "the leftover segment compressed",
+    )
+    assert daemon.status()["memories"] == len(notes)
+    events = daemon.events()
+    assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+    sealed = [seq for seq, kind, _ in events if kind == "log.sealed"]
+    assert sealed == [plain.last + 1]
+    assert verify_log(daemon.db_path).ok
