@@ -24,7 +24,7 @@ from typing import Any
 
 import apsw
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.log.events import decode
 from ifmemd.wire.protocol import Client
 
@@ -166,7 +166,7 @@ class Daemon:
     ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
         """(seq, ts_ns, kind, body) of the log's events of `kinds`, in order, upcast as on read."""
         wanted = frozenset(kinds)
-        with EventLog.open_readonly(self.db) as log:
+        with LogChain.open(self.db) as log:  # sealed segments and the live file
             for r in log.records(after, upto):
                 if r.kind in wanted:
                     yield r.seq, r.ts_ns, r.kind, decode(r.seq, r.kind, r.body)

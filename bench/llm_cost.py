@@ -131,7 +131,9 @@ def ask_all(
         failed_calls = len(fake.messages(None)) - len(calls)
     # The corpus as the model counts it: the API's count, once the model is up.
     models = [b for _s, _t, _k, b in daemon.events(("shard.model_ready",))]
-    answered = [b for _s, _t, _k, b in daemon.events(("shard.answered",))]
+    results_of_shards = [
+        r for _s, _t, _k, b in daemon.events(("query.answered",)) for r in b["results"]
+    ]
     return {
         "load_s": load_s,
         "results": results,
@@ -139,7 +141,9 @@ def ask_all(
         "failed_calls": failed_calls,
         "corpus_tokens": {b["shard"]: b["tokens"] for b in models},
         "sources": {b["shard"]: b["token_source"] for b in models},
-        "recorded": {f: sum(b.get(f, 0) for b in answered) for f in USAGE},
+        "recorded": {
+            f: sum(r.get("usage", {}).get(f, 0) for r in results_of_shards) for f in USAGE
+        },
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.wire.protocol import Client, DaemonUnreachableError
 
 START_TIMEOUT_S = 20.0
@@ -354,10 +354,15 @@ class DaemonProc:
 
     def events(self, *kinds: str) -> list[tuple[int, str, dict[str, Any]]]:
         """Committed events as (seq, kind, body), oldest first; only `kinds` if given."""
-        with EventLog.open_readonly(self.db_path) as log:
+        with LogChain.open(self.db_path) as log:  # sealed segments too
             return [
                 (r.seq, r.kind, r.data()) for r in log.records() if not kinds or r.kind in kinds
             ]
+
+    def shard_results(self, qid: Any) -> dict[str, dict[str, Any]]:
+        """Each shard's result for question `qid`, by shard, from its `query.answered`."""
+        [body] = [b for _, _, b in self.events("query.answered") if b["qid"] == qid]
+        return {r["shard"]: r for r in body["results"]}
 
 
 class DaemonFactory:

@@ -98,6 +98,10 @@ def verify(
     else:
         if report.failure is None:
             extra = f", {report.checkpoints} checkpoint(s) hold" if report.checkpoints else ""
+            if report.segments:
+                extra += f", {report.segments} sealed segment(s)"
+            if report.pruned_note:
+                extra += f"; {report.pruned_note}"
             print(f"ok: {report.rows} events verified in {path} (log {report.log_id.hex()}){extra}")
         else:
             print(f"FAILED: {path}: first bad {report.failure}")

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Final
 import anyio.to_thread
 from ifmemd import __version__
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.system import paths
 from ifmemd.wire.protocol import (
     MAX_K,
@@ -566,7 +566,7 @@ class IfmemMCP(MCPServer):
 
 def _read_log(path: Path, kind: str | None, limit: int) -> LogResult:
     """The last `limit` events of kind `kind` (a glob) in the log at `path`, oldest first."""
-    with EventLog.open_readonly(path) as elog:
+    with LogChain.open(path) as elog:  # sealed segments and the live file
         head = elog.head_seq
         # Without a filter only the tail is read; with one, a scan keeps the last matches.
         after = max(0, head - limit) if kind is None else 0

@@ -79,6 +79,8 @@ REMOTE_SHARD_KEYS: Final = ("name", "description", "remote", "ssh_options", "rem
 _SSH_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*")
 _SSH_USER_RE: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 COORDINATOR_KEYS: Final = ("route_top_n", "synthesize", "route_min_coverage_ratio")
+LOG_KEYS: Final = ("segment_events", "segment_age", "compress")
+COMPRESSIONS: Final = ("zstd", "none")
 ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
 OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
 # The keys of each `[prices."MODEL"]` table: USD per million tokens.
@@ -87,6 +89,7 @@ CONFIG_KEYS: Final = {
     "daemon": DAEMON_KEYS,
     "shard": SHARD_KEYS,
     "coordinator": COORDINATOR_KEYS,
+    "log": LOG_KEYS,
     "anthropic": ANTHROPIC_KEYS,
     "openai": OPENAI_KEYS,
     "prices": PRICE_KEYS,
@@ -244,6 +247,15 @@ class CoordinatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The `[log]` section: when the live log file is sealed into a segment, and how kept."""
+
+    segment_events: int = 1_000_000
+    segment_age: float = 30 * 86400.0  # seconds
+    compress: Literal["zstd", "none"] = "zstd"
+
+
+@dataclass(frozen=True, slots=True)
 class AnthropicConfig:
     """The `[anthropic]` section: defaults for shards with `backend = "anthropic"`."""
 
@@ -295,6 +307,7 @@ class Config:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def shard_names(self) -> tuple[str, ...]:
@@ -465,6 +478,10 @@ def _toml_type(value: object) -> str:
     return "a date/time"
 
 
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _num(value: float) -> str:
     return f"{value:g}"
 
@@ -528,7 +545,14 @@ class _Parser:
             route_min_coverage_ratio=coordinator_t.fraction("route_min_coverage_ratio", 0.5),
         )
         prices = self.prices(self.table(raw, "prices"))
-        return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices)
+        log_t = _Table(self, ("log",), self.table(raw, "log"), "[log]")
+        log_defaults = LogConfig()
+        log = LogConfig(
+            segment_events=log_t.integer("segment_events", log_defaults.segment_events, minimum=2),
+            segment_age=log_t.duration("segment_age", log_defaults.segment_age),
+            compress=log_t.choice("compress", log_defaults.compress, COMPRESSIONS),
+        )
+        return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices, log)
 
     def prices(self, data: dict[str, Any]) -> dict[str, ModelPrice]:
         prices: dict[str, ModelPrice] = {}
@@ -790,6 +814,22 @@ class _Table:
             self._wrong_type(key, "a number from 0 to 1")
         if not 0 <= value <= 1:
             self.fail(key, f"{key} must be a number from 0 to 1, got {value}")
+        return float(value)
+
+    def duration(self, key: str, default: float) -> float:
+        """A span of time, as "30d", "12h", "90m", "45s" or a number of seconds."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, str):
+            m = _DURATION.fullmatch(value.strip())
+            if m is None:
+                self.fail(key, f'{key} must be like "30d", "12h", "90m" or "45s", got {value!r}')
+            value = float(m[1]) * _DURATION_UNITS[m[2]]
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, 'a duration like "30d" or a number of seconds')
+        if not math.isfinite(value) or value <= 0:
+            self.fail(key, f"{key} must be a positive duration, got {self.data[key]!r}")
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from ifmemd.log.events import USAGE_FIELDS
 from ifmemd.shards.index import Passage, PassageFormatError
 from ifmemd.shards.llm import call_deadline
 from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailableError
@@ -33,12 +34,12 @@ COVERAGE_FLOOR = 0.25
 MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
-USAGE_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
+# A passage is logged with every field the shard gave it but its excerpt (the
+# excerpts of the passages the client got are in the answer beside it; the rest
+# would make an ask's record several times larger), as an array of values in
+# this order, which the answer names once as `passage_fields`: an ask's record
+# would otherwise repeat the same five keys for each of some twenty passages.
+LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +69,13 @@ class ShardAnswer:
     def top_coverage(self) -> float:
         return max((p.coverage for p in self.passages), default=0.0)
 
-    def event_body(self, qid: str) -> dict[str, Any]:
-        """The `shard.answered` body: passages, and for a model's answer its text,
-        citations and the tokens it was billed for."""
+    def result_body(self) -> dict[str, Any]:
+        """This shard's entry in `query.answered`'s `results`: passages, and for a model's
+        answer its text, citations and the tokens it was billed for."""
         body: dict[str, Any] = {
-            "qid": qid,
             "shard": self.shard,
             "ms": self.ms,
-            "passages": [
-                {
-                    "path": p.path,
-                    "start_line": p.start_line,
-                    "end_line": p.end_line,
-                    "score": p.score,
-                }
-                for p in self.passages
-            ],
+            "passages": [[getattr(p, f) for f in LOGGED_PASSAGE_FIELDS] for p in self.passages],
         }
         if self.routed_out:
             body["mode"] = "fts"
@@ -96,7 +88,7 @@ class ShardAnswer:
             body |= {
                 "mode": "model",
                 "model": self.reply.get("model", ""),
-                **{f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
+                "usage": {f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
                 "answer": self.reply.get("text", ""),
                 "verified": bool(self.reply.get("verified")),
                 "citations": self.reply.get("citations", []),

@@ -315,15 +315,7 @@ class RemoteShard(ShardHandle):
         self.remote_log_id = status["log"]["log_id"]
         self.rss_bytes = sum(s.get("rss_bytes", 0) for s in mine)
         if self.status == "ready":
-            await supervisor.record(
-                "shard.heartbeat",
-                {
-                    "shard": self.name,
-                    "rss_bytes": self.rss_bytes,
-                    "served": self.served,
-                    "uptime_s": status["uptime_s"],
-                },
-            )
+            supervisor.heard(self.name, self.rss_bytes, self.served, status["uptime_s"])
             return True
         info = {
             "files": sum(s.get("files", 0) for s in mine),

@@ -17,6 +17,7 @@ from ifmemd.config import (
     ConfigError,
     CoordinatorConfig,
     DaemonConfig,
+    LogConfig,
     OpenAIConfig,
     RestartIntensity,
     ShardConfig,
@@ -287,7 +288,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert_refused(
         path,
         "verbose",
-        "unknown key 'verbose' (known: daemon, shard, coordinator, anthropic, openai, prices)",
+        "unknown key 'verbose' (known: daemon, shard, coordinator, log, anthropic, openai, prices)",
     )
 
 
@@ -659,11 +660,38 @@ def test_memory_shard_takes_no_paths(tmp_path: Path) -> None:
             "modle",
             "unknown key 'modle' in [openai] (did you mean 'model'?)",
         ),
+        (
+            "[log]\nsegment_events = 1\n",
+            "segment_events",
+            "segment_events must be at least 2, got 1",
+        ),
+        (
+            '[log]\nsegment_age = "a month"\n',
+            "segment_age",
+            'segment_age must be like "30d", "12h", "90m" or "45s", got \'a month\'',
+        ),
+        (
+            "[log]\nsegment_age = 0\n",
+            "segment_age",
+            "segment_age must be a positive duration, got 0",
+        ),
+        (
+            '[log]\ncompress = "gzip"\n',
+            "compress",
+            'compress must be "zstd" or "none", got \'gzip\'',
+        ),
     ],
 )
 def test_other_sections(tmp_path: Path, text: str, needle: str, reason: str) -> None:
     path = write(tmp_path, "# ifmem\n" + text)
     assert_refused(path, needle, reason)
+
+
+def test_log_section(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).log == LogConfig(1_000_000, 30 * 86400.0, "zstd")
+    text = '[log]\nsegment_events = 5000\nsegment_age = "12h"\ncompress = "none"\n'
+    assert load_config(write(tmp_path, text)).log == LogConfig(5000, 43200.0, "none")
+    assert load_config(write(tmp_path, "[log]\nsegment_age = 90\n")).log.segment_age == 90.0
 
 
 # --- reload support ----------------------------------------------------------

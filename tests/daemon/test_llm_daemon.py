@@ -110,7 +110,7 @@ def settled(daemon: dp.DaemonProc) -> bool:
 
 
 def _answered(daemon: dp.DaemonProc, qid: str) -> dict[str, dict[str, Any]]:
-    return {b["shard"]: b for _, _, b in daemon.events("shard.answered") if b["qid"] == qid}
+    return daemon.shard_results(qid)
 
 
 def test_model_shards_are_ready_and_count_their_corpus(world: dict) -> None:
@@ -142,7 +142,7 @@ def test_an_answer_cites_the_exact_lines(world: dict, fake: FakeAnthropic) -> No
     assert {d["title"] for d in request.documents} >= {f"{beacon}:1-4"}
     body = _answered(daemon, "q-wick")["docs"]
     assert body["mode"] == "model" and body["model"] == MODEL
-    assert body["cache_creation_input_tokens"] > 0 and body["verified"] is True
+    assert body["usage"]["cache_creation_input_tokens"] > 0 and body["verified"] is True
     assert body["citations"][0]["citation"] == f"{beacon}:4-4"
 
 
@@ -150,8 +150,8 @@ def test_the_second_question_reads_the_corpus_from_the_cache(world: dict) -> Non
     daemon = world["daemon"]
     daemon.request("ask", request_id="q-ice", question="how does glacier ice move", shards=["docs"])
     body = _answered(daemon, "q-ice")["docs"]
-    assert body["cache_read_input_tokens"] > 0
-    assert body["cache_creation_input_tokens"] == 0
+    assert body["usage"]["cache_read_input_tokens"] > 0
+    assert body["usage"]["cache_creation_input_tokens"] == 0
 
 
 def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
@@ -178,8 +178,8 @@ def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
         "ask", request_id="q-crevasse", question="where do crevasses open", shards=["docs"]
     )
     body = _answered(daemon, "q-crevasse")["docs"]
-    assert body["cache_creation_input_tokens"] > 0
-    assert body["cache_read_input_tokens"] == 0
+    assert body["usage"]["cache_creation_input_tokens"] > 0
+    assert body["usage"]["cache_read_input_tokens"] == 0
     glacier = str(world["dirs"]["docs"] / "glacier.md")
     assert body["citations"][0]["citation"] == f"{glacier}:5-5"
 
@@ -255,8 +255,9 @@ def test_a_corpus_over_its_budget_is_refused_with_its_size(world: dict) -> None:
 
 def test_stats_totals_match_the_recorded_tokens(world: dict) -> None:
     daemon = world["daemon"]
+    results = [r for _, _, b in daemon.events("query.answered") for r in b["results"]]
     recorded = {
-        f: sum(b.get(f, 0) for _, _, b in daemon.events("shard.answered"))
+        f: sum(r.get("usage", {}).get(f, 0) for r in results)
         for f in (
             "input_tokens",
             "cache_creation_input_tokens",
@@ -264,7 +265,7 @@ def test_stats_totals_match_the_recorded_tokens(world: dict) -> None:
             "output_tokens",
         )
     }
-    calls = sum(1 for _, _, b in daemon.events("shard.answered") if b.get("mode") == "model")
+    calls = sum(1 for r in results if r.get("mode") == "model")
     result = CliRunner().invoke(
         app,
         ["stats", "--json", "--db", str(daemon.db_path), "--config", str(daemon.config_path)],

@@ -62,9 +62,13 @@ def docs_status(d: dp.DaemonProc) -> dict[str, Any] | None:
 
 
 def answered(d: dp.DaemonProc, qid: str) -> dict[str, Any]:
-    """What the log recorded of the docs shard's answer to `qid`."""
+    """What the log recorded of the docs shard's answer to `qid` (in its `query.answered`)."""
     return next(
-        b for _, _, b in d.events("shard.answered") if b["qid"] == qid and b["shard"] == "docs"
+        r
+        for _, _, b in d.events("query.answered")
+        if b["qid"] == qid
+        for r in b["results"]
+        if r["shard"] == "docs"
     )
 
 

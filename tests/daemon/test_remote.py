@@ -101,7 +101,9 @@ def team_results(local: dp.DaemonProc, qid: str) -> list[dict[str, Any]]:
             found.append(body)
         for result in body.get("results", []) if kind == "query.answered" else []:
             if result.get("shard") == "team":
-                found.append(result)
+                fields = body["passage_fields"]
+                rows = [dict(zip(fields, p, strict=True)) for p in result["passages"]]
+                found.append({**result, "passages": rows})
     return found
 
 

@@ -36,7 +36,7 @@ def peer(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
         path,
         tmp_path / "peer" / "key",
         ("query.received", {"qid": "team.1", "question": "beacon", "shards": ["docs"]}),
-        ("query.answered", {"qid": "team.1", "passages": PASSAGES, "missing": []}),
+        ("query.answered", {"qid": "team.1", "passages": PASSAGES, "missing": [], "results": []}),
     )
     with EventLog.open_readonly(path) as log:
         log_id = log.log_id.hex()
@@ -46,8 +46,18 @@ def peer(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
 def local_log(tmp_path: Path, quote: dict[str, Any], passages: list[dict[str, Any]]) -> Path:
     path = tmp_path / "local" / "events.db"
     path.parent.mkdir(exist_ok=True)
-    result = {"qid": "q1", "shard": "team", "ms": 3.0, "passages": passages, "remote": quote}
-    append(path, tmp_path / "local" / "key", ("shard.answered", result))
+    # As the daemon logs it: each shard's passages as arrays of `passage_fields`' values.
+    fields = ["path", "start_line", "end_line", "score"]
+    rows = [[p[f] for f in fields] for p in passages]
+    result = {"shard": "team", "ms": 3.0, "passages": rows, "remote": quote}
+    answered = {
+        "qid": "q1",
+        "passages": passages,
+        "missing": [],
+        "results": [result],
+        "passage_fields": fields,
+    }
+    append(path, tmp_path / "local" / "key", ("query.answered", answered))
     return path
 
 

@@ -8,9 +8,9 @@ quoted one, and that answer's passages are the ones recorded here (paths
 with their `host:` prefix, same lines, same order). Each quote that does
 not hold is named with the local seq that records it and why.
 
-Where in a body the result sits (a `shard.answered` today, or inside a
-`query.answered`) does not matter: every object carrying a `remote` quote is
-checked.
+Where in a body the result sits (inside a `query.answered`'s `results`, or
+a `shard.answered` of an older log) does not matter: every object carrying a
+`remote` quote is checked. Both logs are read across their sealed segments.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.log.verify import Report, verify_log
 
 
@@ -96,15 +96,23 @@ def _objects(value: Any) -> Iterator[dict[str, Any]]:
             yield from _objects(v)
 
 
-def _passages(result: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+def _passages(
+    result: dict[str, Any], fields: list[str] | None = None
+) -> tuple[tuple[str, int, int], ...]:
+    """(path, start_line, end_line) of each passage of `result`: objects, or arrays
+    of the values `fields` names (a `query.answered`'s `results` and `passage_fields`)."""
+    rows = [
+        dict(zip(fields, p, strict=False)) if isinstance(p, list) and fields else p
+        for p in result.get("passages", [])
+    ]
     return tuple(
         (str(p.get("path")), p.get("start_line", 0), p.get("end_line", 0))
-        for p in result.get("passages", [])
+        for p in rows
         if isinstance(p, dict)
     )
 
 
-def quotes(log: EventLog) -> Iterator[Quote]:
+def quotes(log: LogChain) -> Iterator[Quote]:
     """Every remote answer the log records, in seq order."""
     for record in log.records():
         if b'"remote":{' not in record.body:
@@ -121,11 +129,11 @@ def quotes(log: EventLog) -> Iterator[Quote]:
                 str(quote["log_id"]),
                 quote["seq"],
                 str(quote["hash"]),
-                _passages(obj),
+                _passages(obj, body.get("passage_fields")),
             )
 
 
-def _check(peer: EventLog, quote: Quote, bad_from: int | None) -> str | None:
+def _check(peer: LogChain, quote: Quote, bad_from: int | None) -> str | None:
     """Why `quote` is not backed by the verified `peer`, or None when it is."""
     if not isinstance(quote.seq, int) or isinstance(quote.seq, bool):
         return f"seq {quote.seq!r} is not a number"
@@ -157,7 +165,7 @@ def cross_check(local: Path, peer: Path, *, jobs: int | None = None) -> PeerRepo
     peer_id = verified.log_id.hex()
     checked = 0
     mismatches: list[Mismatch] = []
-    with EventLog.open_readonly(local) as mine, EventLog.open_readonly(peer) as theirs:
+    with LogChain.open(local) as mine, LogChain.open(peer) as theirs:
         for quote in quotes(mine):
             if quote.log_id != peer_id:
                 continue  # another remote's answer: another peer log vouches for it
