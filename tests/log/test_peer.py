@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ifmemd.log import events
+from ifmemd.log import events, maintenance
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.keys import load_or_create_signer
 from ifmemd.log.peer import cross_check, quotes
@@ -120,3 +120,19 @@ def test_quotes_of_another_log_are_not_checked_against_this_one(
     local = local_log(tmp_path, quote | {"log_id": "ab" * 16}, prefixed(PASSAGES))
     report = cross_check(local, path)
     assert report.ok and report.checked == 0
+
+
+def test_quotes_are_found_and_checked_across_sealed_segments(
+    tmp_path: Path, peer: tuple[Path, dict[str, Any]]
+) -> None:
+    """Both logs sealed (one compressed): the quote is still found and still holds."""
+    path, quote = peer
+    local = local_log(tmp_path, quote, prefixed(PASSAGES))
+    maintenance.seal_files(
+        local, load_or_create_signer(tmp_path / "local" / "key"), None, compress=False
+    )
+    maintenance.seal_files(
+        path, load_or_create_signer(tmp_path / "peer" / "key"), None, compress=True
+    )
+    report = cross_check(local, path)
+    assert report.checked == 1 and report.ok, report.to_json()
