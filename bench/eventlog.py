@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import resource
 import shutil
@@ -46,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _daemon
 import anyio
 import apsw
 from _stats import (
@@ -742,28 +742,6 @@ def bench_startup(
 # -- main ----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem = f"{kib / 2**20:.1f} GiB"
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory": mem,
-        "python": platform.python_version(),
-        "sqlite": apsw.sqlite_lib_version(),
-        "apsw": apsw.apswversion(),
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test (<20 s)")
@@ -777,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sz = QUICK if args.quick else FULL
     signer = Signer.from_seed(BENCH_SEED)
-    info = machine()
+    info = _daemon.machine()
     note(
         f"ifmem event log benchmark ({'quick' if args.quick else 'full'}); {info['cpu']}, "
         f"{info['cores']} cores"

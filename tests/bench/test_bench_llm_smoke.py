@@ -6,31 +6,17 @@ the cache writes); that the log's tokens equal what the fake API billed is.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "llm_cost.py"
+from benchrun import QuickRunner
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_reports_the_ratio(tmp_path: Path) -> None:
-    out = tmp_path / "llm.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_quick_run_reports_the_ratio(quick_run: QuickRunner) -> None:
+    proc = quick_run("llm_cost.py")
     assert "ifmem / naive" in proc.stdout
-    result = json.loads(out.read_text())
+    result = proc.doc
     assert result["log_matches_api"] is True
     assert result["model_calls"] <= 2 * result["questions"]  # route_top_n = 2
     assert result["missing"] == 0 and result["failed_calls"] == 0

@@ -7,31 +7,17 @@ verifies, is.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "logsize.py"
+from benchrun import QuickRunner
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(240)
-def test_quick_run_measures_before_and_after(tmp_path: Path) -> None:
-    out = tmp_path / "logsize.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--days", "3", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_quick_run_measures_before_and_after(quick_run: QuickRunner) -> None:
+    proc = quick_run("logsize.py", "--days", "3", timeout=230)
     assert "sealed + zstd MB/day" in proc.stdout
-    doc = json.loads(out.read_text())
+    doc = proc.doc
     before, after = doc["sizes"]["before"], doc["sizes"]["after"]
     assert (before["events_per_ask"], after["events_per_ask"]) == (doc["sizes"]["shards"] + 2, 2)
     assert after["events_per_round"] == 1

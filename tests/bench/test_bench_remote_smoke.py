@@ -5,32 +5,17 @@ No timing is asserted: this only proves the benchmark still runs end to end.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from benchrun import QuickRunner
 from sshd import sshd_binary
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "remote.py"
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_prints_the_table(tmp_path: Path) -> None:
+def test_quick_run_prints_the_table(quick_run: QuickRunner) -> None:
     sshd_binary()  # skips without OpenSSH, fails under CI
-    out = tmp_path / "remote.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "benchmark aborted" not in proc.stderr, proc.stderr
+    proc = quick_run("remote.py")
     for metric in (
         "ask p50, 1 client, via ssh",
         "ask p99, 1 client, via ssh",
@@ -38,6 +23,6 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     ):
         assert metric in proc.stdout, f"{metric!r} missing from:\n{proc.stdout}"
     assert "same passages both ways: True" in proc.stdout
-    doc = json.loads(out.read_text())
+    doc = proc.doc
     assert doc["mode"] == "quick" and len(doc["results"]) == 3
     assert "error" not in doc["details"], doc["details"].get("error")

@@ -6,31 +6,17 @@ shards are ready before their models, and its first ask names none missing.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "model_startup.py"
+from benchrun import QuickRunner
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(240)
-def test_quick_run_compares_with_the_code_before(tmp_path: Path) -> None:
-    out = tmp_path / "startup.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--reps", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_quick_run_compares_with_the_code_before(quick_run: QuickRunner) -> None:
+    proc = quick_run("model_startup.py", "--reps", "1", timeout=230)
     assert "Claude shard spawn→ready" in proc.stdout
-    result = json.loads(out.read_text())
+    result = proc.doc
     before, now = result["results"].values()
     assert before["runs"] == now["runs"] == 1
     [run] = result["runs"]["this code"]
