@@ -17,9 +17,12 @@ lint: $(STAMP)
 
 # mandoc lints the man pages (tests/test_docs.py) and ripgrep is the baseline of
 # bench/ask.py, whose smoke test runs in the suite; under CI=true both are required.
+# man-db and manpages give bench/realtext.py's corpus its pages (socket(7) and the like).
 .PHONY: deps-apt
 deps-apt:
-	command -v mandoc >/dev/null && command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq mandoc ripgrep)
+	command -v mandoc >/dev/null && command -v rg >/dev/null && command -v man >/dev/null \
+		&& test -e /usr/share/man/man7/socket.7.gz \
+		|| (apt-get update -qq && apt-get install -y -qq mandoc ripgrep man-db manpages)
 
 test: $(STAMP) deps-apt lint
 	$(BIN)/pytest -q
@@ -32,8 +35,9 @@ demo: $(STAMP)
 bench-setup:
 	command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq ripgrep)
 
-bench: $(STAMP) bench-setup
+bench: $(STAMP) bench-setup deps-apt
 	$(BIN)/python bench/eventlog.py
+	$(BIN)/python bench/realtext.py
 	$(BIN)/python bench/ask.py
 
 # Installable artifacts into dist/ (packaging/README.md); `make deb` needs root.
