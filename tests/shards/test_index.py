@@ -192,8 +192,11 @@ _WORDS = st.one_of(
     # Porter's awkward cases: rewritten endings, short stems.
     st.sampled_from(["running", "ran", "happy", "happiness", "hoping", "hope", "relational"]),
     st.sampled_from(["generalization", "controlling", "possibly", "cries", "cry", "F", "io"]),
+    st.sampled_from(["day", "days", "Day’s", "re‐read", "“quoted”", "•", "a‐b"]),
     # Folding that Python's str does differently: diacritics, "µ", "ß", "Ŀ".
     st.sampled_from(["café", "CAFÉ", "Ǻngström", "µs", "Straße", "über", "Ŀa", "naïve"]),
+    # Combining marks join a word for unicode61 but not for str; private use too.
+    st.sampled_from(["cafe\u0301s", "x\ue000y", "x²", "İs"]),
 )
 
 
@@ -319,3 +322,18 @@ def test_coverage_is_relative_to_the_question_not_to_the_index() -> None:
     index = Index.build([Chunk("/a.md", 1, 1, "rotation schedule")])
     [hit] = index.search("staging password rotation", 5)
     assert hit.coverage == round(1 / 3, 4)
+
+
+def test_short_stems_porter_rewrote_are_counted() -> None:
+    # "days" stems to "dai", which "day" does not start with.
+    index = build({"/a.md": "what a day it was", "/b.md": "nothing of the kind"})
+    [hit] = index.search("days")
+    assert hit.coverage == 1.0
+    assert hit.snippet == "what a day it was"
+
+
+def test_typographic_punctuation_splits_words_as_fts5_does() -> None:
+    text = "The \u2010\u2010retry option\u2019s “delay” grows \u2022 exponentially"
+    index = build({"/curl.1.txt": text, "/b.md": "nothing of the kind"})
+    [hit] = index.search("retry delay exponential")
+    assert hit.coverage == 1.0

@@ -21,20 +21,22 @@ possible) and its best passages are kept until the index changes.
 
 Only the `k` winners get an excerpt and a coverage (how many of the
 question's words they hold). Both come from one pass over the winner's text.
-For ASCII text, a per-question regular expression finds the words that may
-share a stem with a question word (they start with the stem's prefix), and
-each candidate's stem is then checked with the index's own tokenizer
-(cached); other text, whose case and diacritics fold in ways Python's str
-does not, is run through the tokenizer whole. Either way a passage counts
-exactly the stems FTS5 would match (a property test holds the two to each
-other). FTS5's `snippet()` re-tokenizes every winner in full and cost
-several times more.
+Where Python's str splits and folds words as unicode61 does (ASCII, and text
+whose only other characters are punctuation, like the typographic hyphens and
+quotes of rendered man pages), `str.find` jumps to each word that may share a
+stem with a question word (it starts with the stem's prefix), and that word's
+stem is then checked with the index's own tokenizer (cached); other text,
+whose letters fold in ways Python's str does not, is run through the tokenizer
+whole. Either way a passage counts exactly the stems FTS5 would match (a
+property test holds the two to each other). FTS5's `snippet()` re-tokenizes
+every winner in full and cost several times more.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -63,6 +65,9 @@ EXCERPT_LEAD = 40
 # Stems this short are matched as whole words, not as prefixes.
 SHORT_STEM = 3
 ELLIPSIS = "…"
+# A word at a given offset (after "_" became a space): what unicode61 keeps together.
+_WORD_AT = re.compile(r"\w*")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # A passage on the shard protocol, in this order (see `Passage.to_row`).
 ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet")
 
@@ -273,11 +278,11 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
         covered = plan.covered
-        candidates = _prefixes(tuple(sorted(covered.items())))
+        prefixes = _prefixes(tuple(sorted(covered.items())))
         passages = []
         for rowid, rank in ranked:
             path, start, end, body = self._where[rowid]
-            hits = self._hits(body, covered, candidates)
+            hits = self._hits(body, covered, prefixes)
             coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
             passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
         return passages
@@ -394,23 +399,34 @@ class Index:
                 raise SearchIndexError("build index", str(e)) from e
 
     def _hits(
-        self, body: str, covered: dict[str, str], candidates: re.Pattern[str]
+        self, body: str, covered: dict[str, str], prefixes: tuple[str, ...]
     ) -> list[tuple[int, str]]:
         """(offset, stem) of each word of `body` whose stem is in `covered`, in order."""
-        if body.isascii():
+        if body.isascii() or _splits_like_str(body):
             # unicode61 folds ASCII case and splits words at anything not a
             # letter or digit ("_" too): lower() and isalnum() do the same.
+            # Text whose only non-ASCII characters are punctuation (the
+            # typographic hyphens, quotes and bullets of rendered man pages)
+            # splits the same way, so it takes this path too.
             text = body.replace("_", " ").lower()
-            return [
-                (at, stem)
-                for m in candidates.finditer(text)
-                # A word starts there, not inside another one.
-                if (at := m.start()) == 0 or not text[at - 1].isalnum()
-                for stem in self._stems_of(m.group())
-                if stem in covered
-            ]
-        # Other scripts fold in ways Python's str does not (diacritics, "µ"):
-        # the tokenizer itself, exact but slower, finds their words.
+            hits: list[tuple[int, str]] = []
+            word_at = _WORD_AT.match
+            stems_of = self._stems_of
+            # str.find skips to each candidate in C; a word may start only
+            # where the character before it is not part of a word.
+            for prefix in prefixes:
+                at = text.find(prefix)
+                while at >= 0:
+                    if at == 0 or not text[at - 1].isalnum():
+                        word = word_at(text, at)
+                        hits.extend(
+                            (at, stem) for stem in stems_of(word.group()) if stem in covered
+                        )
+                    at = text.find(prefix, at + 1)
+            hits.sort()
+            return hits
+        # Letters outside ASCII fold in ways Python's str does not (diacritics,
+        # "µ"): the tokenizer itself, exact but slower, finds their words.
         data = body.encode("utf-8", "replace")
         return [
             (len(data[:at].decode("utf-8", "replace")), stem)
@@ -462,9 +478,9 @@ def _quote(word: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _prefixes(covered: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
-    """A pattern finding every word (lower-cased, no "_") that may have one of
-    `covered`'s stems (stem → word as typed): it starts with the stem's prefix."""
+def _prefixes(covered: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """What every word (lower-cased, no "_") that may have one of `covered`'s
+    stems (stem → word as typed) starts with; none a prefix of another."""
     prefixes: set[str] = set()
     for stem, typed in covered:
         if len(stem) > SHORT_STEM:
@@ -473,10 +489,33 @@ def _prefixes(covered: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
             prefixes.add(stem[:-1])
         else:
             prefixes.update((stem, typed.lower()))
-    # Longest first, and literal-first: the regex engine then skips quickly
-    # to where one could start (a leading look-behind makes it try everywhere).
-    alternatives = "|".join(map(re.escape, sorted(prefixes, key=lambda p: (-len(p), p))))
-    return re.compile(f"(?:{alternatives})\\w*")
+            if stem.endswith("i"):
+                # "day" and "days" both stem to "dai".
+                prefixes.add(stem[:-1] + "y")
+    # A word found by a shorter prefix needs no search for a longer one.
+    ordered = sorted(prefixes)
+    kept: list[str] = []
+    for prefix in ordered:
+        if not kept or not prefix.startswith(kept[-1]):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+def _splits_like_str(body: str) -> bool:
+    """Whether lower() and isalnum() cut `body` into the words unicode61 makes:
+    its only non-ASCII characters are separators for both."""
+    return all(map(_separates, set("".join(_NON_ASCII.findall(body)))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _separates(char: str) -> bool:
+    """A character that splits words for unicode61 and is no word character for str.
+
+    unicode61 keeps letters, numbers, private-use characters and (as it drops
+    diacritics) combining marks in its tokens; the rest separates words.
+    """
+    category = unicodedata.category(char)
+    return category[0] not in "LN" and category not in ("Mn", "Co")
 
 
 def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:
