@@ -35,6 +35,7 @@ every winner in full and cost several times more.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -68,8 +69,12 @@ ELLIPSIS = "…"
 # A word at a given offset (after "_" became a space): what unicode61 keeps together.
 _WORD_AT = re.compile(r"\w*")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-# A passage on the shard protocol, in this order (see `Passage.to_row`).
-ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet")
+# A passage on the shard protocol, in this order (see `Passage.to_row`); a row
+# may stop before the span, which then is the whole passage.
+ROW_FIELDS = (
+    "path", "start_line", "end_line", "score", "coverage", "snippet", "span_start", "span_end"
+)  # fmt: skip
+SHORT_ROW = 6
 
 STOPWORDS = frozenset(
     {
@@ -134,10 +139,15 @@ class PassageFormatError(IfmemError):
 class Passage:
     """One search hit: where it is (`path:start-end`), how good, and an excerpt.
 
+    `span_start`..`span_end` are the narrowest lines of the passage that hold
+    every question word it holds (the whole passage when the words are spread
+    over it): what an answer cites, so a reader reads a few lines, not forty.
+
     `score` is the negated bm25 rank: higher is better, only comparable
     within one index. `coverage` is the share of the question's content words
-    the passage holds (0..1): unlike bm25, comparable across shards, which is
-    what the coordinator's fusion needs to break ties between shards.
+    the passage holds (0..1), each word weighted by its rarity in the index
+    (bm25's idf): unlike bm25, comparable across shards, which is what the
+    coordinator's fusion needs to break ties between shards.
     """
 
     path: str
@@ -146,29 +156,55 @@ class Passage:
     score: float
     snippet: str
     coverage: float = 0.0
+    span_start: int = 0  # 0: the span is the whole passage
+    span_end: int = 0
 
     @property
     def citation(self) -> str:
         """The passage as cited in answers: `path:start-end`."""
         return f"{self.path}:{self.start_line}-{self.end_line}"
 
+    @property
+    def span(self) -> tuple[int, int]:
+        """The lines an answer cites: the span, or the whole passage."""
+        if self.span_start:
+            return self.span_start, self.span_end
+        return self.start_line, self.end_line
+
     def to_row(self) -> list[Any]:
         """The passage as the shard protocol sends it: a JSON array, cheap to parse."""
-        return [self.path, self.start_line, self.end_line, self.score, self.coverage, self.snippet]
+        return [
+            self.path,
+            self.start_line,
+            self.end_line,
+            self.score,
+            self.coverage,
+            self.snippet,
+            *self.span,
+        ]
 
     @classmethod
     def from_row(cls, row: Any) -> Passage:
-        """Read back what `to_row` wrote, checking every field."""
-        if type(row) is not list or len(row) != len(ROW_FIELDS):
+        """Read back what `to_row` wrote (or its first six fields), checking every field."""
+        if type(row) is not list or len(row) not in (SHORT_ROW, len(ROW_FIELDS)):
             raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
-        path, start, end, score, coverage, snippet = row
+        path, start, end, score, coverage, snippet = row[:SHORT_ROW]
+        span_start, span_end = row[SHORT_ROW:] or (start, end)
         if type(path) is not str or type(snippet) is not str:
             raise PassageFormatError("path and snippet must be strings")
         if type(start) is not int or type(end) is not int or not 1 <= start <= end:
             raise PassageFormatError(f"line range {start!r}-{end!r} is not 1 <= start <= end")
+        if (
+            type(span_start) is not int
+            or type(span_end) is not int
+            or not start <= span_start <= span_end <= end
+        ):
+            raise PassageFormatError(
+                f"span {span_start!r}-{span_end!r} is not within the passage {start}-{end}"
+            )
         if type(score) not in (int, float) or type(coverage) not in (int, float):
             raise PassageFormatError("score and coverage must be numbers")
-        return cls(path, start, end, float(score), snippet, float(coverage))
+        return cls(path, start, end, float(score), snippet, float(coverage), span_start, span_end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +214,9 @@ class _Query:
     expression: str
     postings: int
     stem: str
-    content_words: int  # the question's informative words, known here or not
     covered: dict[str, str]  # stem → word as typed: every informative word this index knows
+    weights: dict[str, float]  # stem → its weight in coverage (how rare it is here)
+    total_weight: float  # of the question's informative words, known here or not
 
 
 class Index:
@@ -283,8 +320,21 @@ class Index:
         for rowid, rank in ranked:
             path, start, end, body = self._where[rowid]
             hits = self._hits(body, covered, prefixes)
-            coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
-            passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
+            held = sum(plan.weights[stem] for stem in {stem for _, stem in hits})
+            coverage = round(min(1.0, held / plan.total_weight), 4)
+            first, last = _span(body, hits)
+            passages.append(
+                Passage(
+                    path,
+                    start,
+                    end,
+                    -rank,
+                    _excerpt(body, hits),
+                    coverage,
+                    start + first,
+                    start + last,
+                )
+            )
         return passages
 
     def match_expression(self, query: str) -> str | None:
@@ -305,13 +355,24 @@ class Index:
         covered = [stem for _, stem in self._known(content)][:MAX_TERMS] or [
             stem for _, stem in chosen
         ]
+        # A word weighs by its rarity here (bm25's idf), so that holding the
+        # question's one rare word counts for more than holding three common
+        # ones; a word this index lacks weighs most, which lowers the coverage
+        # of every passage of a shard that does not know the question's words.
+        weights = {stem: self._idf(stem) for stem in {*content, *covered}}
         return _Query(
             expression,
             sum(df for df, _ in chosen),
             chosen[0][1],
-            max(len(content), len(chosen)),
             {stem: words[stem] for stem in covered},
+            weights,
+            sum(weights.values()),
         )
+
+    def _idf(self, stem: str) -> float:
+        """bm25's inverse document frequency of `stem` in this index (> 0)."""
+        n, df = len(self._where), self._df(stem)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def _rank(self, plan: _Query, k: int) -> list[tuple[int, float]]:
         """(rowid, bm25) of the best `k` matches of the plan."""
@@ -394,7 +455,9 @@ class Index:
             if [token for _, _, token, *_ in self._tokenize(stem.encode("utf-8"))] != [stem]:
                 continue
             try:
-                self._rank(_Query(_quote(stem), df, stem, 1, {stem: stem}), HOT_RESULTS)
+                self._rank(
+                    _Query(_quote(stem), df, stem, {stem: stem}, {stem: 1.0}, 1.0), HOT_RESULTS
+                )
             except apsw.Error as e:
                 raise SearchIndexError("build index", str(e)) from e
 
@@ -458,7 +521,8 @@ class Index:
     def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
         chunks = list(chunks)
         first = self._next_rowid
-        rows = [(first + i, chunk.text) for i, chunk in enumerate(chunks)]
+        # A passage's context (its file and headings) is searched with it.
+        rows = [(first + i, _searched_text(chunk)) for i, chunk in enumerate(chunks)]
         try:
             with self._db:
                 self._db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", rows)
@@ -470,6 +534,10 @@ class Index:
         self._next_rowid = first + len(chunks)
         self._forget_statistics()
         return len(chunks)
+
+
+def _searched_text(chunk: Chunk) -> str:
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
 
 
 def _quote(word: str) -> str:
@@ -511,11 +579,33 @@ def _splits_like_str(body: str) -> bool:
 def _separates(char: str) -> bool:
     """A character that splits words for unicode61 and is no word character for str.
 
-    unicode61 keeps letters, numbers, private-use characters and (as it drops
-    diacritics) combining marks in its tokens; the rest separates words.
+    Punctuation, symbols, spaces and controls. unicode61 keeps letters,
+    numbers, private-use characters and (as it drops diacritics) combining
+    marks in its tokens, and its Unicode tables may know letters that
+    Python's do not yet (unassigned here): all of those take the slow path.
     """
     category = unicodedata.category(char)
-    return category[0] not in "LN" and category not in ("Mn", "Co")
+    return category[0] in "PSZ" or category in ("Cc", "Cf", "Cs")
+
+
+def _span(body: str, hits: list[tuple[int, str]]) -> tuple[int, int]:
+    """The first and last line (0-based, in `body`) of the narrowest run of
+    `body` that holds each stem of `hits` at least once; the whole body if none."""
+    if not hits:
+        return 0, body.count("\n", 0, len(body) - 1)
+    need = len({stem for _, stem in hits})
+    best = (hits[0][0], hits[-1][0])
+    window: dict[str, int] = {}
+    lo = 0
+    for at, stem in hits:
+        window[stem] = window.get(stem, 0) + 1
+        # Shrink from the left while every stem stays in the window.
+        while window[hits[lo][1]] > 1:
+            window[hits[lo][1]] -= 1
+            lo += 1
+        if len(window) == need and at - hits[lo][0] < best[1] - best[0]:
+            best = (hits[lo][0], at)
+    return body.count("\n", 0, best[0]), body.count("\n", 0, best[1])
 
 
 def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:
