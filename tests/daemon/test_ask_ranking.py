@@ -34,13 +34,34 @@ MAN_PAGE = (
 )
 
 
+MODULE = (
+    '"""Generate temporary files and directories."""\n'
+    "\n"
+    "import os\n"
+    "\n"
+    "\n"
+    "def mkdtemp(suffix=None, prefix=None, dir=None):\n"
+    '    """Create and return a unique temporary directory."""\n'
+    + "".join(f"    name{i} = _candidate(prefix, suffix, {i})\n" for i in range(25))
+    + "    return name0\n"
+)
+TESTS = "".join(
+    f"def test_mkdtemp_{i}():\n    assert mkdtemp()\n    assert mkdtemp(suffix='x')\n\n\n"
+    for i in range(12)
+)
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dp.DaemonProc]:
     root = tmp_path_factory.mktemp("ranking")
     (root / "man").mkdir()
     (root / "man" / "curl.1.txt").write_text(MAN_PAGE)
+    (root / "lib" / "test").mkdir(parents=True)
+    (root / "lib" / "tempfile.py").write_text(MODULE)
+    (root / "lib" / "test" / "test_tempfile.py").write_text(TESTS)
+    shards = {"man": [str(root / "man" / "*.txt")], "lib": [str(root / "lib")]}
     with dp.factory(root) as made:
-        yield made(dp.config_text({"man": [str(root / "man" / "*.txt")]}))
+        yield made(dp.config_text(shards))
 
 
 def test_an_answer_cites_the_lines_holding_the_words_and_names_the_passage(
@@ -54,3 +75,13 @@ def test_an_answer_cites_the_lines_holding_the_words_and_names_the_passage(
     assert (top["passage_start_line"], top["passage_end_line"]) == (6, 18)
     assert (top["start_line"], top["end_line"]) == (14, 15)
     assert top["citation"] == f"{top['path']}:14-15"
+
+
+def test_a_definition_is_cited_before_its_tests(daemon: dp.DaemonProc) -> None:
+    with daemon.client() as client:
+        reply = client.request("ask", question="Where is mkdtemp implemented?", k=3)
+    top, *rest = reply["passages"]
+    assert top["path"].endswith("/lib/tempfile.py")
+    assert top["citation"] == f"{top['path']}:6-6"  # the def line
+    assert all(p["path"].endswith("/test/test_tempfile.py") for p in rest)
+

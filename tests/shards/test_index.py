@@ -381,3 +381,11 @@ def test_span_is_the_whole_passage_when_the_words_are_at_its_ends() -> None:
     index = Index.build([Chunk("/a.md", 1, 3, "alpha\nmiddle\nomega\n")])
     [hit] = index.search("alpha omega")
     assert hit.span == (1, 3)
+
+
+def test_a_passage_holding_only_stopwords_covers_nothing() -> None:
+    index = Index.build([Chunk("/a.md", 1, 1, "it is what it is"), Chunk("/b.md", 1, 1, "x")])
+    [hit] = index.search("where is mkdtemp implemented")
+    assert hit.coverage == 0.0
+    # A question of stopwords alone is covered by them.
+    assert index.search("what is it")[0].coverage == 1.0

@@ -19,6 +19,10 @@ postings in all, since ranking costs time for every row a query matches.
 A single term too common for that budget is ranked once (at build time when
 possible) and its best passages are kept until the index changes.
 
+FTS5 gives a few dozen candidates by bm25; `ifmemd.shards.rerank` puts the
+passages defining a name the question uses first and those of test files
+last, and the `k` best are kept.
+
 Only the `k` winners get an excerpt and a coverage (how many of the
 question's words they hold). Both come from one pass over the winner's text.
 Where Python's str splits and folds words as unicode61 does (ASCII, and text
@@ -45,6 +49,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
+from ifmemd.shards import rerank
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -54,8 +59,9 @@ MAX_TERMS = 32
 # 12M-token corpus); rarer terms are kept first until this many postings.
 POSTINGS_BUDGET = 10_000
 PREWARM_MIN_DOCS = 64
-# How many results are kept for a term too common for the budget.
-HOT_RESULTS = 20
+# How many results are kept for a term too common for the budget: as many as
+# the second stage reorders.
+HOT_RESULTS = rerank.CANDIDATES
 MAX_CACHED_TERMS = 200_000
 COMMON_FRACTION = 0.5
 SNIPPET_CHARS = 300
@@ -103,6 +109,7 @@ CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
+_RANK_ROWS = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? AND rowid IN"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
 
@@ -240,6 +247,7 @@ class Index:
         self._doc_freq: dict[str, int] = {}
         self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
+        self._definitions = rerank.Definitions()
 
     @classmethod
     def build(cls, chunks: Iterable[Chunk]) -> Self:
@@ -311,13 +319,29 @@ class Index:
         if plan is None or k <= 0:
             return []
         try:
-            ranked = self._rank(plan, k)
+            ranked = self._rank(plan, max(k, rerank.CANDIDATES))
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
+        names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
+        defining = self._definitions.defining(names, self._where, self._next_rowid)
+        # A definition is one passage among many that name the thing, and
+        # often a long one: bm25 may leave it out of the candidates.
+        absent = sorted(defining - {rowid for rowid, _ in ranked})
+        if absent:
+            try:
+                ranked = ranked + self._rank_rows(plan, absent)
+            except apsw.Error as e:
+                raise SearchIndexError("search", str(e)) from e
+        scored = rerank.rerank(
+            [(rowid, -rank) for rowid, rank in ranked],
+            self._where,
+            defining,
+            penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
+        )
         covered = plan.covered
         prefixes = _prefixes(tuple(sorted(covered.items())))
         passages = []
-        for rowid, rank in ranked:
+        for rowid, score in scored[:k]:
             path, start, end, body = self._where[rowid]
             hits = self._hits(body, covered, prefixes)
             held = sum(plan.weights[stem] for stem in {stem for _, stem in hits})
@@ -328,7 +352,7 @@ class Index:
                     path,
                     start,
                     end,
-                    -rank,
+                    score,
                     _excerpt(body, hits),
                     coverage,
                     start + first,
@@ -359,14 +383,17 @@ class Index:
         # question's one rare word counts for more than holding three common
         # ones; a word this index lacks weighs most, which lowers the coverage
         # of every passage of a shard that does not know the question's words.
-        weights = {stem: self._idf(stem) for stem in {*content, *covered}}
+        # Stopwords count only in a question of nothing else: a shard that
+        # knows none of the question's words but "is" covers none of it.
+        counted = set(content) or set(covered)
+        weights = {stem: self._idf(stem) if stem in counted else 0.0 for stem in covered}
         return _Query(
             expression,
             sum(df for df, _ in chosen),
             chosen[0][1],
             {stem: words[stem] for stem in covered},
             weights,
-            sum(weights.values()),
+            sum(self._idf(stem) for stem in counted),
         )
 
     def _idf(self, stem: str) -> float:
@@ -386,6 +413,11 @@ class Index:
             ranked = self._db.execute(_RANK, (plan.expression, limit)).fetchall()
             self._hot[plan.stem] = (limit, ranked)
         return ranked[:k]
+
+    def _rank_rows(self, plan: _Query, rowids: list[int]) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the plan's matches among `rowids`."""
+        marks = ",".join("?" * len(rowids))
+        return self._db.execute(f"{_RANK_ROWS} ({marks})", (plan.expression, *rowids)).fetchall()
 
     def _words(self, query: str) -> dict[str, str]:
         """Map each indexed form (stemmed) of the query's words to one word as typed."""
