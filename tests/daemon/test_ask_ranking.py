@@ -51,6 +51,17 @@ TESTS = "".join(
 )
 
 
+# Notes that say "throwaway scratch folder" and name it "tempdir", an answer
+# that says "tempdir" only, and filler.
+NOTES = {
+    "a.md": "A throwaway scratch folder for the build: use a tempdir.\n",
+    "b.md": "The scratch folder is a tempdir that goes away.\n",
+    "c.md": "Put throwaway output in a tempdir, never in the repo.\n",
+    "answer.md": "TemporaryDirectory makes a tempdir and removes it on exit.\n",
+    **{f"release{i}.md": f"Release notes for version {i} of the tool.\n" for i in range(40)},
+}
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dp.DaemonProc]:
     root = tmp_path_factory.mktemp("ranking")
@@ -59,7 +70,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dp.DaemonProc]:
     (root / "lib" / "test").mkdir(parents=True)
     (root / "lib" / "tempfile.py").write_text(MODULE)
     (root / "lib" / "test" / "test_tempfile.py").write_text(TESTS)
-    shards = {"man": [str(root / "man" / "*.txt")], "lib": [str(root / "lib")]}
+    (root / "notes").mkdir()
+    for name, text in NOTES.items():
+        (root / "notes" / name).write_text(text)
+    shards = {
+        "man": [str(root / "man" / "*.txt")],
+        "lib": [str(root / "lib")],
+        "notes": [str(root / "notes")],
+    }
     with dp.factory(root) as made:
         yield made(dp.config_text(shards))
 
@@ -85,3 +103,15 @@ def test_a_definition_is_cited_before_its_tests(daemon: dp.DaemonProc) -> None:
     assert top["citation"] == f"{top['path']}:6-6"  # the def line
     assert all(p["path"].endswith("/test/test_tempfile.py") for p in rest)
 
+
+def test_a_question_in_other_words_finds_the_answer_through_its_neighbours(
+    daemon: dp.DaemonProc,
+) -> None:
+    with daemon.client() as client:
+        reply = client.request(
+            "ask",
+            question="where do I get a throwaway scratch folder that deletes itself",
+            k=4,
+            shards=["notes"],
+        )
+    assert any(p["path"].endswith("/notes/answer.md") for p in reply["passages"])

@@ -19,7 +19,10 @@ postings in all, since ranking costs time for every row a query matches.
 A single term too common for that budget is ranked once (at build time when
 possible) and its best passages are kept until the index changes.
 
-FTS5 gives a few dozen candidates by bm25; `ifmemd.shards.rerank` puts the
+Passages are ranked by bm25 (`ifmemd.shards.bm25`, FTS5's formula over
+cached postings); when the best one lacks some of the question's words, the
+question is expanded with words of the best passages (`ifmemd.shards.expand`,
+RM3) and ranked again. Of a few dozen candidates, `ifmemd.shards.rerank` puts the
 passages defining a name the question uses first and those of test files
 last, and the `k` best are kept.
 
@@ -39,9 +42,11 @@ every winner in full and cost several times more.
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -49,7 +54,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import rerank
+from ifmemd.shards import bm25, expand, rerank
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -63,7 +68,9 @@ PREWARM_MIN_DOCS = 64
 # the second stage reorders.
 HOT_RESULTS = rerank.CANDIDATES
 MAX_CACHED_TERMS = 200_000
+MAX_CACHED_VECTORS = 20_000
 COMMON_FRACTION = 0.5
+SCORE_DIGITS = 9
 SNIPPET_CHARS = 300
 # An excerpt shows about this many characters of the passage (~24 words),
 # starting a little before the densest run of the question's words.
@@ -109,7 +116,6 @@ CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
-_RANK_ROWS = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? AND rowid IN"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
 
@@ -219,11 +225,13 @@ class _Query:
     """What `search` runs: the FTS5 expression, its postings, and its rarest term's stem."""
 
     expression: str
+    terms: tuple[str, ...]  # the stems ranked, rarest first
     postings: int
     stem: str
     covered: dict[str, str]  # stem → word as typed: every informative word this index knows
     weights: dict[str, float]  # stem → its weight in coverage (how rare it is here)
     total_weight: float  # of the question's informative words, known here or not
+    unknown: int  # informative words this index does not hold
 
 
 class Index:
@@ -248,6 +256,9 @@ class Index:
         self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
         self._definitions = rerank.Definitions()
+        self._scorer = bm25.Scorer(self._db, "passage")
+        self._vectors: dict[int, Counter[str]] = {}
+        self._stopstems: frozenset[str] | None = None
 
     @classmethod
     def build(cls, chunks: Iterable[Chunk]) -> Self:
@@ -318,20 +329,14 @@ class Index:
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
-        try:
-            ranked = self._rank(plan, max(k, rerank.CANDIDATES))
-        except apsw.Error as e:
-            raise SearchIndexError("search", str(e)) from e
         names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
         defining = self._definitions.defining(names, self._where, self._next_rowid)
-        # A definition is one passage among many that name the thing, and
-        # often a long one: bm25 may leave it out of the candidates.
-        absent = sorted(defining - {rowid for rowid, _ in ranked})
-        if absent:
-            try:
-                ranked = ranked + self._rank_rows(plan, absent)
-            except apsw.Error as e:
-                raise SearchIndexError("search", str(e)) from e
+        try:
+            # A definition is one passage among many that name the thing, and
+            # often a long one: bm25 may leave it out of the candidates.
+            ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
+        except apsw.Error as e:
+            raise SearchIndexError("search", str(e)) from e
         scored = rerank.rerank(
             [(rowid, -rank) for rowid, rank in ranked],
             self._where,
@@ -352,7 +357,8 @@ class Index:
                     path,
                     start,
                     end,
-                    score,
+                    # FTS5 and bm25.Scorer add the same terms in other orders.
+                    round(score, SCORE_DIGITS),
                     _excerpt(body, hits),
                     coverage,
                     start + first,
@@ -389,11 +395,13 @@ class Index:
         weights = {stem: self._idf(stem) if stem in counted else 0.0 for stem in covered}
         return _Query(
             expression,
+            tuple(stem for _, stem in chosen),
             sum(df for df, _ in chosen),
             chosen[0][1],
             {stem: words[stem] for stem in covered},
             weights,
             sum(self._idf(stem) for stem in counted),
+            len(counted - set(covered)),
         )
 
     def _idf(self, stem: str) -> float:
@@ -401,23 +409,62 @@ class Index:
         n, df = len(self._where), self._df(stem)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
-    def _rank(self, plan: _Query, k: int) -> list[tuple[int, float]]:
-        """(rowid, bm25) of the best `k` matches of the plan."""
+    def _rank(self, plan: _Query, k: int, include: Iterable[int] = ()) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the best `k` matches of the plan, best first, then
+        those of `include` that match and are not among them."""
         if plan.postings <= POSTINGS_BUDGET:
-            return self._db.execute(_RANK, (plan.expression, k)).fetchall()
+            scores = self._scorer.scores(plan.terms, self._where)
+            if not scores:
+                return []
+            # A question whose words are all in its best passage is answered
+            # in its own words: feedback would only add noise (and time).
+            best = max(scores, key=scores.__getitem__)
+            if not plan.unknown and all(stem in self._vector(best) for stem in plan.covered):
+                return _best(scores, k, include)
+            extra = expand.feedback(
+                scores,
+                self._vector,
+                self._df,
+                len(self._where),
+                {*plan.terms, *plan.covered, *self._stopword_stems()},
+            )
+            if extra:
+                for rowid, score in self._scorer.scores(extra, self._where, extra).items():
+                    scores[rowid] = scores.get(rowid, 0.0) + score
+            return _best(scores, k, include)
         # Over the budget means one very common term (see _choose_terms),
-        # whose ranking is the same whatever the query: work it out once.
+        # whose ranking is the same whatever the query: FTS5 works it out once.
         limit, ranked = self._hot.get(plan.stem, (0, []))
         if limit < k and len(ranked) == limit:
             limit = max(k, HOT_RESULTS)
             ranked = self._db.execute(_RANK, (plan.expression, limit)).fetchall()
             self._hot[plan.stem] = (limit, ranked)
-        return ranked[:k]
+        ranked = ranked[:k]
+        missing = set(include) - {rowid for rowid, _ in ranked}
+        if missing:
+            scores = self._scorer.scores(plan.terms, self._where)
+            ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
+        return ranked
 
-    def _rank_rows(self, plan: _Query, rowids: list[int]) -> list[tuple[int, float]]:
-        """(rowid, bm25) of the plan's matches among `rowids`."""
-        marks = ",".join("?" * len(rowids))
-        return self._db.execute(f"{_RANK_ROWS} ({marks})", (plan.expression, *rowids)).fetchall()
+    def _vector(self, rowid: int) -> Counter[str]:
+        """How often each stem occurs in a passage (cached until the index changes)."""
+        counts = self._vectors.get(rowid)
+        if counts is None:
+            body = self._where[rowid][3]
+            counts = Counter(
+                token for _, _, token, *_ in self._tokenize(body.encode("utf-8", "replace"))
+            )
+            if len(self._vectors) >= MAX_CACHED_VECTORS:
+                self._vectors.clear()
+            self._vectors[rowid] = counts
+        return counts
+
+    def _stopword_stems(self) -> frozenset[str]:
+        """The stems of STOPWORDS, as the tokenizer makes them ("this" → "thi")."""
+        if self._stopstems is None:
+            data = " ".join(sorted(STOPWORDS)).encode()
+            self._stopstems = frozenset(token for _, _, token, *_ in self._tokenize(data))
+        return self._stopstems
 
     def _words(self, query: str) -> dict[str, str]:
         """Map each indexed form (stemmed) of the query's words to one word as typed."""
@@ -487,9 +534,8 @@ class Index:
             if [token for _, _, token, *_ in self._tokenize(stem.encode("utf-8"))] != [stem]:
                 continue
             try:
-                self._rank(
-                    _Query(_quote(stem), df, stem, {stem: stem}, {stem: 1.0}, 1.0), HOT_RESULTS
-                )
+                hot = _Query(_quote(stem), (stem,), df, stem, {stem: stem}, {stem: 1.0}, 1.0, 0)
+                self._rank(hot, HOT_RESULTS)
             except apsw.Error as e:
                 raise SearchIndexError("build index", str(e)) from e
 
@@ -549,6 +595,8 @@ class Index:
         """Drop what was learned about terms: the passages changed."""
         self._doc_freq.clear()
         self._hot.clear()
+        self._scorer.forget()
+        self._vectors.clear()
 
     def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
         chunks = list(chunks)
@@ -566,6 +614,16 @@ class Index:
         self._next_rowid = first + len(chunks)
         self._forget_statistics()
         return len(chunks)
+
+
+def _best(scores: dict[int, float], k: int, include: Iterable[int]) -> list[tuple[int, float]]:
+    """The `k` best (rowid, negated score), lowest first as FTS5 ranks, then
+    those of `include` with a score that are not among them."""
+    best = heapq.nsmallest(k, ((-score, rowid) for rowid, score in scores.items()))
+    ranked = [(rowid, rank) for rank, rowid in best]
+    kept = {rowid for rowid, _ in ranked}
+    ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
+    return ranked
 
 
 def _searched_text(chunk: Chunk) -> str:

@@ -1,0 +1,70 @@
+"""Query expansion by pseudo-relevance feedback (RM3), from the shard's own passages.
+
+A question in other words than the text ("a throwaway folder that deletes
+itself" for `TemporaryDirectory`) shares few words with its answer, and no
+lexical engine finds what it does not match. RM3 assumes the first ranking's
+best passages are mostly about the right thing and borrows their words: each
+word's weight is its share of each feedback passage (tf / length) times that
+passage's share of the first-pass score, summed, times its idf so that rare,
+telling words beat common ones. The best few words the question lacks join
+it with at most `EXPANSION_WEIGHT` of an original word's weight, and the
+passages are ranked again. Everything comes from the index itself: no model,
+nothing downloaded, the same answer on every run.
+
+Stopwords, numbers, one-letter words and words in more than
+`MAX_DF_FRACTION` of the passages are never added.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+
+FEEDBACK_PASSAGES = 10
+EXPANSION_TERMS = 8
+EXPANSION_WEIGHT = 0.3
+MAX_DF_FRACTION = 0.1
+# Words looked at (by feedback weight alone) before their document frequency is.
+SHORTLIST = 24
+
+
+def feedback(
+    scores: Mapping[int, float],
+    vector: Callable[[int], Counter[str]],
+    df: Callable[[str], int],
+    n: int,
+    exclude: Iterable[str],
+) -> dict[str, float]:
+    """Expansion stem → weight (0 < weight <= EXPANSION_WEIGHT) from the best passages.
+
+    `scores` are the first pass's (rowid → score, higher is better), `vector`
+    gives a passage's stem counts, `df` a stem's document frequency among the
+    `n` passages; stems in `exclude` (the question's own, stopwords) are skipped.
+    """
+    best = heapq.nlargest(FEEDBACK_PASSAGES, scores.items(), key=lambda item: item[1])
+    total = sum(score for _, score in best)
+    if not best or total <= 0:
+        return {}
+    skip = set(exclude)
+    weights: dict[str, float] = {}
+    for rowid, score in best:
+        counts = vector(rowid)
+        length = sum(counts.values()) or 1
+        share = score / total
+        for stem, tf in counts.items():
+            if stem in skip or len(stem) < 2 or stem.isdigit():
+                continue
+            weights[stem] = weights.get(stem, 0.0) + share * tf / length
+    shortlist = heapq.nlargest(SHORTLIST, weights.items(), key=lambda item: item[1])
+    scored = []
+    for stem, weight in shortlist:
+        frequency = df(stem)
+        if 0 < frequency <= MAX_DF_FRACTION * n:
+            scored.append((weight * math.log(n / frequency), stem))
+    chosen = heapq.nlargest(EXPANSION_TERMS, scored)
+    if not chosen:
+        return {}
+    top = chosen[0][0]
+    return {stem: EXPANSION_WEIGHT * weight / top for weight, stem in chosen}
