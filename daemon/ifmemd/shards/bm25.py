@@ -19,6 +19,7 @@ change (`forget`).
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
 
 import apsw
@@ -26,8 +27,8 @@ import apsw
 K1 = 1.2
 B = 0.75
 MIN_IDF = 1e-6
-# Postings kept in all (about 60 bytes each): beyond this the cache starts over.
-MAX_CACHED_POSTINGS = 2_000_000
+# Postings kept in all (8 bytes each): beyond this the cache starts over.
+MAX_CACHED_POSTINGS = 1_000_000
 
 _INSTANCES = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.{name} USING fts5vocab(main, {table}, 'instance')"
@@ -44,7 +45,8 @@ class Scorer:
         self._name = f"{table}_instances"
         self._table = table
         self._ready = False
-        self._postings: dict[str, list[tuple[int, int]]] = {}
+        # term → (rowids, term frequencies), as arrays: a tuple per posting costs 9x more.
+        self._postings: dict[str, tuple[array, array]] = {}
         self._cached = 0
         self._norm: dict[int, float] = {}
 
@@ -54,8 +56,8 @@ class Scorer:
         self._cached = 0
         self._norm.clear()
 
-    def postings(self, term: str, live: Mapping[int, object]) -> list[tuple[int, int]]:
-        """(rowid, term frequency) of the live passages holding `term` (as indexed)."""
+    def postings(self, term: str, live: Mapping[int, object]) -> tuple[array, array]:
+        """(rowids, term frequencies) of the live passages holding `term` (as indexed)."""
         found = self._postings.get(term)
         if found is None:
             if not self._ready:
@@ -63,12 +65,13 @@ class Scorer:
                 self._ready = True
             rows = self._db.execute(_POSTINGS.format(name=self._name), (term,)).fetchall()
             # Deleted passages may linger in the index until it merges them.
-            found = [(rowid, tf) for rowid, tf in rows if rowid in live]
-            if self._cached + len(found) > MAX_CACHED_POSTINGS:
+            rows = [(rowid, tf) for rowid, tf in rows if rowid in live]
+            found = (array("i", [r for r, _ in rows]), array("i", [tf for _, tf in rows]))
+            if self._cached + len(rows) > MAX_CACHED_POSTINGS:
                 self._postings.clear()
                 self._cached = 0
             self._postings[term] = found
-            self._cached += len(found)
+            self._cached += len(rows)
         return found
 
     def scores(
@@ -84,13 +87,13 @@ class Scorer:
         acc: dict[int, float] = {}
         get = acc.get
         for term in terms:
-            postings = self.postings(term, where)
-            df = len(postings)
+            rowids, frequencies = self.postings(term, where)
+            df = len(rowids)
             if not df:
                 continue
             idf = max(MIN_IDF, math.log((n - df + 0.5) / (df + 0.5)))
             weight = idf * (K1 + 1) * (weights[term] if weights else 1.0)
-            for rowid, tf in postings:
+            for rowid, tf in zip(rowids, frequencies, strict=True):
                 acc[rowid] = get(rowid, 0.0) + weight * tf / (tf + norm[rowid])
         return acc
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 FEEDBACK_PASSAGES = 10
 EXPANSION_TERMS = 8
@@ -32,7 +32,7 @@ SHORTLIST = 24
 
 def feedback(
     scores: Mapping[int, float],
-    vector: Callable[[int], Counter[str]],
+    vector: Callable[[int], Mapping[str, float]],
     df: Callable[[str], int],
     n: int,
     exclude: Iterable[str],
@@ -40,31 +40,40 @@ def feedback(
     """Expansion stem → weight (0 < weight <= EXPANSION_WEIGHT) from the best passages.
 
     `scores` are the first pass's (rowid → score, higher is better), `vector`
-    gives a passage's stem counts, `df` a stem's document frequency among the
-    `n` passages; stems in `exclude` (the question's own, stopwords) are skipped.
+    gives a passage's stems with their share of it (tf / length, see
+    `term_shares`), `df` a stem's document frequency among the `n` passages;
+    stems in `exclude` (the question's own) are skipped.
     """
-    best = heapq.nlargest(FEEDBACK_PASSAGES, scores.items(), key=lambda item: item[1])
-    total = sum(score for _, score in best)
+    best = heapq.nlargest(FEEDBACK_PASSAGES, scores, key=scores.__getitem__)
+    total = sum(scores[rowid] for rowid in best)
     if not best or total <= 0:
         return {}
-    skip = set(exclude)
     weights: dict[str, float] = {}
-    for rowid, score in best:
-        counts = vector(rowid)
-        length = sum(counts.values()) or 1
-        share = score / total
-        for stem, tf in counts.items():
-            if stem in skip or len(stem) < 2 or stem.isdigit():
-                continue
-            weights[stem] = weights.get(stem, 0.0) + share * tf / length
-    shortlist = heapq.nlargest(SHORTLIST, weights.items(), key=lambda item: item[1])
+    get = weights.get
+    for rowid in best:
+        share = scores[rowid] / total
+        for stem, part in vector(rowid).items():
+            weights[stem] = get(stem, 0.0) + share * part
+    for stem in exclude:
+        weights.pop(stem, None)
     scored = []
-    for stem, weight in shortlist:
+    for stem in heapq.nlargest(SHORTLIST, weights, key=weights.__getitem__):
         frequency = df(stem)
         if 0 < frequency <= MAX_DF_FRACTION * n:
-            scored.append((weight * math.log(n / frequency), stem))
+            scored.append((weights[stem] * math.log(n / frequency), stem))
     chosen = heapq.nlargest(EXPANSION_TERMS, scored)
     if not chosen:
         return {}
     top = chosen[0][0]
     return {stem: EXPANSION_WEIGHT * weight / top for weight, stem in chosen}
+
+
+def term_shares(stems: Iterable[str], stopwords: Container[str]) -> dict[str, float]:
+    """A passage's stems (but stopwords, numbers and one-letter ones) → tf / length."""
+    counts = Counter(stems)
+    length = sum(counts.values()) or 1
+    return {
+        stem: tf / length
+        for stem, tf in counts.items()
+        if len(stem) > 1 and not stem.isdigit() and stem not in stopwords
+    }

@@ -46,7 +46,6 @@ import heapq
 import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -68,7 +67,8 @@ PREWARM_MIN_DOCS = 64
 # the second stage reorders.
 HOT_RESULTS = rerank.CANDIDATES
 MAX_CACHED_TERMS = 200_000
-MAX_CACHED_VECTORS = 20_000
+# Stem counts of passages used for feedback (a few kB each).
+MAX_CACHED_VECTORS = 1024
 COMMON_FRACTION = 0.5
 SCORE_DIGITS = 9
 SNIPPET_CHARS = 300
@@ -257,7 +257,7 @@ class Index:
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
         self._definitions = rerank.Definitions()
         self._scorer = bm25.Scorer(self._db, "passage")
-        self._vectors: dict[int, Counter[str]] = {}
+        self._vectors: dict[int, dict[str, float]] = {}
         self._stopstems: frozenset[str] | None = None
 
     @classmethod
@@ -426,7 +426,7 @@ class Index:
                 self._vector,
                 self._df,
                 len(self._where),
-                {*plan.terms, *plan.covered, *self._stopword_stems()},
+                {*plan.terms, *plan.covered},
             )
             if extra:
                 for rowid, score in self._scorer.scores(extra, self._where, extra).items():
@@ -446,18 +446,17 @@ class Index:
             ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
         return ranked
 
-    def _vector(self, rowid: int) -> Counter[str]:
-        """How often each stem occurs in a passage (cached until the index changes)."""
-        counts = self._vectors.get(rowid)
-        if counts is None:
-            body = self._where[rowid][3]
-            counts = Counter(
-                token for _, _, token, *_ in self._tokenize(body.encode("utf-8", "replace"))
-            )
+    def _vector(self, rowid: int) -> dict[str, float]:
+        """A passage's stems with their share of it (cached until the index changes)."""
+        shares = self._vectors.get(rowid)
+        if shares is None:
+            data = self._where[rowid][3].encode("utf-8", "replace")
+            stems = (token for _, _, token, *_ in self._tokenize(data))
+            shares = expand.term_shares(stems, self._stopword_stems())
             if len(self._vectors) >= MAX_CACHED_VECTORS:
                 self._vectors.clear()
-            self._vectors[rowid] = counts
-        return counts
+            self._vectors[rowid] = shares
+        return shares
 
     def _stopword_stems(self) -> frozenset[str]:
         """The stems of STOPWORDS, as the tokenizer makes them ("this" → "thi")."""
@@ -618,10 +617,12 @@ class Index:
 
 def _best(scores: dict[int, float], k: int, include: Iterable[int]) -> list[tuple[int, float]]:
     """The `k` best (rowid, negated score), lowest first as FTS5 ranks, then
-    those of `include` with a score that are not among them."""
-    best = heapq.nsmallest(k, ((-score, rowid) for rowid, score in scores.items()))
-    ranked = [(rowid, rank) for rank, rowid in best]
-    kept = {rowid for rowid, _ in ranked}
+    those of `include` with a score that are not among them. Of passages tied
+    at the cut, those scored first are kept: the same ones on every run."""
+    best = heapq.nlargest(k, scores, key=scores.__getitem__)
+    best.sort(key=lambda rowid: (-scores[rowid], rowid))
+    ranked = [(rowid, -scores[rowid]) for rowid in best]
+    kept = set(best)
     ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
     return ranked
 
