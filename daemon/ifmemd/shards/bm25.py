@@ -27,7 +27,7 @@ import apsw
 K1 = 1.2
 B = 0.75
 MIN_IDF = 1e-6
-# Postings kept in all (8 bytes each): beyond this the cache starts over.
+# Postings kept in all (12 bytes each): beyond this the cache starts over.
 MAX_CACHED_POSTINGS = 1_000_000
 
 _INSTANCES = (
@@ -45,7 +45,7 @@ class Scorer:
         self._name = f"{table}_instances"
         self._table = table
         self._ready = False
-        # term → (rowids, term frequencies), as arrays: a tuple per posting costs 9x more.
+        # term → (rowids, bm25 parts), as arrays: a tuple per posting costs 5x more.
         self._postings: dict[str, tuple[array, array]] = {}
         self._cached = 0
         self._norm: dict[int, float] = {}
@@ -56,17 +56,25 @@ class Scorer:
         self._cached = 0
         self._norm.clear()
 
-    def postings(self, term: str, live: Mapping[int, object]) -> tuple[array, array]:
-        """(rowids, term frequencies) of the live passages holding `term` (as indexed)."""
+    def postings(
+        self, term: str, where: Mapping[int, tuple[str, int, int, str]]
+    ) -> tuple[array, array]:
+        """(rowids, parts) of the live passages holding `term` (as indexed): each
+        passage's bm25 part for the term before idf, tf * (K1 + 1) / (tf + its
+        length term), worked out once."""
         found = self._postings.get(term)
         if found is None:
             if not self._ready:
                 self._db.execute(_INSTANCES.format(name=self._name, table=self._table))
                 self._ready = True
             rows = self._db.execute(_POSTINGS.format(name=self._name), (term,)).fetchall()
+            norm = self._lengths(where)
             # Deleted passages may linger in the index until it merges them.
-            rows = [(rowid, tf) for rowid, tf in rows if rowid in live]
-            found = (array("i", [r for r, _ in rows]), array("i", [tf for _, tf in rows]))
+            rows = [(rowid, tf) for rowid, tf in rows if rowid in where]
+            found = (
+                array("i", [rowid for rowid, _ in rows]),
+                array("d", [tf * (K1 + 1) / (tf + norm[rowid]) for rowid, tf in rows]),
+            )
             if self._cached + len(rows) > MAX_CACHED_POSTINGS:
                 self._postings.clear()
                 self._cached = 0
@@ -82,19 +90,18 @@ class Scorer:
     ) -> dict[int, float]:
         """rowid → bm25 of every live passage holding any of `terms` (higher is
         better), each term's part multiplied by its weight (1 by default)."""
-        norm = self._lengths(where)
         n = len(where)
         acc: dict[int, float] = {}
         get = acc.get
         for term in terms:
-            rowids, frequencies = self.postings(term, where)
+            rowids, parts = self.postings(term, where)
             df = len(rowids)
             if not df:
                 continue
             idf = max(MIN_IDF, math.log((n - df + 0.5) / (df + 0.5)))
-            weight = idf * (K1 + 1) * (weights[term] if weights else 1.0)
-            for rowid, tf in zip(rowids, frequencies, strict=True):
-                acc[rowid] = get(rowid, 0.0) + weight * tf / (tf + norm[rowid])
+            weight = idf * (weights[term] if weights else 1.0)
+            for rowid, part in zip(rowids, parts, strict=True):
+                acc[rowid] = get(rowid, 0.0) + weight * part
         return acc
 
     def _lengths(self, where: Mapping[int, tuple[str, int, int, str]]) -> dict[int, float]:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
 
 FEEDBACK_PASSAGES = 10
-EXPANSION_TERMS = 8
+EXPANSION_TERMS = 6
 EXPANSION_WEIGHT = 0.3
 MAX_DF_FRACTION = 0.1
 # Words looked at (by feedback weight alone) before their document frequency is.
