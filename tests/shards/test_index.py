@@ -389,3 +389,11 @@ def test_a_passage_holding_only_stopwords_covers_nothing() -> None:
     assert hit.coverage == 0.0
     # A question of stopwords alone is covered by them.
     assert index.search("what is it")[0].coverage == 1.0
+
+
+def test_span_is_counted_in_lines_not_characters() -> None:
+    # "Beacon" then "lighthouse" are closer in characters, but two lines apart;
+    # "lighthouse beacon" is one line.
+    index = Index.build([Chunk("/b.md", 1, 3, "# Beacon\n\nA lighthouse beacon in the fog.\n")])
+    [hit] = index.search("lighthouse beacon")
+    assert hit.span == (3, 3)

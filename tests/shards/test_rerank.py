@@ -124,3 +124,27 @@ def test_definitions_are_learned_for_passages_added_later() -> None:
     assert index.search("where is frobnicate defined", 1)[0].path == "/c.py"
     index.remove("/c.py")
     assert index.search("where is frobnicate defined", 1)[0].path == "/a.py"
+
+
+def test_code_names_in_a_question() -> None:
+    question = "What is PROMPT_COMMAND, basicConfig or JSONDecodeError for, and lru_cache?"
+    assert rerank.code_names(question) == [
+        "basicconfig", "jsondecodeerror", "lru_cache", "prompt_command"
+    ]  # fmt: skip
+    assert rerank.code_names("What is the prompt command for?") == []
+
+
+def test_a_name_written_as_code_is_matched_as_written() -> None:
+    # The tokenizer cuts PROMPT_COMMAND into "prompt" and "command", which the
+    # other passage holds more often.
+    index = Index.build(
+        [
+            Chunk(
+                "/a.txt", 1, 1, "a prompt is shown before each command; the command prompt is used"
+            ),
+            Chunk("/b.txt", 1, 2, "PROMPT_COMMAND\n    run before each primary prompt"),
+            *(Chunk(f"/f{i}.txt", 1, 1, f"filler {i}") for i in range(6)),
+        ]
+    )
+    assert index.search("What is PROMPT_COMMAND used for?", 1)[0].path == "/b.txt"
+    assert index.search("What is the prompt command used for?", 1)[0].path == "/a.txt"

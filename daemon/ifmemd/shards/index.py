@@ -41,6 +41,7 @@ every winner in full and cost several times more.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import math
@@ -81,6 +82,7 @@ SHORT_STEM = 3
 ELLIPSIS = "…"
 # A word at a given offset (after "_" became a space): what unicode61 keeps together.
 _WORD_AT = re.compile(r"\w*")
+_NEWLINE = re.compile("\n")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # A passage on the shard protocol, in this order (see `Passage.to_row`); a row
 # may stop before the span, which then is the whole passage.
@@ -341,6 +343,7 @@ class Index:
             [(rowid, -rank) for rowid, rank in ranked],
             self._where,
             defining,
+            rerank.code_names(query[:MAX_QUERY_CHARS]),
             penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
         )
         covered = plan.covered
@@ -680,23 +683,26 @@ def _separates(char: str) -> bool:
 
 
 def _span(body: str, hits: list[tuple[int, str]]) -> tuple[int, int]:
-    """The first and last line (0-based, in `body`) of the narrowest run of
-    `body` that holds each stem of `hits` at least once; the whole body if none."""
+    """The first and last line (0-based, in `body`) of the fewest lines of
+    `body` that hold each stem of `hits` at least once; the whole body if none."""
     if not hits:
         return 0, body.count("\n", 0, len(body) - 1)
-    need = len({stem for _, stem in hits})
-    best = (hits[0][0], hits[-1][0])
+    # Hits become (line, stem): the narrowest run is counted in lines.
+    ends = [m.start() for m in _NEWLINE.finditer(body)]
+    lines = [(bisect.bisect_left(ends, at), stem) for at, stem in hits]
+    need = len({stem for _, stem in lines})
+    best = (lines[0][0], lines[-1][0])
     window: dict[str, int] = {}
     lo = 0
-    for at, stem in hits:
+    for line, stem in lines:
         window[stem] = window.get(stem, 0) + 1
         # Shrink from the left while every stem stays in the window.
-        while window[hits[lo][1]] > 1:
-            window[hits[lo][1]] -= 1
+        while window[lines[lo][1]] > 1:
+            window[lines[lo][1]] -= 1
             lo += 1
-        if len(window) == need and at - hits[lo][0] < best[1] - best[0]:
-            best = (hits[lo][0], at)
-    return body.count("\n", 0, best[0]), body.count("\n", 0, best[1])
+        if len(window) == need and line - lines[lo][0] < best[1] - best[0]:
+            best = (lines[lo][0], line)
+    return best
 
 
 def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:

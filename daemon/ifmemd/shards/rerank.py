@@ -6,11 +6,13 @@ tests of a function, which name it in every line, outrank the function itself
 asks FTS5 for a few dozen candidates (and for the passages defining a name
 the question uses, wherever bm25 put them) and this module reorders them:
 first the passages that define a name the question uses (`def`/`class` at
-any depth, an assignment at the left margin, a C `#define`), then the rest,
-then the passages of test files (`test_*.py`, `tests/…`, `conftest.py`…)
-unless the question is about tests; by bm25 within each group. A name
-defined in many passages ("run", "path") is too common to mean one of them
-and is ignored.
+any depth, an assignment at the left margin, a C `#define`), then those
+holding, as written, a name the question writes as code (`PROMPT_COMMAND`,
+`basicConfig`: the tokenizer cuts the first into two common words), then
+the rest, then the passages of test files (`test_*.py`, `tests/…`,
+`conftest.py`…) unless the question is about tests; by bm25 within each
+group. A name defined in many passages ("run", "path") is too common to mean
+one of them and is ignored.
 
 Which passages define which names is learned from the passages themselves on
 first use and kept up to date as passages are added (rowids only grow; removed
@@ -42,6 +44,8 @@ _TEST_PATH = re.compile(
 )
 # A name as typed: `shutil.which`, `mkdtemp`, `JSONDecodeError`.
 _NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+# A name written as code: with an underscore, or a capital inside a word.
+_CODE_NAME = re.compile(r"\b(?:[A-Za-z]\w*_\w*[A-Za-z0-9]|[a-z]+[A-Z]\w*|[A-Z]{2,}[a-z]\w*)\b")
 _ABOUT_TESTS = re.compile(r"\b(?:test|tests|testing|tested|unittest|pytest)\b", re.I)
 
 
@@ -59,6 +63,11 @@ def is_test(path: str) -> bool:
 def about_tests(question: str) -> bool:
     """Whether the question asks about tests (then tests are not ranked down)."""
     return _ABOUT_TESTS.search(question) is not None
+
+
+def code_names(question: str) -> list[str]:
+    """The names (lower-cased) the question writes as code: `PROMPT_COMMAND`, `lru_cache`."""
+    return sorted({m.group().lower() for m in _CODE_NAME.finditer(question)})
 
 
 def names_in(question: str, stopwords: frozenset[str]) -> set[str]:
@@ -107,13 +116,21 @@ def rerank(
     ranked: list[tuple[int, float]],
     where: Mapping[int, tuple[str, int, int, str]],
     defining: set[int],
+    written: list[str],
     penalize_tests: bool,
 ) -> list[tuple[int, float]]:
-    """(rowid, score) reordered: definitions, then other passages, then tests;
-    by score (bm25, higher is better) within each."""
+    """(rowid, score) reordered: definitions, then passages holding a name of
+    `written` as written, then the rest, then tests; by score (bm25, higher
+    is better) within each."""
 
     def tier(rowid: int) -> int:
-        test = penalize_tests and is_test(where[rowid][0])
-        return (0 if rowid in defining else 1) + (2 if test else 0)
+        path, _, _, body = where[rowid]
+        if rowid in defining:
+            group = 0
+        elif written and any(name in body.lower() for name in written):
+            group = 1
+        else:
+            group = 2
+        return group + (3 if penalize_tests and is_test(path) else 0)
 
     return sorted(ranked, key=lambda item: (tier(item[0]), -item[1]))
