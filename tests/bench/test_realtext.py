@@ -71,3 +71,20 @@ def test_in_process_run_prints_recall_beside_rg(tmp_path: Path) -> None:
     assert len(doc["corpus"]) >= 4
     assert doc["quality"]["ifmem"]["all"]["n"] + doc["skipped_questions"] >= 60
     assert "rg" in doc["quality"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_over_the_stdlib_tree_mkdtemp_is_found_at_its_def() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "realtext.py"), "--definitions"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "where is mkdtemp implemented" in x)
+    ours, alone, first = line.split()[-3:]
+    assert ours == "1" and first.startswith("tempfile.py:"), proc.stdout
+    assert alone != "1"  # bm25 alone ranks the tests first
