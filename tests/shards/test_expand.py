@@ -67,3 +67,6 @@ def test_a_question_in_the_texts_own_words_is_not_expanded(
     assert calls == []
     index.search(QUESTION, 3)
     assert len(calls) == 1
+    # Nor one whose best passage holds little of it: the shard does not know its subject.
+    index.search("tempdir quokka wombat numbat bilby dugong", 3)
+    assert len(calls) == 1

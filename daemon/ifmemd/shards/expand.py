@@ -12,7 +12,9 @@ passages are ranked again. Everything comes from the index itself: no model,
 nothing downloaded, the same answer on every run.
 
 Stopwords, numbers, one-letter words and words in more than
-`MAX_DF_FRACTION` of the passages are never added.
+`MAX_DF_FRACTION` of the passages are never added. The index expands a
+question only when its best passage lacks some of its words but holds at
+least `MIN_BEST_COVERAGE` of it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ FEEDBACK_PASSAGES = 10
 EXPANSION_TERMS = 6
 EXPANSION_WEIGHT = 0.3
 MAX_DF_FRACTION = 0.1
+# Below this share of the question (weighted as coverage is) in its best
+# passage, a shard is taken not to hold what the question is about.
+MIN_BEST_COVERAGE = 0.2
 # Words looked at (by feedback weight alone) before their document frequency is.
 SHORTLIST = 24
 

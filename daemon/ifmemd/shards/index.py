@@ -419,10 +419,14 @@ class Index:
             scores = self._scorer.scores(plan.terms, self._where)
             if not scores:
                 return []
-            # A question whose words are all in its best passage is answered
-            # in its own words: feedback would only add noise (and time).
-            best = max(scores, key=scores.__getitem__)
-            if not plan.unknown and all(stem in self._vector(best) for stem in plan.covered):
+            # A question whose words are all in its best passage is answered in
+            # its own words; one whose best passage holds little of it is about
+            # something this shard does not hold. Feedback would only add noise
+            # (and time) to either.
+            held = self._vector(max(scores, key=scores.__getitem__))
+            share = sum(w for stem, w in plan.weights.items() if stem in held) / plan.total_weight
+            whole = not plan.unknown and all(stem in held for stem in plan.covered)
+            if whole or share < expand.MIN_BEST_COVERAGE:
                 return _best(scores, k, include)
             extra = expand.feedback(
                 scores,
