@@ -3,7 +3,7 @@ the text finds its answer through the words of the passages it does match."""
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 
 import pytest
 from ifmemd.shards import expand
@@ -11,25 +11,36 @@ from ifmemd.shards.chunker import Chunk
 from ifmemd.shards.index import Index
 
 
+def test_telling_words_are_rare_and_weighted_by_share_and_idf() -> None:
+    frequencies = {"scratch": 2, "folder": 1, "tempdir": 3, "the": 50, "x": 1, "42": 1}
+    df = frequencies.__getitem__
+    words = expand.telling_words(
+        ["scratch", "scratch", "tempdir", "the", "x", "42", "folder", "the"], df, 60, {"the"}
+    )
+    # Stopwords, one-letter words and numbers never; the others by tf/length × idf.
+    assert set(words) == {"scratch", "tempdir", "folder"}
+    assert words["scratch"] == pytest.approx(2 / 8 * math.log(60 / 2))
+    # A word in more than a tenth of the passages is too common to tell anything.
+    frequencies["fog"] = 2
+    assert set(expand.telling_words(["the", "fog"], df, 60, set())) == {"fog"}
+
+
 def test_feedback_borrows_the_best_passages_telling_words() -> None:
     vectors = {
-        1: Counter({"scratch": 2, "folder": 1, "tempdir": 3, "the": 4}),
-        2: Counter({"scratch": 1, "tempdir": 1, "cleanup": 2}),
-        3: Counter({"unrelated": 5}),
+        1: {"scratch": 2.0, "folder": 1.0, "tempdir": 3.0},
+        2: {"scratch": 1.0, "tempdir": 1.0, "cleanup": 2.0},
+        3: {"unrelated": 50.0},
     }
-    df = {"scratch": 2, "folder": 1, "tempdir": 3, "the": 50, "cleanup": 2, "unrelated": 1}
-    extra = expand.feedback(
-        {1: 3.0, 2: 2.0, 3: 0.01}, vectors.__getitem__, df.__getitem__, 60, {"scratch", "the"}
-    )
+    extra = expand.feedback([1, 2, 3], {1: 3.0, 2: 2.0, 3: 0.01}, vectors.__getitem__, {"scratch"})
     assert "tempdir" in extra and "cleanup" in extra
-    # The question's own words are not added again; neither are common ones.
-    assert "scratch" not in extra and "the" not in extra
+    # The question's own words are not added again.
+    assert "scratch" not in extra
     assert max(extra.values()) == pytest.approx(expand.EXPANSION_WEIGHT)
     assert all(0 < w <= expand.EXPANSION_WEIGHT for w in extra.values())
 
 
 def test_feedback_of_nothing_is_nothing() -> None:
-    assert expand.feedback({}, dict().__getitem__, dict().__getitem__, 10, set()) == {}
+    assert expand.feedback([], {}, dict().__getitem__, set()) == {}
 
 
 # A question in other words ("throwaway scratch folder") matches notes that

@@ -31,25 +31,24 @@ MAX_DF_FRACTION = 0.1
 # Below this share of the question (weighted as coverage is) in its best
 # passage, a shard is taken not to hold what the question is about.
 MIN_BEST_COVERAGE = 0.2
-# Words looked at (by feedback weight alone) before their document frequency is.
-SHORTLIST = 24
+# A passage's best words kept for feedback.
+WORDS_KEPT = 24
 
 
 def feedback(
+    best: list[int],
     scores: Mapping[int, float],
     vector: Callable[[int], Mapping[str, float]],
-    df: Callable[[str], int],
-    n: int,
     exclude: Iterable[str],
 ) -> dict[str, float]:
     """Expansion stem → weight (0 < weight <= EXPANSION_WEIGHT) from the best passages.
 
-    `scores` are the first pass's (rowid → score, higher is better), `vector`
-    gives a passage's stems with their share of it (tf / length, see
-    `term_shares`), `df` a stem's document frequency among the `n` passages;
-    stems in `exclude` (the question's own) are skipped.
+    `best` are the first pass's best passages (rowids, best first; the first
+    FEEDBACK_PASSAGES count) and `scores` its scores (higher is better);
+    `vector` gives a passage's telling words with their weight in it (see
+    `telling_words`); stems in `exclude` (the question's own) are skipped.
     """
-    best = heapq.nlargest(FEEDBACK_PASSAGES, scores, key=scores.__getitem__)
+    best = best[:FEEDBACK_PASSAGES]
     total = sum(scores[rowid] for rowid in best)
     if not best or total <= 0:
         return {}
@@ -61,24 +60,30 @@ def feedback(
             weights[stem] = get(stem, 0.0) + share * part
     for stem in exclude:
         weights.pop(stem, None)
-    scored = []
-    for stem in heapq.nlargest(SHORTLIST, weights, key=weights.__getitem__):
-        frequency = df(stem)
-        if 0 < frequency <= MAX_DF_FRACTION * n:
-            scored.append((weights[stem] * math.log(n / frequency), stem))
-    chosen = heapq.nlargest(EXPANSION_TERMS, scored)
+    chosen = heapq.nlargest(EXPANSION_TERMS, weights, key=weights.__getitem__)
     if not chosen:
         return {}
-    top = chosen[0][0]
-    return {stem: EXPANSION_WEIGHT * weight / top for weight, stem in chosen}
+    top = weights[chosen[0]]
+    return {stem: EXPANSION_WEIGHT * weights[stem] / top for stem in chosen}
 
 
-def term_shares(stems: Iterable[str], stopwords: Container[str]) -> dict[str, float]:
-    """A passage's stems (but stopwords, numbers and one-letter ones) → tf / length."""
+def telling_words(
+    stems: Iterable[str], df: Callable[[str], int], n: int, stopwords: Container[str]
+) -> dict[str, float]:
+    """A passage's words fit to expand a question with → tf / length × idf.
+
+    Not stopwords, numbers, one-letter words, nor words in more than
+    MAX_DF_FRACTION of the `n` passages; only the passage's WORDS_KEPT best
+    (their weight is what feedback adds up, so the rest would barely count).
+    """
     counts = Counter(stems)
     length = sum(counts.values()) or 1
-    return {
-        stem: tf / length
-        for stem, tf in counts.items()
-        if len(stem) > 1 and not stem.isdigit() and stem not in stopwords
-    }
+    weights = {}
+    for stem, tf in counts.items():
+        if len(stem) < 2 or stem.isdigit() or stem in stopwords:
+            continue
+        frequency = df(stem)
+        if 0 < frequency <= MAX_DF_FRACTION * n:
+            weights[stem] = tf / length * math.log(n / frequency)
+    kept = heapq.nlargest(WORDS_KEPT, weights, key=weights.__getitem__)
+    return {stem: weights[stem] for stem in kept}

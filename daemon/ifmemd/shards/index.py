@@ -259,7 +259,7 @@ class Index:
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
         self._definitions = rerank.Definitions()
         self._scorer = bm25.Scorer(self._db, "passage")
-        self._vectors: dict[int, dict[str, float]] = {}
+        self._vectors: dict[int, tuple[frozenset[str], dict[str, float]]] = {}
         self._stopstems: frozenset[str] | None = None
 
     @classmethod
@@ -417,28 +417,28 @@ class Index:
         those of `include` that match and are not among them."""
         if plan.postings <= POSTINGS_BUDGET:
             scores = self._scorer.scores(plan.terms, self._where)
-            if not scores:
+            best = _top(scores, max(k, expand.FEEDBACK_PASSAGES))
+            if not best:
                 return []
             # A question whose words are all in its best passage is answered in
             # its own words; one whose best passage holds little of it is about
             # something this shard does not hold. Feedback would only add noise
             # (and time) to either.
-            held = self._vector(max(scores, key=scores.__getitem__))
+            held = self._vector(best[0])[0]
             share = sum(w for stem, w in plan.weights.items() if stem in held) / plan.total_weight
             whole = not plan.unknown and all(stem in held for stem in plan.covered)
-            if whole or share < expand.MIN_BEST_COVERAGE:
-                return _best(scores, k, include)
-            extra = expand.feedback(
-                scores,
-                self._vector,
-                self._df,
-                len(self._where),
-                {*plan.terms, *plan.covered},
-            )
-            if extra:
-                for rowid, score in self._scorer.scores(extra, self._where, extra).items():
-                    scores[rowid] = scores.get(rowid, 0.0) + score
-            return _best(scores, k, include)
+            if not whole and share >= expand.MIN_BEST_COVERAGE:
+                extra = expand.feedback(
+                    best,
+                    scores,
+                    lambda rowid: self._vector(rowid)[1],
+                    {*plan.terms, *plan.covered},
+                )
+                if extra:
+                    for rowid, score in self._scorer.scores(extra, self._where, extra).items():
+                        scores[rowid] = scores.get(rowid, 0.0) + score
+                    best = _top(scores, k)
+            return _ranked(scores, best[:k], include)
         # Over the budget means one very common term (see _choose_terms),
         # whose ranking is the same whatever the query: FTS5 works it out once.
         limit, ranked = self._hot.get(plan.stem, (0, []))
@@ -453,17 +453,21 @@ class Index:
             ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
         return ranked
 
-    def _vector(self, rowid: int) -> dict[str, float]:
-        """A passage's stems with their share of it (cached until the index changes)."""
-        shares = self._vectors.get(rowid)
-        if shares is None:
+    def _vector(self, rowid: int) -> tuple[frozenset[str], dict[str, float]]:
+        """A passage's stems, and its words fit for feedback with their weight
+        (`expand.telling_words`); cached until the index changes."""
+        found = self._vectors.get(rowid)
+        if found is None:
             data = self._where[rowid][3].encode("utf-8", "replace")
-            stems = (token for _, _, token, *_ in self._tokenize(data))
-            shares = expand.term_shares(stems, self._stopword_stems())
+            stems = [token for _, _, token, *_ in self._tokenize(data)]
+            found = (
+                frozenset(stems),
+                expand.telling_words(stems, self._df, len(self._where), self._stopword_stems()),
+            )
             if len(self._vectors) >= MAX_CACHED_VECTORS:
                 self._vectors.clear()
-            self._vectors[rowid] = shares
-        return shares
+            self._vectors[rowid] = found
+        return found
 
     def _stopword_stems(self) -> frozenset[str]:
         """The stems of STOPWORDS, as the tokenizer makes them ("this" → "thi")."""
@@ -622,12 +626,20 @@ class Index:
         return len(chunks)
 
 
-def _best(scores: dict[int, float], k: int, include: Iterable[int]) -> list[tuple[int, float]]:
-    """The `k` best (rowid, negated score), lowest first as FTS5 ranks, then
-    those of `include` with a score that are not among them. Of passages tied
-    at the cut, those scored first are kept: the same ones on every run."""
+def _top(scores: dict[int, float], k: int) -> list[int]:
+    """The rowids of the `k` best scores, best first (ties: lower rowid first;
+    of passages tied at the cut, those scored first are kept, the same ones on
+    every run)."""
     best = heapq.nlargest(k, scores, key=scores.__getitem__)
     best.sort(key=lambda rowid: (-scores[rowid], rowid))
+    return best
+
+
+def _ranked(
+    scores: dict[int, float], best: list[int], include: Iterable[int]
+) -> list[tuple[int, float]]:
+    """(rowid, negated score) of `best`, lowest first as FTS5 ranks, then those
+    of `include` with a score that are not among them."""
     ranked = [(rowid, -scores[rowid]) for rowid in best]
     kept = set(best)
     ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
