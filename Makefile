@@ -16,12 +16,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # mandoc lints the man pages (tests/test_docs.py), ripgrep is the baseline of
-# bench/ask.py, whose smoke test runs in the suite, and openssh-server's sshd
-# (with ssh) carries the remote-shard tests (tests/sshd.py); under CI=true all
-# are required.
+# bench/ask.py and bench/realtext.py (their smoke tests run in the suite),
+# openssh-server's sshd (with ssh) carries the remote-shard tests (tests/sshd.py),
+# and man-db and manpages give bench/realtext.py's corpus its pages (socket(7) and
+# the like); under CI=true all are required.
 .PHONY: deps-apt
 deps-apt:
-	command -v mandoc >/dev/null && command -v rg >/dev/null && command -v ssh >/dev/null && test -x /usr/sbin/sshd || (apt-get update -qq && apt-get install -y -qq mandoc ripgrep openssh-client openssh-server)
+	command -v mandoc >/dev/null && command -v rg >/dev/null && command -v man >/dev/null \
+		&& command -v ssh >/dev/null && test -x /usr/sbin/sshd \
+		&& test -e /usr/share/man/man7/socket.7.gz \
+		|| (apt-get update -qq && apt-get install -y -qq mandoc ripgrep man-db manpages \
+			openssh-client openssh-server)
 
 test: $(STAMP) deps-apt lint
 	$(BIN)/pytest -q
@@ -34,8 +39,9 @@ demo: $(STAMP)
 bench-setup:
 	command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq ripgrep)
 
-bench: $(STAMP) bench-setup
+bench: $(STAMP) bench-setup deps-apt
 	$(BIN)/python bench/eventlog.py
+	$(BIN)/python bench/realtext.py
 	$(BIN)/python bench/ask.py
 
 # Installable artifacts into dist/ (packaging/README.md); `make deb` needs root.

@@ -103,8 +103,16 @@ class Passage(BaseModel):
         "for a file, `memory:ID…` for a remembered note. Quote it when you use the passage."
     )
     path: str = Field(description="The file, or `memory:ID` for a remembered note.")
-    start_line: int = Field(description="First line of the passage (1-based).")
-    end_line: int = Field(description="Last line of the passage (inclusive).")
+    start_line: int = Field(
+        description="First line cited (1-based): where the question's words are in the passage."
+    )
+    end_line: int = Field(description="Last line cited (inclusive).")
+    passage_start_line: int | None = Field(
+        None, description="First line of the whole passage the citation was found in."
+    )
+    passage_end_line: int | None = Field(
+        None, description="Last line of the whole passage (inclusive)."
+    )
     shard: str = Field(description="The shard that found it.")
     snippet: str = Field(description="The passage's text, possibly shortened.")
     score: float = Field(

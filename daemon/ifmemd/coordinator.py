@@ -124,11 +124,16 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
             key = (p.path, p.start_line, p.end_line)
             entry = fused.get(key)
             if entry is None:
+                # The answer cites the lines holding the question's words;
+                # the whole passage they were found in comes beside them.
+                first, last = p.span
                 entry = fused[key] = {
-                    "citation": f"{p.path}:{p.start_line}-{p.end_line}",
+                    "citation": f"{p.path}:{first}-{last}",
                     "path": p.path,
-                    "start_line": p.start_line,
-                    "end_line": p.end_line,
+                    "start_line": first,
+                    "end_line": last,
+                    "passage_start_line": p.start_line,
+                    "passage_end_line": p.end_line,
                     "shard": answer.shard,
                     "score": 0.0,
                     "coverage": p.coverage,

@@ -70,9 +70,13 @@ def test_concurrent_questions_leave_whole_ordered_records(daemon: dp.DaemonProc)
             for row in r["passages"]:
                 p = dict(zip(fields, row, strict=True))
                 assert p["start_line"] <= p["end_line"] and p["path"]
-        # Every passage the client got is among the shards' results.
+        # Every passage the client got is among the shards' results (the client's
+        # start_line/end_line are the cited span, passage_* the passage's lines).
         got_back = {(p[0], p[1], p[2]) for r in body["results"] for p in r["passages"]}
-        assert {(p["path"], p["start_line"], p["end_line"]) for p in reply["passages"]} <= got_back
+        sent = {
+            (p["path"], p["passage_start_line"], p["passage_end_line"]) for p in reply["passages"]
+        }
+        assert sent <= got_back
     kinds = {kind for _, kind, _ in daemon.events()}
     assert "shard.answered" not in kinds
 

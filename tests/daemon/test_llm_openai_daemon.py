@@ -32,7 +32,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI) -> Iterat
     config = (
         "[daemon]\nheartbeat_interval = 0.5\nheartbeat_timeout = 20\n\n"
         f'[openai]\nbase_url = "{fake.url}"\nmodel = "llama-fake"\ntimeout = 5\n'
-        "max_retries = 1\n\n[coordinator]\nsynthesize = true\n\n"
+        "max_retries = 1\n\n"
+        # Both shards' models answer (none routed out for covering less), to be merged.
+        "[coordinator]\nsynthesize = true\nroute_min_coverage_ratio = 0\n\n"
         f'[[shard]]\nname = "docs"\npaths = ["{root}/docs/*.md"]\nbackend = "openai"\n\n'
         f'[[shard]]\nname = "notes"\npaths = ["{root}/notes/*.md"]\nbackend = "openai"\n'
     )

@@ -174,11 +174,17 @@ def test_markdown_headings_inside_fences_are_not_sections() -> None:
 def test_long_section_is_cut_at_paragraphs() -> None:
     paragraphs = ["".join(f"p{n} line {i}\n" for i in range(15)) for n in range(4)]
     text = "# One\n\n" + "\n".join(paragraphs)
-    chunks = chunk_text("doc.md", text, ChunkSize(lines=35, chars=100_000))
+    chunks = chunk_text("doc.md", text, ChunkSize(lines=35, chars=100_000, target_lines=35))
     assert len(chunks) == 2
     assert all(c.end_line - c.start_line + 1 <= 35 for c in chunks)
     # Cuts fall on paragraph starts, not mid-paragraph.
     assert chunks[1].text.startswith(("p1 line 0", "p2 line 0", "p3 line 0"))
+    # With the default target, each paragraph is a passage, the heading with the first.
+    chunks = chunk_text("doc.md", text, ChunkSize(lines=35, chars=100_000))
+    assert [c.text.splitlines()[0] for c in chunks] == [
+        "# One",
+        *(f"p{n} line 0" for n in (1, 2, 3)),
+    ]
 
 
 def test_rst_underlined_titles_are_sections() -> None:
@@ -229,7 +235,9 @@ def test_c_like_definitions_after_closing_brace() -> None:
 
 def test_plain_text_windows_overlap() -> None:
     text = "".join(f"line {i}\n" for i in range(100))
-    chunks = chunk_text("notes.txt", text, ChunkSize(lines=20, chars=10_000, overlap=3))
+    chunks = chunk_text(
+        "notes.txt", text, ChunkSize(lines=40, chars=10_000, overlap=3, target_lines=20)
+    )
     assert chunks[0].start_line == 1 and chunks[0].end_line == 20
     assert chunks[1].start_line == 18
     assert_exact_cover("notes.txt", text, chunks)
@@ -263,3 +271,55 @@ def test_chunk_files_keeps_corpus_order() -> None:
     sources = [SourceFile("/b.txt", "b\n"), SourceFile("/a.md", "# a\n")]
     assert [c.path for c in chunk_files(sources)] == ["/b.txt", "/a.md"]
     assert chunk_file(sources[0]) == [Chunk("/b.txt", 1, 1, "b\n")]
+
+
+MAN_TITLE = "GZIP(1)              General Commands Manual              GZIP(1)"
+
+
+def _man_page(options: int) -> str:
+    """Text shaped like `mandoc -T utf8` output: sections at the margin, options
+    indented 7, their paragraphs 14, typographic hyphens."""
+    out = [MAN_TITLE + "\n", "\n", "NAME\n"]
+    out += ["       gzip \u2010 compress files\n", "\n", "OPTIONS\n"]
+    for n in range(options):
+        out += [f"       \u2010{n} \u2010\u2010option{n}\n"]
+        out += [f"              Paragraph {n} line {i} of the option.\n" for i in range(4 + n % 9)]
+        out += ["\n"]
+    out += ["SEE ALSO\n", "       zcat(1)\n"]
+    return "".join(out)
+
+
+def test_man_page_option_is_cut_with_its_paragraph() -> None:
+    text = _man_page(30)
+    chunks = chunk_text("gzip.1.txt", text)
+    assert_exact_cover("gzip.1.txt", text, chunks)
+    for chunk in chunks:
+        first = chunk.text.lstrip("\n").splitlines()[0]
+        # Every passage starts at an option, a section, or the title: never mid-paragraph.
+        assert first.startswith(("       \u2010", "GZIP(1)", "OPTIONS", "SEE ALSO")), first
+    lines = sorted(c.end_line - c.start_line + 1 for c in chunks)
+    assert lines[len(lines) // 2] <= 15
+    option = next(c for c in chunks if "\u2010\u2010option8\n" in c.text)
+    # Its whole paragraph is with it, and the section it is in is its context.
+    assert "Paragraph 8 line 11" in option.text
+    assert option.context.splitlines() == ["gzip", MAN_TITLE, "OPTIONS"]
+
+
+def test_small_neighbours_merge_up_to_the_target_only() -> None:
+    funcs = "".join(f"def f{n}():\n    return {n}\n\n\n" for n in range(20))
+    chunks = chunk_text("m.py", funcs)
+    assert all(c.end_line - c.start_line + 1 <= 15 for c in chunks)
+    assert len(chunks) > 4
+
+
+def test_context_names_the_file_and_the_definitions_around() -> None:
+    methods = "\n".join(
+        f"    def m{n}(self):\n" + "".join(f"        y = {i}\n" for i in range(14))
+        for n in range(4)
+    )
+    text = '"""A module."""\n\n\nclass Big:\n' + methods
+    chunks = chunk_text("pkg/big.py", text)
+    m2 = next(c for c in chunks if "def m2" in c.text)
+    assert m2.context == 'pkg big\n"""A module."""\nclass Big:'
+    assert chunk_text("a.md", "# A\n\ntext\n")[0].context == "a"
+    assert Chunk("a", 1, 1, "x", "ctx") == Chunk("a", 1, 1, "x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -192,8 +193,11 @@ _WORDS = st.one_of(
     # Porter's awkward cases: rewritten endings, short stems.
     st.sampled_from(["running", "ran", "happy", "happiness", "hoping", "hope", "relational"]),
     st.sampled_from(["generalization", "controlling", "possibly", "cries", "cry", "F", "io"]),
+    st.sampled_from(["day", "days", "Day’s", "re‐read", "“quoted”", "•", "a‐b"]),
     # Folding that Python's str does differently: diacritics, "µ", "ß", "Ŀ".
     st.sampled_from(["café", "CAFÉ", "Ǻngström", "µs", "Straße", "über", "Ŀa", "naïve"]),
+    # Combining marks join a word for unicode61 but not for str; private use too.
+    st.sampled_from(["cafe\u0301s", "x\ue000y", "x²", "İs"]),
 )
 
 
@@ -216,7 +220,7 @@ def test_coverage_counts_exactly_the_stems_fts5_matches(
         text = texts[int(hit.path[2:])]
         stems = {token for _, _, token, *_ in index._tokenize(text.encode("utf-8", "replace"))}
         assert plan is not None
-        exact = len(set(plan.covered) & stems) / plan.content_words
+        exact = sum(plan.weights[stem] for stem in set(plan.covered) & stems) / plan.total_weight
         assert hit.coverage == round(min(1.0, exact), 4), (text, query)
         assert len(hit.snippet) <= SNIPPET_CHARS
 
@@ -269,10 +273,18 @@ def test_closed_index_raises_a_named_error() -> None:
 
 
 def test_passage_row_round_trip() -> None:
-    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5)
-    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text"]
+    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5, 4, 5)
+    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text", 4, 5]
     assert Passage.from_row(json.loads(json.dumps(passage.to_row()))) == passage
-    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x"]) == Passage("/a.md", 3, 9, 2.0, "x", 1.0)
+    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x", 3, 9]) == Passage(
+        "/a.md", 3, 9, 2.0, "x", 1.0, 3, 9
+    )
+
+
+def test_a_row_without_a_span_cites_the_whole_passage() -> None:
+    passage = Passage.from_row(["/a.md", 3, 9, 2, 1, "x"])
+    assert passage.span == (3, 9)
+    assert Passage("/a.md", 3, 9, 2.0, "x").to_row()[-2:] == [3, 9]
 
 
 @pytest.mark.parametrize(
@@ -290,6 +302,11 @@ def test_passage_row_round_trip() -> None:
         ["/a", 1, 1, 0.0, None, ""],
         ["/a", 0, 1, 0.0, 0.0, ""],
         ["/a", 5, 4, 0.0, 0.0, ""],
+        ["/a", 3, 9, 0.0, 0.0, "", 2, 5],
+        ["/a", 3, 9, 0.0, 0.0, "", 5, 10],
+        ["/a", 3, 9, 0.0, 0.0, "", 6, 5],
+        ["/a", 3, 9, 0.0, 0.0, "", 4],
+        ["/a", 3, 9, 0.0, 0.0, "", "4", 5],
     ],
 )
 def test_passage_from_bad_row(data: object) -> None:
@@ -308,14 +325,75 @@ def test_coverage_counts_the_questions_content_words() -> None:
         ]
     )
     by_path = {p.path: p for p in index.search("when does the staging password rotate", 5)}
-    # "when", "does", "the" are stopwords: three content words.
+    # "when", "does", "the" are stopwords: three content words, each weighted
+    # by bm25's idf over the 8 passages (staging and password in 2, rotate in 1).
+    idf = {df: math.log(1 + (8 - df + 0.5) / (df + 0.5)) for df in (1, 2)}
     assert by_path["/notes.md"].coverage == 1.0
-    assert by_path["/other.md"].coverage == round(1 / 3, 4)
+    assert by_path["/other.md"].coverage == round(idf[2] / (2 * idf[2] + idf[1]), 4)
+
+
+def test_a_rare_word_covers_more_than_a_common_one() -> None:
+    docs = [Chunk(f"/f{i}.md", 1, 1, f"common words {i}") for i in range(3)]
+    filler = [Chunk(f"/g{i}.md", 1, 1, f"other words {i}") for i in range(4)]
+    index = Index.build([*docs, *filler, Chunk("/rare.md", 1, 1, "the zeppelin")])
+    by_path = {p.path: p for p in index.search("common zeppelin", 10)}
+    assert by_path["/rare.md"].coverage > 0.5 > by_path["/f0.md"].coverage
 
 
 def test_coverage_is_relative_to_the_question_not_to_the_index() -> None:
-    # A word this index lacks still counts against coverage: that is what
-    # makes coverage comparable between shards.
+    # A word this index lacks still counts against coverage (and weighs as the
+    # rarest): that is what makes coverage comparable between shards.
     index = Index.build([Chunk("/a.md", 1, 1, "rotation schedule")])
     [hit] = index.search("staging password rotation", 5)
-    assert hit.coverage == round(1 / 3, 4)
+    known, unknown = math.log(1 + 0.5 / 1.5), math.log(1 + 1.5 / 0.5)
+    assert hit.coverage == round(known / (known + 2 * unknown), 4)
+
+
+def test_short_stems_porter_rewrote_are_counted() -> None:
+    # "days" stems to "dai", which "day" does not start with.
+    index = build({"/a.md": "what a day it was", "/b.md": "nothing of the kind"})
+    [hit] = index.search("days")
+    assert hit.coverage == 1.0
+    assert hit.snippet == "what a day it was"
+
+
+def test_typographic_punctuation_splits_words_as_fts5_does() -> None:
+    text = "The \u2010\u2010retry option\u2019s “delay” grows \u2022 exponentially"
+    index = build({"/curl.1.txt": text, "/b.md": "nothing of the kind"})
+    [hit] = index.search("retry delay exponential")
+    assert hit.coverage == 1.0
+
+
+def test_span_is_the_narrowest_run_of_lines_holding_the_matched_words() -> None:
+    lines = [f"filler line {i}\n" for i in range(12)]
+    lines[3] = "the lighthouse beacon\n"
+    lines[4] = "turns every ten seconds\n"
+    lines[9] = "a beacon again\n"
+    index = Index.build([Chunk("/a.md", 20, 31, "".join(lines))])
+    [hit] = index.search("lighthouse beacon turns")
+    assert (hit.start_line, hit.end_line) == (20, 31)
+    assert hit.span == (23, 24)
+    [hit] = index.search("beacon")
+    assert hit.span == (23, 23)
+
+
+def test_span_is_the_whole_passage_when_the_words_are_at_its_ends() -> None:
+    index = Index.build([Chunk("/a.md", 1, 3, "alpha\nmiddle\nomega\n")])
+    [hit] = index.search("alpha omega")
+    assert hit.span == (1, 3)
+
+
+def test_a_passage_holding_only_stopwords_covers_nothing() -> None:
+    index = Index.build([Chunk("/a.md", 1, 1, "it is what it is"), Chunk("/b.md", 1, 1, "x")])
+    [hit] = index.search("where is mkdtemp implemented")
+    assert hit.coverage == 0.0
+    # A question of stopwords alone is covered by them.
+    assert index.search("what is it")[0].coverage == 1.0
+
+
+def test_span_is_counted_in_lines_not_characters() -> None:
+    # "Beacon" then "lighthouse" are closer in characters, but two lines apart;
+    # "lighthouse beacon" is one line.
+    index = Index.build([Chunk("/b.md", 1, 3, "# Beacon\n\nA lighthouse beacon in the fog.\n")])
+    [hit] = index.search("lighthouse beacon")
+    assert hit.span == (3, 3)

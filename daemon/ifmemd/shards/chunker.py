@@ -3,9 +3,14 @@
 A passage (`Chunk`) is always a run of whole lines, so it can be cited as
 `path:start-end` and its text is exactly those lines of the file. Files are cut
 along their own structure: Markdown and reStructuredText by sections, then
-paragraphs; source code by top-level definitions, then nested ones, then
-blank-line blocks; anything else in fixed windows with a little overlap. Small
-neighbours are merged up to a target size so bm25 does not see lone stubs.
+paragraphs; source code by top-level definitions, then nested ones (at each
+level, the blocks at the shallowest indentation), then blank-line blocks;
+other text the same way as code, which suits rendered man pages (sections at
+the margin, options indented under them, their paragraphs indented further);
+text without blank lines in fixed windows with a little overlap. A unit of
+structure that fits the upper size stays whole; small neighbours are merged
+up to a smaller target size, so a passage is about a dozen lines and bm25 does
+not see lone stubs.
 
 Invariants, for any text: every line is in at least one chunk, no chunk is
 empty, chunks come in file order, and `text == "".join(lines[start-1:end])`.
@@ -16,6 +21,7 @@ editors and `sed -n` number them.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -41,16 +47,29 @@ class ChunkSize:
     """How large a chunk may grow before it is cut.
 
     `lines` and `chars` are both upper bounds (a single line longer than
-    `chars` still makes one chunk: a chunk is never smaller than a line).
-    `overlap` is how many lines consecutive windows of plain text share.
+    `chars` still makes one chunk: a chunk is never smaller than a line): one
+    unit of the file's structure (a function, a section, a man page's option
+    with its paragraphs) that fits them is one chunk. `target_lines` and
+    `target_chars` are the size small neighbouring units are merged up to,
+    and that windows over unstructured text have: a reader cites and reads
+    a dozen lines, not forty. `overlap` is how many lines consecutive windows
+    share.
     """
 
     lines: int = 40
     chars: int = 2048
     overlap: int = 3
+    target_lines: int = 15
+    target_chars: int = 1024
 
     def __post_init__(self) -> None:
-        for field, minimum in (("lines", 1), ("chars", 1), ("overlap", 0)):
+        for field, minimum in (
+            ("lines", 1),
+            ("chars", 1),
+            ("overlap", 0),
+            ("target_lines", 1),
+            ("target_chars", 1),
+        ):
             value = getattr(self, field)
             if value < minimum:
                 raise ChunkSizeError(field, value, minimum)
@@ -61,12 +80,20 @@ DEFAULT_SIZE = ChunkSize()
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One passage: the exact text of lines `start_line`..`end_line` (1-based, inclusive)."""
+    """One passage: the exact text of lines `start_line`..`end_line` (1-based, inclusive).
+
+    `context` says where the passage sits: its file's name and the first lines
+    of the sections and definitions around it ("GZIP(1)", "OPTIONS", "class
+    Foo:"). It is indexed with the passage, so a short passage is still found
+    by the words of its heading, but it is not part of the passage's text.
+    """
 
     path: str
     start_line: int
     end_line: int
     text: str
+    # Not part of what the passage is: two chunks of the same lines are equal.
+    context: str = dataclasses.field(default="", compare=False)
 
     @property
     def citation(self) -> str:
@@ -137,7 +164,11 @@ def chunk_text(path: str, text: str, size: ChunkSize = DEFAULT_SIZE) -> list[Chu
     if not lines:
         return []
     plan = _Plan(lines, size, kind_of(path, text))
-    return [Chunk(path, lo + 1, hi, "".join(lines[lo:hi])) for lo, hi in plan.ranges()]
+    name = _file_label(path)
+    return [
+        Chunk(path, lo + 1, hi, "".join(lines[lo:hi]), plan.context(name, lo))
+        for lo, hi in plan.ranges()
+    ]
 
 
 def chunk_file(source: HasPathAndText, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
@@ -157,6 +188,9 @@ def whole_chunk(path: str, text: str) -> list[Chunk]:
         return []
     return [Chunk(path, 1, len(lines), text)]
 
+
+# A head line in a chunk's context is cut to this many characters.
+CONTEXT_LINE_CHARS = 100
 
 # A splitter proposes where units start inside lines[lo:hi] (exclusive of lo).
 Splitter = Callable[[int, int], list[int]]
@@ -184,14 +218,14 @@ class _Plan:
         self.offsets = [0, *accumulate(len(line) for line in lines)]
         self.blank = [not line.strip() for line in lines]
         self.splitters: list[Splitter] = []
+        # Chunk start → first lines of the units around it, outermost first.
+        self.heads: dict[int, tuple[int, ...]] = {}
 
     def ranges(self) -> list[tuple[int, int]]:
         """Half-open, 0-based line ranges covering the whole file."""
         n = len(self.lines)
         if n == 0:
             return [(0, 0)]
-        if self.kind is Kind.TEXT:
-            return [(0, n)] if self._fits(0, n) else self._windows(0, n, self.size.overlap)
         self.splitters = self._make_splitters()
         # Sections and definitions are cited apart even when the whole file
         # would fit in one chunk: a citation should point at the part that answers.
@@ -199,64 +233,95 @@ class _Plan:
 
     def _make_splitters(self) -> list[Splitter]:
         """The file's structure, outermost first."""
-        if self.kind is Kind.CODE:
-            return [
-                _fixed(self._top_level_starts()),
-                self._nested_starts,
-                _fixed(self._paragraph_starts(set())),
-            ]
+        if self.kind in (Kind.CODE, Kind.TEXT):
+            top = self._top_level_starts() if self.kind is Kind.CODE else self._margin_starts()
+            return [_fixed(top), self._nested_starts, _fixed(self._paragraph_starts(set()))]
         fenced = self._fenced_lines() if self.kind is Kind.MARKDOWN else set()
         return [_fixed(self._heading_starts(fenced)), _fixed(self._paragraph_starts(fenced))]
 
     def _fits(self, lo: int, hi: int) -> bool:
+        """Whether lines[lo:hi] may be one chunk (the upper bounds)."""
         return hi - lo <= self.size.lines and self.offsets[hi] - self.offsets[lo] <= self.size.chars
 
-    def _split(self, lo: int, hi: int, level: int, whole: bool = True) -> list[tuple[int, int]]:
+    def _fits_target(self, lo: int, hi: int) -> bool:
+        """Whether lines[lo:hi] is no larger than merged neighbours and windows may grow."""
+        size = self.size
+        return hi - lo <= min(size.lines, size.target_lines) and self.offsets[hi] - self.offsets[
+            lo
+        ] <= min(size.chars, size.target_chars)
+
+    def context(self, name: str, lo: int) -> str:
+        """The context of the chunk starting at `lo`: `name`, then the heads around it."""
+        heads = [
+            self.lines[h].strip()[:CONTEXT_LINE_CHARS] for h in self.heads.get(lo, ()) if h < lo
+        ]
+        return "\n".join([name, *heads])
+
+    def _split(
+        self, lo: int, hi: int, level: int, whole: bool = True, heads: tuple[int, ...] = ()
+    ) -> list[tuple[int, int]]:
         """Cut lines[lo:hi] by the first splitter from `level` on that finds units.
 
         With `whole`, a range that fits is kept as one piece without looking inside.
+        `heads` are the first lines of the units lines[lo:hi] lies in.
         """
         if whole and self._fits(lo, hi):
+            self.heads[lo] = heads
             return [(lo, hi)]
+        head = next((i for i in range(lo, hi) if not self.blank[i]), None)
+        if head is not None:
+            heads = (*heads, head)
         for depth in range(level, len(self.splitters)):
             starts = self.splitters[depth](lo, hi)
             if not starts:
                 continue
             bounds = [lo, *starts, hi]
             pieces: list[tuple[int, int]] = []
+            # Nesting goes as deep as the indentation does (a class, its
+            # methods, their blocks): that splitter applies again to its pieces.
+            inner = depth if self.splitters[depth] == self._nested_starts else depth + 1
             for a, b in pairwise(bounds):
-                pieces.extend(self._split(a, b, depth + 1))
+                pieces.extend(self._split(a, b, inner, heads=heads))
             # Only the outermost structure (sections, top-level definitions)
             # is worth keeping apart; deeper pieces merge freely.
             strong = set(starts) if depth == 0 else set()
             return self._merge(pieces, strong)
-        return self._windows(lo, hi, 0)
+        windows = self._windows(lo, hi, self.size.overlap if self.kind is Kind.TEXT else 0)
+        for start, _ in windows:
+            self.heads[start] = heads
+        return windows
 
     def _merge(self, pieces: list[tuple[int, int]], strong: set[int]) -> list[tuple[int, int]]:
-        """Join neighbouring pieces while they fit; a strong start only joins a small piece."""
+        """Join neighbouring pieces while they fit the target size; a small piece
+        (a stub: an import line, a heading) also joins a neighbour up to the upper
+        bounds, and is the only one to cross a strong start."""
         merged = [pieces[0]]
         for lo, hi in pieces[1:]:
             cur_lo, cur_hi = merged[-1]
-            joinable = cur_hi == lo and self._fits(cur_lo, hi)
-            if joinable and (lo not in strong or self._small(cur_lo, cur_hi)):
+            stub = self._small(cur_lo, cur_hi) and self._fits(cur_lo, hi)
+            joinable = cur_hi == lo and (
+                stub if lo in strong else stub or self._fits_target(cur_lo, hi)
+            )
+            if joinable:
                 merged[-1] = (cur_lo, hi)
             else:
                 merged.append((lo, hi))
         return merged
 
     def _small(self, lo: int, hi: int) -> bool:
+        size = self.size
         return (
-            hi - lo < max(2, self.size.lines // 4)
-            and self.offsets[hi] - self.offsets[lo] < self.size.chars // 4
+            hi - lo < max(2, min(size.lines, size.target_lines) // 3)
+            and self.offsets[hi] - self.offsets[lo] < min(size.chars, size.target_chars) // 4
         )
 
     def _windows(self, lo: int, hi: int, overlap: int) -> list[tuple[int, int]]:
-        """Fixed windows over lines[lo:hi], each as large as fits, sharing `overlap` lines."""
+        """Fixed windows over lines[lo:hi], each of the target size, sharing `overlap` lines."""
         out: list[tuple[int, int]] = []
         start = lo
         while True:
             end = start + 1
-            while end < hi and self._fits(start, end + 1):
+            while end < hi and self._fits_target(start, end + 1):
                 end += 1
             out.append((start, end))
             if end >= hi:
@@ -330,6 +395,16 @@ class _Plan:
                 starts.append(i)
         return starts
 
+    def _margin_starts(self) -> list[int]:
+        """Lines of plain text at the left margin after a blank line: a man page's
+        sections, a text's headings or unindented paragraphs."""
+        blank = self.blank
+        return [
+            i
+            for i in range(1, len(self.lines))
+            if not blank[i] and blank[i - 1] and self.lines[i][0] not in " \t"
+        ]
+
     def _nested_starts(self, lo: int, hi: int) -> list[int]:
         """Inside one big unit: blocks at its shallowest inner indentation after a blank line."""
         lines, blank = self.lines, self.blank
@@ -342,6 +417,13 @@ class _Plan:
             for i in range(lo + 1, hi)
             if not blank[i] and blank[i - 1] and _indent(lines[i]) == inner
         ]
+
+
+def _file_label(path: str) -> str:
+    """A file as its context names it: its last two path parts, without extensions
+    ("apt/README", "logging/__init__", "commands/gzip")."""
+    parts = path.replace("\\", "/").rstrip("/").split("/")[-2:]
+    return " ".join(part.split(".", 1)[0] or part for part in parts)
 
 
 def _fixed(starts: list[int]) -> Splitter:

@@ -19,22 +19,34 @@ postings in all, since ranking costs time for every row a query matches.
 A single term too common for that budget is ranked once (at build time when
 possible) and its best passages are kept until the index changes.
 
+Passages are ranked by bm25 (`ifmemd.shards.bm25`, FTS5's formula over
+cached postings); when the best one lacks some of the question's words, the
+question is expanded with words of the best passages (`ifmemd.shards.expand`,
+RM3) and ranked again. Of a few dozen candidates, `ifmemd.shards.rerank` puts the
+passages defining a name the question uses first and those of test files
+last, and the `k` best are kept.
+
 Only the `k` winners get an excerpt and a coverage (how many of the
 question's words they hold). Both come from one pass over the winner's text.
-For ASCII text, a per-question regular expression finds the words that may
-share a stem with a question word (they start with the stem's prefix), and
-each candidate's stem is then checked with the index's own tokenizer
-(cached); other text, whose case and diacritics fold in ways Python's str
-does not, is run through the tokenizer whole. Either way a passage counts
-exactly the stems FTS5 would match (a property test holds the two to each
-other). FTS5's `snippet()` re-tokenizes every winner in full and cost
-several times more.
+Where Python's str splits and folds words as unicode61 does (ASCII, and text
+whose only other characters are punctuation, like the typographic hyphens and
+quotes of rendered man pages), `str.find` jumps to each word that may share a
+stem with a question word (it starts with the stem's prefix), and that word's
+stem is then checked with the index's own tokenizer (cached); other text,
+whose letters fold in ways Python's str does not, is run through the tokenizer
+whole. Either way a passage counts exactly the stems FTS5 would match (a
+property test holds the two to each other). FTS5's `snippet()` re-tokenizes
+every winner in full and cost several times more.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
+import math
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -42,6 +54,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
+from ifmemd.shards import bm25, expand, rerank
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -51,10 +64,14 @@ MAX_TERMS = 32
 # 12M-token corpus); rarer terms are kept first until this many postings.
 POSTINGS_BUDGET = 10_000
 PREWARM_MIN_DOCS = 64
-# How many results are kept for a term too common for the budget.
-HOT_RESULTS = 20
+# How many results are kept for a term too common for the budget: as many as
+# the second stage reorders.
+HOT_RESULTS = rerank.CANDIDATES
 MAX_CACHED_TERMS = 200_000
+# Stem counts of passages used for feedback (a few kB each).
+MAX_CACHED_VECTORS = 1024
 COMMON_FRACTION = 0.5
+SCORE_DIGITS = 9
 SNIPPET_CHARS = 300
 # An excerpt shows about this many characters of the passage (~24 words),
 # starting a little before the densest run of the question's words.
@@ -63,8 +80,16 @@ EXCERPT_LEAD = 40
 # Stems this short are matched as whole words, not as prefixes.
 SHORT_STEM = 3
 ELLIPSIS = "…"
-# A passage on the shard protocol, in this order (see `Passage.to_row`).
-ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet")
+# A word at a given offset (after "_" became a space): what unicode61 keeps together.
+_WORD_AT = re.compile(r"\w*")
+_NEWLINE = re.compile("\n")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# A passage on the shard protocol, in this order (see `Passage.to_row`); a row
+# may stop before the span, which then is the whole passage.
+ROW_FIELDS = (
+    "path", "start_line", "end_line", "score", "coverage", "snippet", "span_start", "span_end"
+)  # fmt: skip
+SHORT_ROW = 6
 
 STOPWORDS = frozenset(
     {
@@ -129,10 +154,15 @@ class PassageFormatError(IfmemError):
 class Passage:
     """One search hit: where it is (`path:start-end`), how good, and an excerpt.
 
+    `span_start`..`span_end` are the narrowest lines of the passage that hold
+    every question word it holds (the whole passage when the words are spread
+    over it): what an answer cites, so a reader reads a few lines, not forty.
+
     `score` is the negated bm25 rank: higher is better, only comparable
     within one index. `coverage` is the share of the question's content words
-    the passage holds (0..1): unlike bm25, comparable across shards, which is
-    what the coordinator's fusion needs to break ties between shards.
+    the passage holds (0..1), each word weighted by its rarity in the index
+    (bm25's idf): unlike bm25, comparable across shards, which is what the
+    coordinator's fusion needs to break ties between shards.
     """
 
     path: str
@@ -141,29 +171,55 @@ class Passage:
     score: float
     snippet: str
     coverage: float = 0.0
+    span_start: int = 0  # 0: the span is the whole passage
+    span_end: int = 0
 
     @property
     def citation(self) -> str:
         """The passage as cited in answers: `path:start-end`."""
         return f"{self.path}:{self.start_line}-{self.end_line}"
 
+    @property
+    def span(self) -> tuple[int, int]:
+        """The lines an answer cites: the span, or the whole passage."""
+        if self.span_start:
+            return self.span_start, self.span_end
+        return self.start_line, self.end_line
+
     def to_row(self) -> list[Any]:
         """The passage as the shard protocol sends it: a JSON array, cheap to parse."""
-        return [self.path, self.start_line, self.end_line, self.score, self.coverage, self.snippet]
+        return [
+            self.path,
+            self.start_line,
+            self.end_line,
+            self.score,
+            self.coverage,
+            self.snippet,
+            *self.span,
+        ]
 
     @classmethod
     def from_row(cls, row: Any) -> Passage:
-        """Read back what `to_row` wrote, checking every field."""
-        if type(row) is not list or len(row) != len(ROW_FIELDS):
+        """Read back what `to_row` wrote (or its first six fields), checking every field."""
+        if type(row) is not list or len(row) not in (SHORT_ROW, len(ROW_FIELDS)):
             raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
-        path, start, end, score, coverage, snippet = row
+        path, start, end, score, coverage, snippet = row[:SHORT_ROW]
+        span_start, span_end = row[SHORT_ROW:] or (start, end)
         if type(path) is not str or type(snippet) is not str:
             raise PassageFormatError("path and snippet must be strings")
         if type(start) is not int or type(end) is not int or not 1 <= start <= end:
             raise PassageFormatError(f"line range {start!r}-{end!r} is not 1 <= start <= end")
+        if (
+            type(span_start) is not int
+            or type(span_end) is not int
+            or not start <= span_start <= span_end <= end
+        ):
+            raise PassageFormatError(
+                f"span {span_start!r}-{span_end!r} is not within the passage {start}-{end}"
+            )
         if type(score) not in (int, float) or type(coverage) not in (int, float):
             raise PassageFormatError("score and coverage must be numbers")
-        return cls(path, start, end, float(score), snippet, float(coverage))
+        return cls(path, start, end, float(score), snippet, float(coverage), span_start, span_end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +227,13 @@ class _Query:
     """What `search` runs: the FTS5 expression, its postings, and its rarest term's stem."""
 
     expression: str
+    terms: tuple[str, ...]  # the stems ranked, rarest first
     postings: int
     stem: str
-    content_words: int  # the question's informative words, known here or not
     covered: dict[str, str]  # stem → word as typed: every informative word this index knows
+    weights: dict[str, float]  # stem → its weight in coverage (how rare it is here)
+    total_weight: float  # of the question's informative words, known here or not
+    unknown: int  # informative words this index does not hold
 
 
 class Index:
@@ -198,6 +257,10 @@ class Index:
         self._doc_freq: dict[str, int] = {}
         self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
+        self._definitions = rerank.Definitions()
+        self._scorer = bm25.Scorer(self._db, "passage")
+        self._vectors: dict[int, tuple[frozenset[str], dict[str, float]]] = {}
+        self._stopstems: frozenset[str] | None = None
 
     @classmethod
     def build(cls, chunks: Iterable[Chunk]) -> Self:
@@ -268,18 +331,43 @@ class Index:
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
+        names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
+        defining = self._definitions.defining(names, self._where, self._next_rowid)
         try:
-            ranked = self._rank(plan, k)
+            # A definition is one passage among many that name the thing, and
+            # often a long one: bm25 may leave it out of the candidates.
+            ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
+        scored = rerank.rerank(
+            [(rowid, -rank) for rowid, rank in ranked],
+            self._where,
+            defining,
+            rerank.code_names(query[:MAX_QUERY_CHARS]),
+            penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
+        )
         covered = plan.covered
-        candidates = _prefixes(tuple(sorted(covered.items())))
+        prefixes = _prefixes(tuple(sorted(covered.items())))
         passages = []
-        for rowid, rank in ranked:
+        for rowid, score in scored[:k]:
             path, start, end, body = self._where[rowid]
-            hits = self._hits(body, covered, candidates)
-            coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
-            passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
+            hits = self._hits(body, covered, prefixes)
+            held = sum(plan.weights[stem] for stem in {stem for _, stem in hits})
+            coverage = round(min(1.0, held / plan.total_weight), 4)
+            first, last = _span(body, hits)
+            passages.append(
+                Passage(
+                    path,
+                    start,
+                    end,
+                    # FTS5 and bm25.Scorer add the same terms in other orders.
+                    round(score, SCORE_DIGITS),
+                    _excerpt(body, hits),
+                    coverage,
+                    start + first,
+                    start + last,
+                )
+            )
         return passages
 
     def match_expression(self, query: str) -> str | None:
@@ -300,26 +388,93 @@ class Index:
         covered = [stem for _, stem in self._known(content)][:MAX_TERMS] or [
             stem for _, stem in chosen
         ]
+        # A word weighs by its rarity here (bm25's idf), so that holding the
+        # question's one rare word counts for more than holding three common
+        # ones; a word this index lacks weighs most, which lowers the coverage
+        # of every passage of a shard that does not know the question's words.
+        # Stopwords count only in a question of nothing else: a shard that
+        # knows none of the question's words but "is" covers none of it.
+        counted = set(content) or set(covered)
+        weights = {stem: self._idf(stem) if stem in counted else 0.0 for stem in covered}
         return _Query(
             expression,
+            tuple(stem for _, stem in chosen),
             sum(df for df, _ in chosen),
             chosen[0][1],
-            max(len(content), len(chosen)),
             {stem: words[stem] for stem in covered},
+            weights,
+            sum(self._idf(stem) for stem in counted),
+            len(counted - set(covered)),
         )
 
-    def _rank(self, plan: _Query, k: int) -> list[tuple[int, float]]:
-        """(rowid, bm25) of the best `k` matches of the plan."""
+    def _idf(self, stem: str) -> float:
+        """bm25's inverse document frequency of `stem` in this index (> 0)."""
+        n, df = len(self._where), self._df(stem)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def _rank(self, plan: _Query, k: int, include: Iterable[int] = ()) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the best `k` matches of the plan, best first, then
+        those of `include` that match and are not among them."""
         if plan.postings <= POSTINGS_BUDGET:
-            return self._db.execute(_RANK, (plan.expression, k)).fetchall()
+            scores = self._scorer.scores(plan.terms, self._where)
+            best = _top(scores, max(k, expand.FEEDBACK_PASSAGES))
+            if not best:
+                return []
+            # A question whose words are all in its best passage is answered in
+            # its own words; one whose best passage holds little of it is about
+            # something this shard does not hold. Feedback would only add noise
+            # (and time) to either.
+            held = self._vector(best[0])[0]
+            share = sum(w for stem, w in plan.weights.items() if stem in held) / plan.total_weight
+            whole = not plan.unknown and all(stem in held for stem in plan.covered)
+            if not whole and share >= expand.MIN_BEST_COVERAGE:
+                extra = expand.feedback(
+                    best,
+                    scores,
+                    lambda rowid: self._vector(rowid)[1],
+                    {*plan.terms, *plan.covered},
+                )
+                if extra:
+                    for rowid, score in self._scorer.scores(extra, self._where, extra).items():
+                        scores[rowid] = scores.get(rowid, 0.0) + score
+                    best = _top(scores, k)
+            return _ranked(scores, best[:k], include)
         # Over the budget means one very common term (see _choose_terms),
-        # whose ranking is the same whatever the query: work it out once.
+        # whose ranking is the same whatever the query: FTS5 works it out once.
         limit, ranked = self._hot.get(plan.stem, (0, []))
         if limit < k and len(ranked) == limit:
             limit = max(k, HOT_RESULTS)
             ranked = self._db.execute(_RANK, (plan.expression, limit)).fetchall()
             self._hot[plan.stem] = (limit, ranked)
-        return ranked[:k]
+        ranked = ranked[:k]
+        missing = set(include) - {rowid for rowid, _ in ranked}
+        if missing:
+            scores = self._scorer.scores(plan.terms, self._where)
+            ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
+        return ranked
+
+    def _vector(self, rowid: int) -> tuple[frozenset[str], dict[str, float]]:
+        """A passage's stems, and its words fit for feedback with their weight
+        (`expand.telling_words`); cached until the index changes."""
+        found = self._vectors.get(rowid)
+        if found is None:
+            data = self._where[rowid][3].encode("utf-8", "replace")
+            stems = [token for _, _, token, *_ in self._tokenize(data)]
+            found = (
+                frozenset(stems),
+                expand.telling_words(stems, self._df, len(self._where), self._stopword_stems()),
+            )
+            if len(self._vectors) >= MAX_CACHED_VECTORS:
+                self._vectors.clear()
+            self._vectors[rowid] = found
+        return found
+
+    def _stopword_stems(self) -> frozenset[str]:
+        """The stems of STOPWORDS, as the tokenizer makes them ("this" → "thi")."""
+        if self._stopstems is None:
+            data = " ".join(sorted(STOPWORDS)).encode()
+            self._stopstems = frozenset(token for _, _, token, *_ in self._tokenize(data))
+        return self._stopstems
 
     def _words(self, query: str) -> dict[str, str]:
         """Map each indexed form (stemmed) of the query's words to one word as typed."""
@@ -389,28 +544,40 @@ class Index:
             if [token for _, _, token, *_ in self._tokenize(stem.encode("utf-8"))] != [stem]:
                 continue
             try:
-                self._rank(_Query(_quote(stem), df, stem, 1, {stem: stem}), HOT_RESULTS)
+                hot = _Query(_quote(stem), (stem,), df, stem, {stem: stem}, {stem: 1.0}, 1.0, 0)
+                self._rank(hot, HOT_RESULTS)
             except apsw.Error as e:
                 raise SearchIndexError("build index", str(e)) from e
 
     def _hits(
-        self, body: str, covered: dict[str, str], candidates: re.Pattern[str]
+        self, body: str, covered: dict[str, str], prefixes: tuple[str, ...]
     ) -> list[tuple[int, str]]:
         """(offset, stem) of each word of `body` whose stem is in `covered`, in order."""
-        if body.isascii():
+        if body.isascii() or _splits_like_str(body):
             # unicode61 folds ASCII case and splits words at anything not a
             # letter or digit ("_" too): lower() and isalnum() do the same.
+            # Text whose only non-ASCII characters are punctuation (the
+            # typographic hyphens, quotes and bullets of rendered man pages)
+            # splits the same way, so it takes this path too.
             text = body.replace("_", " ").lower()
-            return [
-                (at, stem)
-                for m in candidates.finditer(text)
-                # A word starts there, not inside another one.
-                if (at := m.start()) == 0 or not text[at - 1].isalnum()
-                for stem in self._stems_of(m.group())
-                if stem in covered
-            ]
-        # Other scripts fold in ways Python's str does not (diacritics, "µ"):
-        # the tokenizer itself, exact but slower, finds their words.
+            hits: list[tuple[int, str]] = []
+            word_at = _WORD_AT.match
+            stems_of = self._stems_of
+            # str.find skips to each candidate in C; a word may start only
+            # where the character before it is not part of a word.
+            for prefix in prefixes:
+                at = text.find(prefix)
+                while at >= 0:
+                    if at == 0 or not text[at - 1].isalnum():
+                        word = word_at(text, at)
+                        hits.extend(
+                            (at, stem) for stem in stems_of(word.group()) if stem in covered
+                        )
+                    at = text.find(prefix, at + 1)
+            hits.sort()
+            return hits
+        # Letters outside ASCII fold in ways Python's str does not (diacritics,
+        # "µ"): the tokenizer itself, exact but slower, finds their words.
         data = body.encode("utf-8", "replace")
         return [
             (len(data[:at].decode("utf-8", "replace")), stem)
@@ -438,11 +605,14 @@ class Index:
         """Drop what was learned about terms: the passages changed."""
         self._doc_freq.clear()
         self._hot.clear()
+        self._scorer.forget()
+        self._vectors.clear()
 
     def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
         chunks = list(chunks)
         first = self._next_rowid
-        rows = [(first + i, chunk.text) for i, chunk in enumerate(chunks)]
+        # A passage's context (its file and headings) is searched with it.
+        rows = [(first + i, _searched_text(chunk)) for i, chunk in enumerate(chunks)]
         try:
             with self._db:
                 self._db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", rows)
@@ -456,15 +626,39 @@ class Index:
         return len(chunks)
 
 
+def _top(scores: dict[int, float], k: int) -> list[int]:
+    """The rowids of the `k` best scores, best first (ties: lower rowid first;
+    of passages tied at the cut, those scored first are kept, the same ones on
+    every run)."""
+    best = heapq.nlargest(k, scores, key=scores.__getitem__)
+    best.sort(key=lambda rowid: (-scores[rowid], rowid))
+    return best
+
+
+def _ranked(
+    scores: dict[int, float], best: list[int], include: Iterable[int]
+) -> list[tuple[int, float]]:
+    """(rowid, negated score) of `best`, lowest first as FTS5 ranks, then those
+    of `include` with a score that are not among them."""
+    ranked = [(rowid, -scores[rowid]) for rowid in best]
+    kept = set(best)
+    ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
+    return ranked
+
+
+def _searched_text(chunk: Chunk) -> str:
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
+
+
 def _quote(word: str) -> str:
     """An FTS5 string: the word, never an operator, column filter or prefix query."""
     return '"' + word.replace('"', '""') + '"'
 
 
 @functools.lru_cache(maxsize=1024)
-def _prefixes(covered: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
-    """A pattern finding every word (lower-cased, no "_") that may have one of
-    `covered`'s stems (stem → word as typed): it starts with the stem's prefix."""
+def _prefixes(covered: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """What every word (lower-cased, no "_") that may have one of `covered`'s
+    stems (stem → word as typed) starts with; none a prefix of another."""
     prefixes: set[str] = set()
     for stem, typed in covered:
         if len(stem) > SHORT_STEM:
@@ -473,10 +667,58 @@ def _prefixes(covered: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
             prefixes.add(stem[:-1])
         else:
             prefixes.update((stem, typed.lower()))
-    # Longest first, and literal-first: the regex engine then skips quickly
-    # to where one could start (a leading look-behind makes it try everywhere).
-    alternatives = "|".join(map(re.escape, sorted(prefixes, key=lambda p: (-len(p), p))))
-    return re.compile(f"(?:{alternatives})\\w*")
+            if stem.endswith("i"):
+                # "day" and "days" both stem to "dai".
+                prefixes.add(stem[:-1] + "y")
+    # A word found by a shorter prefix needs no search for a longer one.
+    ordered = sorted(prefixes)
+    kept: list[str] = []
+    for prefix in ordered:
+        if not kept or not prefix.startswith(kept[-1]):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+def _splits_like_str(body: str) -> bool:
+    """Whether lower() and isalnum() cut `body` into the words unicode61 makes:
+    its only non-ASCII characters are separators for both."""
+    return all(map(_separates, set("".join(_NON_ASCII.findall(body)))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _separates(char: str) -> bool:
+    """A character that splits words for unicode61 and is no word character for str.
+
+    Punctuation, symbols, spaces and controls. unicode61 keeps letters,
+    numbers, private-use characters and (as it drops diacritics) combining
+    marks in its tokens, and its Unicode tables may know letters that
+    Python's do not yet (unassigned here): all of those take the slow path.
+    """
+    category = unicodedata.category(char)
+    return category[0] in "PSZ" or category in ("Cc", "Cf", "Cs")
+
+
+def _span(body: str, hits: list[tuple[int, str]]) -> tuple[int, int]:
+    """The first and last line (0-based, in `body`) of the fewest lines of
+    `body` that hold each stem of `hits` at least once; the whole body if none."""
+    if not hits:
+        return 0, body.count("\n", 0, len(body) - 1)
+    # Hits become (line, stem): the narrowest run is counted in lines.
+    ends = [m.start() for m in _NEWLINE.finditer(body)]
+    lines = [(bisect.bisect_left(ends, at), stem) for at, stem in hits]
+    need = len({stem for _, stem in lines})
+    best = (lines[0][0], lines[-1][0])
+    window: dict[str, int] = {}
+    lo = 0
+    for line, stem in lines:
+        window[stem] = window.get(stem, 0) + 1
+        # Shrink from the left while every stem stays in the window.
+        while window[lines[lo][1]] > 1:
+            window[lines[lo][1]] -= 1
+            lo += 1
+        if len(window) == need and line - lines[lo][0] < best[1] - best[0]:
+            best = (lines[lo][0], line)
+    return best
 
 
 def _excerpt(body: str, hits: list[tuple[int, str]]) -> str:

@@ -1,0 +1,89 @@
+"""Query expansion by pseudo-relevance feedback (RM3), from the shard's own passages.
+
+A question in other words than the text ("a throwaway folder that deletes
+itself" for `TemporaryDirectory`) shares few words with its answer, and no
+lexical engine finds what it does not match. RM3 assumes the first ranking's
+best passages are mostly about the right thing and borrows their words: each
+word's weight is its share of each feedback passage (tf / length) times that
+passage's share of the first-pass score, summed, times its idf so that rare,
+telling words beat common ones. The best few words the question lacks join
+it with at most `EXPANSION_WEIGHT` of an original word's weight, and the
+passages are ranked again. Everything comes from the index itself: no model,
+nothing downloaded, the same answer on every run.
+
+Stopwords, numbers, one-letter words and words in more than
+`MAX_DF_FRACTION` of the passages are never added. The index expands a
+question only when its best passage lacks some of its words but holds at
+least `MIN_BEST_COVERAGE` of it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Mapping
+
+FEEDBACK_PASSAGES = 10
+EXPANSION_TERMS = 6
+EXPANSION_WEIGHT = 0.3
+MAX_DF_FRACTION = 0.1
+# Below this share of the question (weighted as coverage is) in its best
+# passage, a shard is taken not to hold what the question is about.
+MIN_BEST_COVERAGE = 0.2
+# A passage's best words kept for feedback.
+WORDS_KEPT = 24
+
+
+def feedback(
+    best: list[int],
+    scores: Mapping[int, float],
+    vector: Callable[[int], Mapping[str, float]],
+    exclude: Iterable[str],
+) -> dict[str, float]:
+    """Expansion stem → weight (0 < weight <= EXPANSION_WEIGHT) from the best passages.
+
+    `best` are the first pass's best passages (rowids, best first; the first
+    FEEDBACK_PASSAGES count) and `scores` its scores (higher is better);
+    `vector` gives a passage's telling words with their weight in it (see
+    `telling_words`); stems in `exclude` (the question's own) are skipped.
+    """
+    best = best[:FEEDBACK_PASSAGES]
+    total = sum(scores[rowid] for rowid in best)
+    if not best or total <= 0:
+        return {}
+    weights: dict[str, float] = {}
+    get = weights.get
+    for rowid in best:
+        share = scores[rowid] / total
+        for stem, part in vector(rowid).items():
+            weights[stem] = get(stem, 0.0) + share * part
+    for stem in exclude:
+        weights.pop(stem, None)
+    chosen = heapq.nlargest(EXPANSION_TERMS, weights, key=weights.__getitem__)
+    if not chosen:
+        return {}
+    top = weights[chosen[0]]
+    return {stem: EXPANSION_WEIGHT * weights[stem] / top for stem in chosen}
+
+
+def telling_words(
+    stems: Iterable[str], df: Callable[[str], int], n: int, stopwords: Container[str]
+) -> dict[str, float]:
+    """A passage's words fit to expand a question with → tf / length × idf.
+
+    Not stopwords, numbers, one-letter words, nor words in more than
+    MAX_DF_FRACTION of the `n` passages; only the passage's WORDS_KEPT best
+    (their weight is what feedback adds up, so the rest would barely count).
+    """
+    counts = Counter(stems)
+    length = sum(counts.values()) or 1
+    weights = {}
+    for stem, tf in counts.items():
+        if len(stem) < 2 or stem.isdigit() or stem in stopwords:
+            continue
+        frequency = df(stem)
+        if 0 < frequency <= MAX_DF_FRACTION * n:
+            weights[stem] = tf / length * math.log(n / frequency)
+    kept = heapq.nlargest(WORDS_KEPT, weights, key=weights.__getitem__)
+    return {stem: weights[stem] for stem in kept}

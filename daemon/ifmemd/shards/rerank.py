@@ -1,0 +1,136 @@
+"""Second-stage ranking of a shard's bm25 candidates: definitions first, tests last.
+
+bm25 ranks a passage by how often it holds the question's rare words, so the
+tests of a function, which name it in every line, outrank the function itself
+("where is mkdtemp implemented" found `test_tempfile.py` first). The index
+asks FTS5 for a few dozen candidates (and for the passages defining a name
+the question uses, wherever bm25 put them) and this module reorders them:
+first the passages that define a name the question uses (`def`/`class` at
+any depth, an assignment at the left margin, a C `#define`), then those
+holding, as written, a name the question writes as code (`PROMPT_COMMAND`,
+`basicConfig`: the tokenizer cuts the first into two common words), then
+the rest, then the passages of test files (`test_*.py`, `tests/…`,
+`conftest.py`…) unless the question is about tests; by bm25 within each
+group. A name defined in many passages ("run", "path") is too common to mean
+one of them and is ignored.
+
+Which passages define which names is learned from the passages themselves on
+first use and kept up to date as passages are added (rowids only grow; removed
+ones are skipped when looked up), so a change to a file costs a scan of that
+file's passages, not of the shard.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+
+# How many bm25 candidates are reordered, whatever `k` is.
+CANDIDATES = 32
+# A name defined in more passages than this ("name", "path", "run") says
+# nothing about which one the question means.
+MAX_DEFINITIONS = 4
+MIN_NAME_CHARS = 3
+
+_DEFINED = re.compile(
+    r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)"
+    r"|^([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=)"
+    r"|^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)",
+    re.M,
+)
+_TEST_PATH = re.compile(
+    r"(?:^|/)(?:tests?|testing)/|(?:^|/)test_[^/]*$|_tests?\.py$|(?:^|/)conftest\.py$"
+)
+# A name as typed: `shutil.which`, `mkdtemp`, `JSONDecodeError`.
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+# A name written as code: with an underscore, or a capital inside a word.
+_CODE_NAME = re.compile(r"\b(?:[A-Za-z]\w*_\w*[A-Za-z0-9]|[a-z]+[A-Z]\w*|[A-Z]{2,}[a-z]\w*)\b")
+_ABOUT_TESTS = re.compile(r"\b(?:test|tests|testing|tested|unittest|pytest)\b", re.I)
+
+
+def defined_names(text: str) -> set[str]:
+    """The names (lower-cased) a passage defines."""
+    return {next(filter(None, m.groups())).lower() for m in _DEFINED.finditer(text)}
+
+
+@functools.lru_cache(maxsize=65536)
+def is_test(path: str) -> bool:
+    """Whether `path` is a test file."""
+    return _TEST_PATH.search(path) is not None
+
+
+def about_tests(question: str) -> bool:
+    """Whether the question asks about tests (then tests are not ranked down)."""
+    return _ABOUT_TESTS.search(question) is not None
+
+
+def code_names(question: str) -> list[str]:
+    """The names (lower-cased) the question writes as code: `PROMPT_COMMAND`, `lru_cache`."""
+    return sorted({m.group().lower() for m in _CODE_NAME.finditer(question)})
+
+
+def names_in(question: str, stopwords: frozenset[str]) -> set[str]:
+    """The words of a question (lower-cased) that may name code.
+
+    A dotted name's parts always count (`shutil.which`: "which" too); a lone
+    word counts unless it is a stopword or shorter than MIN_NAME_CHARS.
+    """
+    out: set[str] = set()
+    for match in _NAME.finditer(question):
+        parts = match.group().lower().split(".")
+        if len(parts) > 1:
+            out.update(p for p in parts if len(p) >= MIN_NAME_CHARS)
+        elif len(parts[0]) >= MIN_NAME_CHARS and parts[0] not in stopwords:
+            out.add(parts[0])
+    return out
+
+
+class Definitions:
+    """Which passages (rowids) define which names, learned as passages come."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, set[int]] = {}
+        self._scanned = 0  # every rowid below this was looked at
+
+    def defining(
+        self, names: Iterable[str], where: Mapping[int, tuple[str, int, int, str]], next_rowid: int
+    ) -> set[int]:
+        """The live passages that define any of `names` (each defined in few passages)."""
+        if self._scanned < next_rowid:
+            for rowid in range(self._scanned, next_rowid):
+                entry = where.get(rowid)
+                if entry is not None:
+                    for name in defined_names(entry[3]):
+                        self._by_name.setdefault(name, set()).add(rowid)
+            self._scanned = next_rowid
+        out: set[int] = set()
+        for name in names:
+            live = [rowid for rowid in self._by_name.get(name, ()) if rowid in where]
+            if len(live) <= MAX_DEFINITIONS:
+                out.update(live)
+        return out
+
+
+def rerank(
+    ranked: list[tuple[int, float]],
+    where: Mapping[int, tuple[str, int, int, str]],
+    defining: set[int],
+    written: list[str],
+    penalize_tests: bool,
+) -> list[tuple[int, float]]:
+    """(rowid, score) reordered: definitions, then passages holding a name of
+    `written` as written, then the rest, then tests; by score (bm25, higher
+    is better) within each."""
+
+    def tier(rowid: int) -> int:
+        path, _, _, body = where[rowid]
+        if rowid in defining:
+            group = 0
+        elif written and any(name in body.lower() for name in written):
+            group = 1
+        else:
+            group = 2
+        return group + (3 if penalize_tests and is_test(path) else 0)
+
+    return sorted(ranked, key=lambda item: (tier(item[0]), -item[1]))
