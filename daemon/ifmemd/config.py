@@ -57,6 +57,7 @@ SHARD_KEYS: Final = (
     "description",
     "kind",
     "paths",
+    "watch",
     "backend",
     "max_file_bytes",
     "model",
@@ -135,6 +136,7 @@ class ShardConfig:
     kind: ShardKind = "files"
     description: str = ""
     paths: tuple[str, ...] = ()
+    watch: bool = True
     backend: Backend = "local"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     model: str | None = None
@@ -569,8 +571,9 @@ class _Parser:
                 self.fail(loc, f'shard {name!r}: paths is required for kind = "files"')
             paths = tuple(self.resolve_path(p) for p in t.string_list("paths"))
         else:
-            if "paths" in data:
-                t.fail("paths", f'shard {name!r}: paths is not used by kind = "memory"')
+            for key in ("paths", "watch"):
+                if key in data:
+                    t.fail(key, f'shard {name!r}: {key} is not used by kind = "memory"')
             paths = ()
         backend = t.choice("backend", "local", BACKENDS)
         model, base_url, api_key_file = t.string("model"), t.url("base_url"), t.path("api_key_file")
@@ -613,6 +616,7 @@ class _Parser:
             kind=kind,
             description=t.string("description", "", allow_empty=True) or "",
             paths=paths,
+            watch=t.boolean("watch", True),
             backend=backend,
             max_file_bytes=t.integer("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=1),
             model=model,

@@ -75,6 +75,7 @@ class ShardAnswer:
                     "start_line": p.start_line,
                     "end_line": p.end_line,
                     "score": p.score,
+                    "digest": p.digest,
                 }
                 for p in self.passages
             ],
@@ -131,6 +132,7 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "score": 0.0,
                     "coverage": p.coverage,
                     "snippet": p.snippet,
+                    "digest": p.digest,
                 }
             entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))

@@ -264,15 +264,17 @@ def test_closed_index_raises_a_named_error() -> None:
     memory = Index()
     memory.add("memory:1", whole_chunk("memory:1", "x marks the spot\n"))
     memory.close()
-    with pytest.raises(SearchIndexError, match=r"^look up term: "):
+    with pytest.raises(SearchIndexError, match=r"^search: "):
         memory.search("spot")
 
 
 def test_passage_row_round_trip() -> None:
-    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5)
-    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text"]
+    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5, "ab" * 32)
+    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text", "ab" * 32]
     assert Passage.from_row(json.loads(json.dumps(passage.to_row()))) == passage
-    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x"]) == Passage("/a.md", 3, 9, 2.0, "x", 1.0)
+    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x", ""]) == Passage(
+        "/a.md", 3, 9, 2.0, "x", 1.0
+    )
 
 
 @pytest.mark.parametrize(

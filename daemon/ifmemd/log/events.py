@@ -60,6 +60,8 @@ register("shard.exited", "shard code")
 register("shard.restarting", "shard delay_s restarts")
 register("shard.failed", "shard reason")
 register("shard.warning", "shard path reason")
+# One batch of file changes a shard indexed: changed [{path, digest, lines}], removed [path].
+register("corpus.changed", "shard changed removed")
 register("query.received", "qid question shards")
 # Optional fields: for a model-backed shard, `mode` ("model", or "fts" when routing left
 # its model out), `model`, the four token counts, `answer`, `citations`, `unverified`,

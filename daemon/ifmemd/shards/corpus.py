@@ -10,6 +10,12 @@ special (FIFO, socket, device) and vanished files each become a `Skipped`
 warning in the result. Symlinks are followed, but a symlink loop is walked
 once, and a file reached by two paths is loaded once. Files come in sorted path
 order so the same tree always yields the same corpus and the same digest.
+
+A `Selection` is the same `paths` compiled once, for a shard that keeps its
+index up to date: which files it names (`candidates`), which of them lie under
+one directory (`under`, when a watched directory changes), whether one path is
+named (`matches`), and which directories to watch (`roots`). `read_file`
+reads one of them as `load_corpus` would, with the stat it was read at.
 """
 
 from __future__ import annotations
@@ -105,6 +111,130 @@ def open_file(path: str) -> BinaryIO:
     except OSError:
         os.close(fd)
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFile:
+    """One file read for indexing: its bytes, decoded text, and the stat they were read at."""
+
+    path: str
+    data: bytes
+    text: str
+    stat: os.stat_result
+
+
+def read_file(
+    path: str, max_bytes: int = DEFAULT_MAX_BYTES, opener: Opener | None = None
+) -> ReadFile | Skipped:
+    """Read one file as `load_corpus` does, or say why it is left out."""
+    seen: dict[tuple[int, int], str] = {}
+    opened: list[tuple[bytes, os.stat_result]] = []
+    outcome = _read(path, max_bytes, opener or open_file, seen, opened)
+    if isinstance(outcome, Skipped):
+        return outcome
+    data, st = opened[0]
+    return ReadFile(path, data, outcome.text, st)
+
+
+class Selection:
+    """The files a shard's `paths` name, compiled once (see the module docstring)."""
+
+    def __init__(
+        self, paths: Iterable[str], *, root: str | None = None, include_hidden: bool = False
+    ) -> None:
+        if isinstance(paths, str):
+            paths = [paths]
+        self.include_hidden = include_hidden
+        self.specs: list[tuple[str, str, _Pattern]] = []  # (as configured, base, pattern)
+        for spec in paths:
+            path = os.path.normpath(os.path.join(root or os.getcwd(), os.path.expanduser(spec)))
+            if _MAGIC.search(path):
+                parts = path.split(os.sep)
+                first = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
+                base = os.sep.join(parts[:first]) or os.sep
+                pattern = _Pattern(tuple(parts[first:]), include_hidden)
+            else:
+                # A file, or a directory meaning all it holds: told apart when walked.
+                base, pattern = path, _Pattern((), include_hidden)
+            self.specs.append((path, base, pattern))
+
+    def candidates(self, skipped: list[Skipped]) -> set[str]:
+        """Every file the paths name now; what is missing is added to `skipped`."""
+        found: set[str] = set()
+        for spec, _, _ in self.specs:
+            found.update(_expand(spec, None, self.include_hidden, skipped))
+        return found
+
+    def roots(self) -> list[str]:
+        """The existing directories to watch: each pattern's fixed prefix, or a file's folder."""
+        roots = set()
+        for _, base, _ in self.specs:
+            directory = base if os.path.isdir(base) else os.path.dirname(base)
+            if os.path.isdir(directory):
+                roots.add(directory)
+        # A root inside another is watched through the outer one.
+        ordered = sorted(roots)
+        return [r for r in ordered if not any(_inside(r, o) for o in ordered if o != r)]
+
+    def matches(self, path: str) -> bool:
+        """Whether `path` (absolute, normalised) is one of the files the paths name."""
+        return any(self._states_at(base, p, path, file=True) for _, base, p in self.specs)
+
+    def under(self, directory: str, skipped: list[Skipped]) -> set[str]:
+        """The files the paths name under `directory` (one that appeared, say)."""
+        found: set[str] = set()
+        for _, base, pattern in self.specs:
+            at = self._states_at(base, pattern, directory, file=False)
+            if at is not None:
+                current, states = at
+                found.update(_walk_from(directory, current, states, skipped))
+        return found
+
+    def _states_at(
+        self, base: str, pattern: _Pattern, path: str, *, file: bool
+    ) -> tuple[_Pattern, frozenset[int]] | None:
+        """The match state at `path` under `base`, or None when nothing there can match.
+
+        For a file, not None only when it is matched itself.
+        """
+        if not pattern.parts:
+            # A plain path: that file, or everything in that directory.
+            if path == base:
+                return (pattern, pattern.start()) if file else self._everything()
+            if not _inside(path, base):
+                return None
+            pattern, names = _Pattern(("**",), self.include_hidden), _names(base, path)
+        elif _inside(path, base) or path == base:
+            names = _names(base, path)
+        else:
+            return None
+        everything = _Pattern(("**",), self.include_hidden)
+        current, states = pattern, pattern.start()
+        for i, name in enumerate(names):
+            states = current.step(states, name)
+            if not states:
+                return None
+            if current.complete(states) and i < len(names) - 1:
+                # A directory matched: everything under it is named.
+                current, states = everything, everything.start()
+        if file:
+            return (current, states) if current.complete(states) else None
+        if current.complete(states):
+            return everything, everything.start()
+        return current, states
+
+    def _everything(self) -> tuple[_Pattern, frozenset[int]]:
+        everything = _Pattern(("**",), self.include_hidden)
+        return everything, everything.start()
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _names(base: str, path: str) -> list[str]:
+    rel = os.path.relpath(path, base)
+    return [] if rel == "." else rel.split(os.sep)
 
 
 def load_corpus(
@@ -217,14 +347,21 @@ class _Pattern:
 def _walk(
     base: str, parts: tuple[str, ...], include_hidden: bool, skipped: list[Skipped]
 ) -> Iterator[str]:
-    """Yield paths under `base` matching `parts`; a matching directory yields all it holds.
+    """Yield paths under `base` matching `parts`; a matching directory yields all it holds."""
+    pattern = _Pattern(parts, include_hidden)
+    return _walk_from(base, pattern, pattern.start(), skipped)
+
+
+def _walk_from(
+    base: str, pattern: _Pattern, states: frozenset[int], skipped: list[Skipped]
+) -> Iterator[str]:
+    """Yield paths under `base` matching `pattern` from match state `states`.
 
     A directory is entered once per (inode, match state), which ends symlink
     loops and keeps a tree linked in twice from being walked twice.
     """
-    pattern = _Pattern(parts, include_hidden)
-    everything = _Pattern(("**",), include_hidden)
-    stack = [(base, pattern, pattern.start())]
+    everything = _Pattern(("**",), pattern.include_hidden)
+    stack = [(base, pattern, states)]
     # Symlinked directories wait until the real tree is walked, so a file is
     # found under its real directory rather than through an alias.
     linked: list[tuple[str, _Pattern, frozenset[int]]] = []
@@ -266,7 +403,11 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _read(
-    path: str, max_bytes: int, opener: Opener, seen: dict[tuple[int, int], str]
+    path: str,
+    max_bytes: int,
+    opener: Opener,
+    seen: dict[tuple[int, int], str],
+    opened: list[tuple[bytes, os.stat_result]] | None = None,
 ) -> SourceFile | Skipped:
     """Read one candidate file, or say why it is left out."""
     try:
@@ -293,6 +434,8 @@ def _read(
         return Skipped(path, f"cannot read: {_why(e)}")
     if len(data) > max_bytes:
         return _too_big(path, len(data), max_bytes)
+    if opened is not None:
+        opened.append((data, st))
     return _decode(path, data)
 
 

@@ -1,11 +1,14 @@
-"""Full-text search over a shard's passages, in memory, with SQLite FTS5.
+"""Full-text search over a shard's passages with SQLite FTS5.
 
-An `Index` holds chunks in an in-memory FTS5 table (`porter unicode61`;
-contentless: the texts are kept in a dict beside it, so a hit's text is a
-lookup, not a row fetch) and answers `search(query, k)` with the best
-passages by bm25, each with its citation and a short excerpt. It is built
-once from a corpus (`Index.build`) or grown and shrunk item by item (`add`,
-`remove`) for working memory, whose passages are `memory:<id>`.
+An `Index` searches the tables of `ifmemd.shards.store` (`porter unicode61`;
+the FTS5 table is contentless, the texts are rows of `chunk`, fetched for the
+winners only) and answers `search(query, k)` with the best passages by bm25,
+each with its citation, the digest of the file version it was cut from, and a
+short excerpt. It lives in memory, built once (`Index.build`) or grown and
+shrunk item by item (`add`, `remove`) for working memory, whose passages are
+`memory:<id>`; or it reads a file shard's on-disk index (`Index(connection)`),
+which another connection writes: each search reads one consistent snapshot,
+and notices (`PRAGMA data_version`) when the writer changed the passages.
 
 Any user text is a valid query. It is never handed to FTS5's query language:
 it is cut into words by the same tokenizer the index uses, and the words are
@@ -42,6 +45,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
+from ifmemd.shards import store
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -64,7 +68,7 @@ EXCERPT_LEAD = 40
 SHORT_STEM = 3
 ELLIPSIS = "…"
 # A passage on the shard protocol, in this order (see `Passage.to_row`).
-ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet")
+ROW_FIELDS = ("path", "start_line", "end_line", "score", "coverage", "snippet", "digest")
 
 STOPWORDS = frozenset(
     {
@@ -83,12 +87,12 @@ STOPWORDS = frozenset(
     }
 )  # fmt: skip
 
-_SCHEMA = """
-CREATE VIRTUAL TABLE passage USING fts5(
-    body, tokenize='porter unicode61', content='', contentless_delete=1
-);
-CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
-"""
+# Term statistics, per connection (a temp table: never written to the index file).
+_VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, passage, 'row')"
+_PASSAGE = (
+    "SELECT f.path, c.start_line, c.end_line, c.body, f.digest "
+    "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id = ?"
+)
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
@@ -133,6 +137,8 @@ class Passage:
     within one index. `coverage` is the share of the question's content words
     the passage holds (0..1): unlike bm25, comparable across shards, which is
     what the coordinator's fusion needs to break ties between shards.
+    `digest` is the BLAKE2b-256 (hex) of the bytes of the file version it was
+    cut from.
     """
 
     path: str
@@ -141,6 +147,7 @@ class Passage:
     score: float
     snippet: str
     coverage: float = 0.0
+    digest: str = ""
 
     @property
     def citation(self) -> str:
@@ -149,21 +156,29 @@ class Passage:
 
     def to_row(self) -> list[Any]:
         """The passage as the shard protocol sends it: a JSON array, cheap to parse."""
-        return [self.path, self.start_line, self.end_line, self.score, self.coverage, self.snippet]
+        return [
+            self.path,
+            self.start_line,
+            self.end_line,
+            self.score,
+            self.coverage,
+            self.snippet,
+            self.digest,
+        ]
 
     @classmethod
     def from_row(cls, row: Any) -> Passage:
         """Read back what `to_row` wrote, checking every field."""
         if type(row) is not list or len(row) != len(ROW_FIELDS):
             raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
-        path, start, end, score, coverage, snippet = row
-        if type(path) is not str or type(snippet) is not str:
-            raise PassageFormatError("path and snippet must be strings")
+        path, start, end, score, coverage, snippet, digest = row
+        if type(path) is not str or type(snippet) is not str or type(digest) is not str:
+            raise PassageFormatError("path, snippet and digest must be strings")
         if type(start) is not int or type(end) is not int or not 1 <= start <= end:
             raise PassageFormatError(f"line range {start!r}-{end!r} is not 1 <= start <= end")
         if type(score) not in (int, float) or type(coverage) not in (int, float):
             raise PassageFormatError("score and coverage must be numbers")
-        return cls(path, start, end, float(score), snippet, float(coverage))
+        return cls(path, start, end, float(score), snippet, float(coverage), digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,77 +193,127 @@ class _Query:
 
 
 class Index:
-    """An in-memory FTS5 index of passages, searched by bm25.
+    """An FTS5 index of passages, searched by bm25: in memory, or on a connection given.
 
     Not safe for concurrent use from several threads; a shard serves one
-    query at a time.
+    query at a time (its on-disk index is written through another connection).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, db: apsw.Connection | None = None) -> None:
         try:
-            self._db = apsw.Connection(":memory:")
-            self._db.execute(_SCHEMA)
+            self._db = store.memory_db() if db is None else db
+            self._db.execute(_VOCAB)
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
+            self._data_version = self._version()
         except apsw.Error as e:
-            raise SearchIndexError("create index", str(e)) from e
-        # rowid → (path, start line, end line, text): the FTS5 table keeps no text.
-        self._where: dict[int, tuple[str, int, int, str]] = {}
-        self._rowids: dict[str, list[int]] = {}
-        self._next_rowid = 1
+            raise SearchIndexError("open index", str(e)) from e
+        self._count: int | None = None
         self._doc_freq: dict[str, int] = {}
         self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
 
     @classmethod
-    def build(cls, chunks: Iterable[Chunk]) -> Self:
-        """Make an index of many chunks at once, merged for fast queries."""
+    def build(cls, chunks: Iterable[Chunk], digests: dict[str, str] | None = None) -> Self:
+        """Make an in-memory index of many chunks at once, merged for fast queries.
+
+        `digests` gives each path's file digest (none: "").
+        """
         index = cls()
-        index._insert(chunks, "build index")
+        by_path: dict[str, list[Chunk]] = {}
+        for chunk in chunks:
+            by_path.setdefault(chunk.path, []).append(chunk)
+        try:
+            with index._db:
+                for path, group in by_path.items():
+                    digest = (digests or {}).get(path, "")
+                    store.replace_file(index._db, store.FileState(path, digest=digest), group)
+        except apsw.Error as e:
+            raise SearchIndexError("build index", str(e)) from e
+        index.optimize()
+        return index
+
+    def optimize(self) -> None:
+        """Merge the index for fast queries and learn its common terms (after a bulk load)."""
         try:
             # One b-tree per term instead of many segments: queries read
             # each posting list in one piece.
-            index._db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
+            self._db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
-        index._prewarm()
-        index._rank_hot_terms()
-        return index
+        self._forget_statistics()
+        self._data_version = self._version()
+        self.prewarm()
 
-    def add(self, path: str, chunks: Iterable[Chunk]) -> int:
-        """Index `chunks` as the passages of `path`, replacing any it had; return how many."""
+    def prewarm(self) -> None:
+        """Learn the common terms now (one scan of the vocabulary), not at query time."""
+        self._prewarm()
+        self._rank_hot_terms()
+
+    def add(self, path: str, chunks: Iterable[Chunk], digest: str = "") -> int:
+        """Index `chunks` as the passages of `path`, replacing any it had; return how many.
+
+        `digest` is the BLAKE2b-256 (hex) of the text they were cut from.
+        """
         chunks = list(chunks)
         for chunk in chunks:
             if chunk.path != path:
                 raise MisfiledChunkError(path, chunk)
-        self.remove(path)
-        return self._insert(chunks, f"add {path}")
+        try:
+            with self._db:
+                store.replace_file(self._db, store.FileState(path, digest=digest), chunks)
+        except apsw.Error as e:
+            raise SearchIndexError(f"add {path}", str(e)) from e
+        self._forget_statistics()
+        return len(chunks)
 
     def remove(self, path: str) -> int:
         """Drop every passage of `path`; return how many there were."""
-        rowids = self._rowids.pop(path, [])
-        if not rowids:
-            return 0
         try:
             with self._db:
-                self._db.executemany(
-                    "DELETE FROM passage WHERE rowid = ?", ((rowid,) for rowid in rowids)
-                )
+                removed = store.remove_file(self._db, path)
         except apsw.Error as e:
             raise SearchIndexError(f"remove {path}", str(e)) from e
-        for rowid in rowids:
-            del self._where[rowid]
-        self._forget_statistics()
-        return len(rowids)
+        if removed:
+            self._forget_statistics()
+        return removed
+
+    @property
+    def connection(self) -> apsw.Connection:
+        """The connection the index reads (for totals and digests beside searching)."""
+        return self._db
 
     def __len__(self) -> int:
-        return len(self._where)
+        if self._count is None:
+            self._count = self._scalar("SELECT count(*) FROM chunk", ())
+        return self._count
 
     def __contains__(self, path: object) -> bool:
-        return path in self._rowids
+        return bool(
+            self._scalar(
+                "SELECT EXISTS(SELECT 1 FROM chunk WHERE file = "
+                "(SELECT id FROM file WHERE path = ?))",
+                (path,),
+            )
+        )
 
     def paths(self) -> list[str]:
         """Every path with passages in the index, sorted."""
-        return sorted(self._rowids)
+        try:
+            return [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT path FROM file f WHERE EXISTS(SELECT 1 FROM chunk WHERE file = f.id) "
+                    "ORDER BY path"
+                )
+            ]
+        except apsw.Error as e:
+            raise SearchIndexError("list paths", str(e)) from e
+
+    def _scalar(self, sql: str, args: tuple[object, ...]) -> int:
+        try:
+            return self._db.execute(sql, args).fetchone()[0]
+        except apsw.Error as e:
+            raise SearchIndexError("read index", str(e)) from e
 
     def close(self) -> None:
         """Free the index's memory; it cannot be used afterwards."""
@@ -265,22 +330,39 @@ class Index:
 
         Returns [] when the query has no word the index knows.
         """
+        try:
+            # One snapshot: the winners' rows are those of the index they were ranked in.
+            with self._db:
+                return self._search(query, k)
+        except apsw.Error as e:
+            raise SearchIndexError("search", str(e)) from e
+
+    def _search(self, query: str, k: int) -> list[Passage]:
+        if self._version() != self._data_version:
+            # Another connection (the shard's writer) changed the passages.
+            self._data_version = self._version()
+            self._forget_statistics()
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
-        try:
-            ranked = self._rank(plan, k)
-        except apsw.Error as e:
-            raise SearchIndexError("search", str(e)) from e
+        ranked = self._rank(plan, k)
         covered = plan.covered
         candidates = _prefixes(tuple(sorted(covered.items())))
         passages = []
         for rowid, rank in ranked:
-            path, start, end, body = self._where[rowid]
+            row = self._db.execute(_PASSAGE, (rowid,)).fetchone()
+            if row is None:
+                continue  # a cached ranking outlived its passage: never cite it
+            path, start, end, body, digest = row
             hits = self._hits(body, covered, candidates)
             coverage = round(min(1.0, len({stem for _, stem in hits}) / plan.content_words), 4)
-            passages.append(Passage(path, start, end, -rank, _excerpt(body, hits), coverage))
+            passages.append(
+                Passage(path, start, end, -rank, _excerpt(body, hits), coverage, digest)
+            )
         return passages
+
+    def _version(self) -> int:
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def match_expression(self, query: str) -> str | None:
         """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
@@ -340,7 +422,7 @@ class Index:
         meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
         stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
         known = self._known(meaningful) or self._known(stopwords)
-        common = COMMON_FRACTION * len(self._where)
+        common = COMMON_FRACTION * len(self)
         pool = [(df, stem) for df, stem in known if df <= common] or known
         chosen: list[tuple[int, str]] = []
         postings = 0
@@ -438,22 +520,7 @@ class Index:
         """Drop what was learned about terms: the passages changed."""
         self._doc_freq.clear()
         self._hot.clear()
-
-    def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
-        chunks = list(chunks)
-        first = self._next_rowid
-        rows = [(first + i, chunk.text) for i, chunk in enumerate(chunks)]
-        try:
-            with self._db:
-                self._db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", rows)
-        except apsw.Error as e:
-            raise SearchIndexError(operation, str(e)) from e
-        for rowid, chunk in enumerate(chunks, start=first):
-            self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line, chunk.text)
-            self._rowids.setdefault(chunk.path, []).append(rowid)
-        self._next_rowid = first + len(chunks)
-        self._forget_statistics()
-        return len(chunks)
+        self._count = None
 
 
 def _quote(word: str) -> str:
