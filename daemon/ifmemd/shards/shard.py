@@ -215,7 +215,13 @@ class Shard:
         self.writer.start()
         roots = selection.roots()
         if init.get("watch", True) and roots:
-            self.watcher = Watcher(roots, self.writer.changed, self._watching, self._warn)
+            self.watcher = Watcher(
+                roots,
+                self.writer.changed,
+                self._watching,
+                self._warn,
+                lambda e: self.inbox.put({"op": "_failed", "error": e}),
+            )
             self.watcher.start()
 
     def _watching(self, mode: str) -> None:

@@ -156,11 +156,12 @@ class Updater:
         if seen is not None:
             twin = seen.setdefault(identity, path)
             return None if twin == path else twin
-        row = self.db.execute(
+        rows = self.db.execute(
             "SELECT path FROM file WHERE dev = ? AND ino = ? AND path <> ? AND skipped IS NULL",
             (*identity, path),
-        ).fetchone()
-        return row[0] if row else None
+        )
+        # A renamed file's old path is still in the index until this batch removes it.
+        return next((p for (p,) in rows if _identity(p) == identity), None)
 
     def _state(self, path: str) -> FileState | None:
         return store.file_states_of(self.db, [path]).get(path)
@@ -230,6 +231,11 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    st = _stat_or_none(path)
+    return None if st is None else (st.st_dev, st.st_ino)
 
 
 def _is_dir(path: str) -> bool:

@@ -40,7 +40,8 @@ class Watcher:
     """Watches `roots` on its own thread until `stop` is set; reports paths to `on_change`.
 
     `on_watching(mode)` is called each time a watch is in place ("inotify" or
-    "polling"): changes made after that are reported.
+    "polling"): changes made after that are reported. An error it cannot
+    recover from goes to `fail`.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Watcher:
         on_change: ChangeSink,
         on_watching: Callable[[str], None],
         warn: Warn,
+        fail: Callable[[Exception], None],
         *,
         force_polling: bool = False,
     ) -> None:
@@ -56,8 +58,11 @@ class Watcher:
         self.on_change = on_change
         self.on_watching = on_watching
         self.warn = warn
+        self.fail = fail
         self.mode = "polling" if force_polling else "inotify"
         self.stop = threading.Event()
+        # Only once a watch failed for lack of permission: it also hides running out of watches.
+        self._skip_denied = False
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
     def start(self) -> None:
@@ -68,18 +73,32 @@ class Watcher:
         self._thread.join()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as e:
+            # Not hidden: handed to the shard's main thread, which raises it.
+            self.fail(e)
+
+    def _follow(self) -> None:
         while not self.stop.is_set():
             present = [r for r in self.roots if os.path.isdir(r)]
             try:
                 came_back = self._watch(present)
+            except PermissionError:
+                if self._skip_denied:
+                    raise
+                # A directory we may not read: watch the rest (the scan warns about it).
+                self._skip_denied = True
+                continue
             except OSError as e:
-                if self.mode == "polling" or not _out_of_watches(e):
+                if self.mode == "polling":
                     raise
                 self.mode = "polling"
+                why = "inotify watches ran out" if _out_of_watches(e) else "inotify failed"
                 self.warn(
                     present[0] if present else "",
-                    f"inotify watches ran out ({e}); polling every {POLL_MS / 1000:g} s instead: "
-                    "changes take longer to show; raise fs.inotify.max_user_watches to watch",
+                    f"{why} ({e}); polling every {POLL_MS / 1000:g} s instead: changes take "
+                    "longer to show; raise fs.inotify.max_user_watches to watch",
                 )
                 continue
             if came_back:
@@ -103,7 +122,7 @@ class Watcher:
             force_polling=self.mode == "polling",
             poll_delay_ms=POLL_MS,
             raise_interrupt=False,
-            ignore_permission_denied=True,
+            ignore_permission_denied=self._skip_denied,
         ):
             if not announced:
                 # The first yield (a change or a timeout) means the watches are in place.

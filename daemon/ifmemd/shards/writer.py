@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ifmemd.shards.sync import Batch, IndexUpdateError, Updater
+from ifmemd.shards.sync import Batch, Updater
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -77,7 +77,9 @@ class IndexWriter:
                     self._report(batch)
                     touched.extend(str(c["path"]) for c in batch.changed)
                     touched.extend(batch.removed)
-            except IndexUpdateError as e:
+            except Exception as e:
+                # Not hidden: raised again on the main thread, which ends the process
+                # (and the supervisor restarts it, which rescans).
                 self.post({"op": "_failed", "error": e})
                 return
             if touched or reply:

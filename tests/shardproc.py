@@ -8,6 +8,7 @@ shard while its watcher and writer run. `close()` ends it; `kill9()` is a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -56,7 +57,8 @@ class ShardProc:
         self._new: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._rid = 0
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
         self.send(self.init)
 
     def _collect(self) -> None:
@@ -131,16 +133,23 @@ class ShardProc:
             time.sleep(0.05)
 
     def kill9(self) -> None:
+        """SIGKILL the shard, as a crash would."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.close()
 
     def close(self) -> int:
+        """End the shard (EOF on stdin, then SIGKILL after 10 s) and close its pipes."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
             self.proc.stdin.close()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self._reader.join(5)
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        self.proc.stdout.close()
         return self.proc.returncode
