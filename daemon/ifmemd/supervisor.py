@@ -335,6 +335,8 @@ class Supervisor:
             "description": cfg.description,
             "kind": cfg.kind,
             "paths": list(cfg.paths),
+            "exclude": list(cfg.exclude),
+            "respect_gitignore": cfg.respect_gitignore,
             "watch": cfg.watch,
             "max_file_bytes": cfg.max_file_bytes,
             "heartbeat_interval": daemon.heartbeat_interval,

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO
 
+from ifmemd.shards.ignore import IgnoreRules
+
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8 * 1024
 BYTES_PER_TOKEN = 4
@@ -140,11 +142,18 @@ class Selection:
     """The files a shard's `paths` name, compiled once (see the module docstring)."""
 
     def __init__(
-        self, paths: Iterable[str], *, root: str | None = None, include_hidden: bool = False
+        self,
+        paths: Iterable[str],
+        *,
+        root: str | None = None,
+        include_hidden: bool = False,
+        rules: IgnoreRules | None = None,
     ) -> None:
         if isinstance(paths, str):
+            # A lone string would otherwise be walked character by character.
             paths = [paths]
         self.include_hidden = include_hidden
+        self.rules = rules
         self.specs: list[tuple[str, str, _Pattern]] = []  # (as configured, base, pattern)
         for spec in paths:
             path = os.path.normpath(os.path.join(root or os.getcwd(), os.path.expanduser(spec)))
@@ -161,8 +170,19 @@ class Selection:
     def candidates(self, skipped: list[Skipped]) -> set[str]:
         """Every file the paths name now; what is missing is added to `skipped`."""
         found: set[str] = set()
-        for spec, _, _ in self.specs:
-            found.update(_expand(spec, None, self.include_hidden, skipped))
+        for spec, base, pattern in self.specs:
+            if pattern.parts:
+                hits = set(_walk_from(base, pattern, pattern.start(), skipped, self._rule(base)))
+                if not hits:
+                    skipped.append(Skipped(spec, "no file matches this pattern"))
+                found |= hits
+            elif os.path.isdir(base):
+                everything, start = self._everything()
+                found.update(_walk_from(base, everything, start, skipped, self._rule(base)))
+            elif os.path.lexists(base):
+                found.add(base)  # a file named itself is never left out by a rule
+            else:
+                skipped.append(Skipped(base, "no such file or directory"))
         return found
 
     def roots(self) -> list[str]:
@@ -178,17 +198,31 @@ class Selection:
 
     def matches(self, path: str) -> bool:
         """Whether `path` (absolute, normalised) is one of the files the paths name."""
-        return any(self._states_at(base, p, path, file=True) for _, base, p in self.specs)
+        return any(
+            self._states_at(base, p, path, file=True)
+            and (path == base or self.rules is None or not self.rules.ignored_within(path, base))
+            for _, base, p in self.specs
+        )
 
     def under(self, directory: str, skipped: list[Skipped]) -> set[str]:
         """The files the paths name under `directory` (one that appeared, say)."""
         found: set[str] = set()
         for _, base, pattern in self.specs:
             at = self._states_at(base, pattern, directory, file=False)
-            if at is not None:
-                current, states = at
-                found.update(_walk_from(directory, current, states, skipped))
+            if at is None:
+                continue
+            if self.rules is not None and self.rules.ignored_within(directory, base, is_dir=True):
+                continue  # the directory itself, or one above it, is left out
+            current, states = at
+            found.update(_walk_from(directory, current, states, skipped, self._rule(base)))
         return found
+
+    def _rule(self, base: str) -> Callable[[str, bool], bool] | None:
+        """What the walk under `base` leaves out by rule."""
+        rules = self.rules
+        if rules is None:
+            return None
+        return lambda path, is_dir: rules.ignored(path, base, is_dir=is_dir)
 
     def _states_at(
         self, base: str, pattern: _Pattern, path: str, *, file: bool
@@ -257,9 +291,7 @@ def load_corpus(
         # A lone string would otherwise be walked character by character.
         paths = [paths]
     skipped: list[Skipped] = []
-    candidates: set[str] = set()
-    for spec in paths:
-        candidates.update(_expand(spec, root, include_hidden, skipped))
+    candidates = Selection(paths, root=root, include_hidden=include_hidden).candidates(skipped)
     files: list[SourceFile] = []
     seen: dict[tuple[int, int], str] = {}
     for path in sorted(candidates, key=_preference):
@@ -273,26 +305,6 @@ def load_corpus(
 def _preference(path: str) -> tuple[bool, int, str]:
     """Which of several paths to one file is kept: not a symlink, then the shortest."""
     return (os.path.islink(path), path.count(os.sep), path)
-
-
-def _expand(spec: str, root: str | None, include_hidden: bool, skipped: list[Skipped]) -> list[str]:
-    """Turn one configured path into candidate file paths, recording what is missing."""
-    path = os.path.expanduser(spec)
-    path = os.path.normpath(os.path.join(root or os.getcwd(), path))
-    if not _MAGIC.search(path):
-        if os.path.isdir(path):
-            return list(_walk(path, ("**",), include_hidden, skipped))
-        if os.path.lexists(path):
-            return [path]
-        skipped.append(Skipped(path, "no such file or directory"))
-        return []
-    parts = path.split(os.sep)
-    first_magic = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
-    base = os.sep.join(parts[:first_magic]) or os.sep
-    found = list(_walk(base, tuple(parts[first_magic:]), include_hidden, skipped))
-    if not found:
-        skipped.append(Skipped(path, "no file matches this pattern"))
-    return found
 
 
 class _Pattern:
@@ -344,21 +356,18 @@ class _Pattern:
         return self.include_hidden or not name.startswith(".") or part.startswith(".")
 
 
-def _walk(
-    base: str, parts: tuple[str, ...], include_hidden: bool, skipped: list[Skipped]
-) -> Iterator[str]:
-    """Yield paths under `base` matching `parts`; a matching directory yields all it holds."""
-    pattern = _Pattern(parts, include_hidden)
-    return _walk_from(base, pattern, pattern.start(), skipped)
-
-
 def _walk_from(
-    base: str, pattern: _Pattern, states: frozenset[int], skipped: list[Skipped]
+    base: str,
+    pattern: _Pattern,
+    states: frozenset[int],
+    skipped: list[Skipped],
+    left_out: Callable[[str, bool], bool] | None = None,
 ) -> Iterator[str]:
     """Yield paths under `base` matching `pattern` from match state `states`.
 
     A directory is entered once per (inode, match state), which ends symlink
-    loops and keeps a tree linked in twice from being walked twice.
+    loops and keeps a tree linked in twice from being walked twice. What
+    `left_out(path, is_dir)` says is ignored is not yielded, nor walked.
     """
     everything = _Pattern(("**",), pattern.include_hidden)
     stack = [(base, pattern, states)]
@@ -385,7 +394,10 @@ def _walk_from(
             nxt = current.step(states, entry.name)
             if not nxt:
                 continue
-            if _is_dir(entry):
+            is_dir = _is_dir(entry)
+            if left_out is not None and left_out(entry.path, is_dir):
+                continue
+            if is_dir:
                 todo = linked if entry.is_symlink() else stack
                 if current.complete(nxt):
                     todo.append((entry.path, everything, everything.start()))

@@ -3,7 +3,8 @@
 Run by the supervisor as `python -m ifmemd.shards.shard`. It speaks NDJSON over its
 pipes and never touches the event log: the supervisor records for it.
 
-  supervisor → shard   {"op":"init", name, kind, paths, max_file_bytes, watch,
+  supervisor → shard   {"op":"init", name, kind, paths, exclude, respect_gitignore,
+                        max_file_bytes, watch,
                         heartbeat_interval, memories:[{memory_id,text}]}
                        {"op":"search", rid, query, k}
                        {"op":"add", memory_id, text}   {"op":"remove", memory_id}
@@ -53,6 +54,7 @@ from ifmemd.errors import IfmemError
 from ifmemd.shards import store
 from ifmemd.shards.chunker import Chunk, whole_chunk
 from ifmemd.shards.corpus import Selection
+from ifmemd.shards.ignore import IgnoreRules
 from ifmemd.shards.index import Index, SearchIndexError
 from ifmemd.shards.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
 from ifmemd.shards.sync import IndexUpdateError, Updater
@@ -202,7 +204,10 @@ class Shard:
         opened = store.open_store(_index_dir(init))
         if opened.rebuilt:
             self._warn(str(opened.path), f"index rebuilt: {opened.rebuilt}")
-        selection = Selection(init.get("paths", []))
+        rules = IgnoreRules(
+            init.get("exclude", []), respect_ignore_files=init.get("respect_gitignore", True)
+        )
+        selection = Selection(init.get("paths", []), rules=rules)
         updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
         for batch in updater.scan(build=opened.fresh):
             for skipped in batch.skipped:

@@ -33,6 +33,7 @@ from ifmemd.shards.corpus import (
     open_file,
     read_file,
 )
+from ifmemd.shards.ignore import IGNORE_FILES
 from ifmemd.shards.store import FileState
 
 # A file modified this close to when it was read may change again within the
@@ -104,9 +105,16 @@ class Updater:
 
     def refresh(self, paths: Iterable[str]) -> Iterator[Batch]:
         """Re-check the files at or under `paths` (from a watcher), in small batches."""
+        paths = set(paths)
+        rules = self.selection.rules
+        if rules is not None and any(os.path.basename(p) in IGNORE_FILES for p in paths):
+            # The rules changed: what they leave out may be anywhere.
+            rules.forget()
+            yield from self.scan()
+            return
         skipped: list[Skipped] = []
         todo: dict[str, _Work | None] = {}
-        for path in sorted(set(paths)):
+        for path in sorted(paths):
             for gone in self._known_under(path):
                 todo.setdefault(gone, _Remove(gone))
             if _is_dir(path):
