@@ -186,3 +186,22 @@ def test_a_deleted_index_is_built_again(tmp_path: Path, corpus: Path) -> None:
     path.parent.rmdir()
     batches = sync(path.parent, corpus)
     assert len([c for b in batches for c in b.changed]) == 3
+
+
+def test_a_reader_sees_each_batch_the_writer_commits(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    opened = store.open_store(index_dir)
+    reader = Index(opened.connect())
+    try:
+        assert reader.search("zebra") == []  # "zebra" now known to be absent
+        assert [p.path for p in reader.search("tuesdays")] == [str(corpus / "deploy.md")]
+        write(corpus / "deploy.md", "# Deploys\n\nA zebra deploys on Thursdays.\n")
+        updater = Updater(opened.db, Selection([str(corpus)]))
+        list(updater.refresh([str(corpus / "deploy.md")]))
+        (hit,) = reader.search("zebra")
+        assert hit.digest == store.file_digest((corpus / "deploy.md").read_bytes())
+        assert reader.search("tuesdays") == []
+    finally:
+        reader.close()
+        opened.close()

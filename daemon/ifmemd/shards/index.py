@@ -230,10 +230,15 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
         index.optimize()
+        index._rank_hot_terms()
         return index
 
     def optimize(self) -> None:
-        """Merge the index for fast queries and learn its common terms (after a bulk load)."""
+        """Merge the index for fast queries and learn its common terms (after a bulk load).
+
+        Terms too common for the postings budget are ranked when first asked
+        for (on a large on-disk index, ranking them all would cost seconds).
+        """
         try:
             # One b-tree per term instead of many segments: queries read
             # each posting list in one piece.
@@ -242,12 +247,7 @@ class Index:
             raise SearchIndexError("build index", str(e)) from e
         self._forget_statistics()
         self._data_version = self._version()
-        self.prewarm()
-
-    def prewarm(self) -> None:
-        """Learn the common terms now (one scan of the vocabulary), not at query time."""
         self._prewarm()
-        self._rank_hot_terms()
 
     def add(self, path: str, chunks: Iterable[Chunk], digest: str = "") -> int:
         """Index `chunks` as the passages of `path`, replacing any it had; return how many.
@@ -339,9 +339,9 @@ class Index:
 
     def _search(self, query: str, k: int) -> list[Passage]:
         if self._version() != self._data_version:
-            # Another connection (the shard's writer) changed the passages.
+            # Another connection (the shard's writer) committed a batch of files.
             self._data_version = self._version()
-            self._forget_statistics()
+            self._forget_statistics(keep_common=True)
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
@@ -516,9 +516,18 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError("tokenize query", str(e)) from e
 
-    def _forget_statistics(self) -> None:
-        """Drop what was learned about terms: the passages changed."""
-        self._doc_freq.clear()
+    def _forget_statistics(self, keep_common: bool = False) -> None:
+        """Drop what was learned about terms: the passages changed.
+
+        `keep_common`: a batch of a few files barely moves the frequency of a
+        common term, which only decides which words to rank by, while looking
+        it up again reads its whole posting list; so those are kept. Rare terms
+        (a word the batch may have added) and rankings are always dropped.
+        """
+        if keep_common:
+            self._doc_freq = {t: df for t, df in self._doc_freq.items() if df >= PREWARM_MIN_DOCS}
+        else:
+            self._doc_freq.clear()
         self._hot.clear()
         self._count = None
 
