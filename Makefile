@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# mandoc lints the man pages (tests/test_docs.py); under CI=true the test requires it.
+# mandoc lints the man pages (tests/test_docs.py) and ripgrep is the baseline of
+# bench/ask.py, whose smoke test runs in the suite; under CI=true both are required.
 .PHONY: deps-apt
 deps-apt:
-	command -v mandoc >/dev/null || (apt-get update -qq && apt-get install -y -qq mandoc)
+	command -v mandoc >/dev/null && command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq mandoc ripgrep)
 
 test: $(STAMP) deps-apt lint
 	$(BIN)/pytest -q

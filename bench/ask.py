@@ -42,12 +42,9 @@ import contextlib
 import json
 import math
 import os
-import platform
 import selectors
 import shutil
-import signal
 import socket as socket_mod
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _daemon
 import corpus as bench_corpus
 from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
 from corpus import Question, ShardTree
@@ -157,8 +155,22 @@ def rg_once(rg: str, q: Question, dirs: Sequence[Path]) -> tuple[float, int]:
 # -- a daemon under test --------------------------------------------------------------------
 
 
-class Daemon:
-    """A real `ifmemd` in its own directory, started and stopped by this benchmark."""
+def shard_config(trees: Sequence[ShardTree], heartbeat: float) -> str:
+    """ifmem.toml for a daemon over `trees`, one shard each."""
+    lines = ["[daemon]", f"heartbeat_interval = {heartbeat:g}", "heartbeat_timeout = 120", ""]
+    for tree in trees:
+        lines += [
+            "[[shard]]",
+            f"name = {json.dumps(tree.name)}",
+            f"description = {json.dumps(tree.description)}",
+            f"paths = [{json.dumps(str(tree.path))}]",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+class Daemon(_daemon.Daemon):
+    """The shared bench daemon over shard trees, with what this benchmark reads of its log."""
 
     def __init__(
         self,
@@ -167,108 +179,14 @@ class Daemon:
         heartbeat: float,
         db_dir: Path | None = None,
     ) -> None:
-        self.home = home
+        super().__init__(home, shard_config(shards, heartbeat), db_dir=db_dir)
         self.heartbeat = heartbeat
-        self.shards = list(shards)
-        for d in ("config", "data", "state", "run"):
-            (home / d).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.config = home / "config" / "ifmem.toml"
-        self.socket = home / "run" / "ifmem" / "ifmem.sock"
-        self.db = (db_dir or home / "data") / "events.db"
-        self.db.parent.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = home / "ifmemd.stderr"
-        lines = ["[daemon]", f"heartbeat_interval = {heartbeat:g}", "heartbeat_timeout = 120", ""]
-        for tree in self.shards:
-            lines += [
-                "[[shard]]",
-                f"name = {json.dumps(tree.name)}",
-                f"description = {json.dumps(tree.description)}",
-                f"paths = [{json.dumps(str(tree.path))}]",
-                "",
-            ]
-        self.config.write_text("\n".join(lines))
-        self.env = {
-            **os.environ,
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_DATA_HOME": str(home / "data"),
-            "XDG_STATE_HOME": str(home / "state"),
-            "XDG_RUNTIME_DIR": str(home / "run"),
-        }
-        for var in ("IFMEM_CONFIG", "IFMEM_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"):
-            self.env.pop(var, None)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float) -> float:
-        """Start and wait until every shard is ready; seconds from spawn to all ready."""
-        cmd = [
-            str(BIN / "ifmemd"),
-            "--config",
-            str(self.config),
-            "--socket",
-            str(self.socket),
-            "--db",
-            str(self.db),
-        ]
-        t0 = time.perf_counter()
-        with self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=err, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ifmemd exited with {self.proc.returncode}: {self.stderr()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"shards not ready within {timeout:g} s: {self.stderr()}")
-            shards: list[dict[str, Any]] = []
-            with contextlib.suppress(Exception):  # not listening yet
-                shards = self.status()["shards"]
-            if shards and all(s["status"] == "ready" for s in shards):
-                return time.perf_counter() - t0
-            # A shard that crashes while loading is restarted with backoff:
-            # report it instead of waiting out the timeout.
-            broken = [s for s in shards if s["status"] == "failed" or s["restarts"] >= 2]
-            if broken:
-                names = ", ".join(f"{s['name']} ({s['status']})" for s in broken)
-                raise RuntimeError(f"shard not starting: {names}: {self.stderr()}")
-            time.sleep(0.02)
-
-    def stderr(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.stderr_path.read_text(errors="replace")[-2000:]
-        return ""
-
-    def status(self) -> dict[str, Any]:
-        with Client(self.socket, timeout=5) as c:
-            return c.request("status")
-
-    def client(self) -> Client:
-        return Client(self.socket, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(Exception), Client(self.socket, timeout=10) as c:
-            c.request("stop")
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
 
     def shard_events(self) -> dict[str, dict[str, float]]:
         """Per shard: spawn→ready seconds and load_ms, from the event log."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            rows = con.execute(
-                "SELECT ts_ns, kind, body FROM events "
-                "WHERE kind IN ('shard.spawned', 'shard.ready') ORDER BY seq"
-            ).fetchall()
-        finally:
-            con.close()
         spawned: dict[str, int] = {}
         out: dict[str, dict[str, float]] = {}
-        for ts_ns, kind, body in rows:
-            b = json.loads(body)
+        for _seq, ts_ns, kind, b in self.events(("shard.spawned", "shard.ready")):
             if kind == "shard.spawned":
                 spawned[b["shard"]] = ts_ns
             elif b["shard"] in spawned and b["shard"] not in out:
@@ -284,17 +202,8 @@ class Daemon:
         """Per question answered in (after_seq, upto_seq]: when its first and its
         last shard replied, in ms after the fan-out began (`shard.answered`'s `ms`;
         shards answered without being woken, like an empty `working`, left out)."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            rows = con.execute(
-                "SELECT body FROM events WHERE kind = 'shard.answered' AND seq > ? AND seq <= ?",
-                (after_seq, upto_seq),
-            ).fetchall()
-        finally:
-            con.close()
         per_question: dict[Any, list[float]] = {}
-        for (body,) in rows:
-            b = json.loads(body)
+        for _seq, _ts, _kind, b in self.events(("shard.answered",), after_seq, upto_seq):
             if b["ms"] > 0:
                 per_question.setdefault(b["qid"], []).append(b["ms"])
         return (
@@ -794,21 +703,6 @@ def bench_scale(run: Run, questions: Sequence[Question]) -> None:
     }
 
 
-def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--load-worker"]:
@@ -821,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     mode = "quick" if args.quick else "full"
     rg = shutil.which("rg")
-    info = machine()
+    info = _daemon.machine()
     note(f"ifmem ask benchmark ({mode}); {info['cpu']}, {info['cores']} cores")
     if rg is None:
         note("rg not found: the baseline is skipped (`make bench-setup` installs ripgrep)")

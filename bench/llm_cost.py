@@ -27,12 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +38,8 @@ REPO = ROOT.parent
 sys.path.insert(0, str(REPO / "tests"))  # the fake API is test equipment
 
 import corpus as bench_corpus  # noqa: E402
+from _daemon import Daemon  # noqa: E402
 from fake_anthropic import FakeAnthropic, tokens  # noqa: E402
-from ifmemd.errors import IfmemError  # noqa: E402
-from ifmemd.log.eventlog import EventLog  # noqa: E402
-from ifmemd.wire.protocol import Client  # noqa: E402
 
 KEY = "sk-ant-bench-not-a-real-key-0000"
 MODEL = "claude-bench"
@@ -108,95 +102,20 @@ def config_text(trees: list[bench_corpus.ShardTree], url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Daemon:
-    """A real ifmemd under `root`, with its own HOME, socket and log."""
-
-    def __init__(self, root: Path, config: str) -> None:
-        self.root = root
-        self.config = root / "ifmem.toml"
-        self.config.write_text(config)
-        self.socket = Path(tempfile.mkdtemp(prefix="ifm-llm-", dir="/tmp")) / "s.sock"
-        self.db = root / "data" / "events.db"
-        home = root / "home"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IFMEM_")}
-        self.env.update(
-            HOME=str(home),
-            XDG_CONFIG_HOME=str(home / ".config"),
-            XDG_DATA_HOME=str(home / ".local/share"),
-            XDG_STATE_HOME=str(home / ".local/state"),
-            XDG_RUNTIME_DIR=str(self.socket.parent),
-            ANTHROPIC_API_KEY=KEY,
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        ifmemd = Path(sys.executable).with_name("ifmemd")
-        cmd = [str(ifmemd)] if ifmemd.exists() else [sys.executable, "-m", "ifmemd.main"]
-        self.stderr = (self.root / "ifmemd.stderr").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                *cmd,
-                "--config",
-                str(self.config),
-                "--socket",
-                str(self.socket),
-                "--db",
-                str(self.db),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr,
-            env=self.env,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"ifmemd exited: {(self.root / 'ifmemd.stderr').read_text()}")
-            try:
-                with Client(self.socket, timeout=5) as c:
-                    shards = c.request("status")["shards"]
-                if all(s["status"] in ("ready", "failed") for s in shards):
-                    failed = [s for s in shards if s["status"] == "failed"]
-                    if failed:
-                        raise SystemExit(f"shards failed: {failed}")
-                    return
-            except IfmemError:  # not listening yet
-                pass
-            time.sleep(0.1)
-        raise SystemExit("ifmemd: shards not ready in time")
-
-    def ask(self, question: str) -> dict[str, Any]:
-        with Client(self.socket, timeout=120) as c:
-            return c.request("ask", question=question, k=5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
-
-
 def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     trees = bench_corpus.build_shards(workdir / "corpus", sizes.shard_bytes)
     questions = bench_corpus.make_questions(trees, n=sizes.questions)
     with FakeAnthropic(api_key=KEY, min_cache_tokens=1024) as fake:
-        daemon = Daemon(workdir, config_text(trees, fake.url))
-        started = time.monotonic()
+        daemon = Daemon(workdir, config_text(trees, fake.url), env={"ANTHROPIC_API_KEY": KEY})
         try:
-            daemon.start()
-            load_s = time.monotonic() - started
+            load_s = daemon.start(START_TIMEOUT_S)
             results = [daemon.ask(q.text) for q in questions]
         finally:
             daemon.stop()
         calls = fake.messages()
         api = {f: sum(c.usage.get(f, 0) for c in calls) for f in USAGE}
         failed_calls = len(fake.messages(None)) - len(calls)
-    with EventLog.open_readonly(daemon.db) as log:
-        events = [(r.kind, r.data()) for r in log.records()]
+    events = [(k, b) for _seq, _ts, k, b in daemon.events(("shard.ready", "shard.answered"))]
     corpus_tokens = {b["shard"]: b["tokens"] for k, b in events if k == "shard.ready"}
     sources = {b["shard"]: b.get("token_source") for k, b in events if k == "shard.ready"}
     recorded = {f: sum(b.get(f, 0) for k, b in events if k == "shard.answered") for f in USAGE}
