@@ -139,3 +139,9 @@ def test_a_watching_shard_follows_the_rules(shard: ShardProc, repo: Path) -> Non
         "changed", lambda m: any(c["path"] == str(kept) for c in m["changed"]), after=mark
     )
     assert shard.search("keptword")
+
+
+def test_a_root_the_repository_ignores_is_indexed_whole(repo: Path) -> None:
+    # As pyenv's clone ignores its versions/: a shard over one of them names that tree.
+    write(repo / "build" / "lib" / "x.md")
+    assert listed(repo, IgnoreRules(), str(repo / "build")) == ["build/lib/x.md", "build/out.md"]

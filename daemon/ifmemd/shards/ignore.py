@@ -54,13 +54,7 @@ class IgnoreRules:
         if not self.respect_ignore_files:
             return False
         directory = os.path.dirname(path)
-        top = self._top(directory, root)
-        # The deepest ignore file that says anything about the path decides.
-        for base, spec in reversed(self._chain(directory, top)):
-            include = spec.check_file(_as(os.path.relpath(path, base), is_dir)).include
-            if include is not None:
-                return include
-        return False
+        return _verdict(self._chain(directory, self._top(directory, root)), path, is_dir=is_dir)
 
     def ignored_within(self, path: str, root: str, *, is_dir: bool = False) -> bool:
         """Whether `path` or one of its directories below `root` is left out."""
@@ -74,11 +68,25 @@ class IgnoreRules:
         return False
 
     def _top(self, directory: str, root: str) -> str:
-        """Where ignore files start to count: the repository's top, else `root`."""
+        """Where ignore files start to count: the repository's top, else `root`.
+
+        Not the top when the repository's own files leave `root` out (a shard
+        over a tree kept out of git, such as pyenv's versions/): the user named
+        that tree, as a path given to rg is searched whatever ignores it.
+        """
         repo = self._repo(directory)
-        if repo is not None and (root == repo or root.startswith(repo.rstrip(os.sep) + os.sep)):
-            return repo
-        return root
+        if repo is None or not (root == repo or root.startswith(repo.rstrip(os.sep) + os.sep)):
+            return root
+        if root != repo:
+            key = f"{repo}\x00{root}\x00top"
+            if key not in self._repos:
+                above = self._chain(os.path.dirname(root), repo)
+                left_out = _verdict(above, root, is_dir=True)
+                self._repos[key] = root if left_out else repo
+            top = self._repos[key]
+            assert top is not None
+            return top
+        return repo
 
     def _repo(self, directory: str) -> str | None:
         if directory not in self._repos:
@@ -116,6 +124,15 @@ class IgnoreRules:
             return []
         spec = pathspec.GitIgnoreSpec.from_lines(lines)
         return [(directory, spec)] if spec.patterns else []
+
+
+def _verdict(chain: list[tuple[str, pathspec.GitIgnoreSpec]], path: str, *, is_dir: bool) -> bool:
+    """Whether `chain` leaves `path` out: the deepest ignore file that says anything decides."""
+    for base, spec in reversed(chain):
+        include = spec.check_file(_as(os.path.relpath(path, base), is_dir)).include
+        if include is not None:
+            return include
+    return False
 
 
 def _as(rel: str, is_dir: bool) -> str:
