@@ -205,3 +205,23 @@ def test_a_reader_sees_each_batch_the_writer_commits(tmp_path: Path, corpus: Pat
     finally:
         reader.close()
         opened.close()
+
+
+def test_a_file_read_within_its_mtime_tick_is_checked_again(tmp_path: Path, corpus: Path) -> None:
+    """A write in the same mtime tick as the read could leave the stat as it was: such a
+    racily clean entry is re-read next time, however unchanged its stat looks."""
+    index_dir = tmp_path / "index"
+    old = corpus / "glacier.md"
+    os.utime(old, ns=(10**18, 10**18))
+    sync(index_dir, corpus)  # deploy.md and valve.py were written just now: racy
+    opened = store.open_store(index_dir)
+    try:
+        states = store.file_states(opened.db)
+    finally:
+        opened.close()
+    assert states[str(corpus / "deploy.md")].racy and not states[str(old)].racy
+    racy = states[str(corpus / "deploy.md")]
+    assert not racy.unchanged(os.stat(corpus / "deploy.md"))
+    opener = CountingOpener()
+    sync(index_dir, corpus, opener)
+    assert str(corpus / "deploy.md") in opener.opened and str(old) not in opener.opened
