@@ -283,3 +283,15 @@ def test_unshare_is_available() -> None:
     """The namespace tests need unshare(1) and unprivileged user namespaces."""
     result = subprocess.run([*USERNS, "true"], capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unusable_cache_directory_means_a_temporary_index(tmp_path: Path, notes: Path) -> None:
+    blocker = write(tmp_path / "not-a-dir", "a file where the cache should be\n")
+    proc = ShardProc("notes", [notes], blocker / "index")
+    try:
+        assert proc.ready()["files"] == 2
+        (warning,) = [w for w in proc.seen("warning") if "using" in w["reason"]]
+        assert "create index directory" in warning["reason"]
+        assert paths(proc.search("tuesdays")) == {str(notes / "deploy.md")}
+    finally:
+        assert proc.close() == 0

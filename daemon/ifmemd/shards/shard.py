@@ -41,8 +41,10 @@ import ctypes
 import json
 import os
 import queue
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -124,6 +126,7 @@ class Shard:
         self.writer: IndexWriter | None = None
         self.watcher: Watcher | None = None
         self.watch_mode = ""
+        self._scratch = ""  # a temporary index directory, when the cache cannot be used
         # Ops for this thread from the others: stdin's, and the writer's internal ones.
         self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         # Model-backed shards keep their chunks: the model is sent their text.
@@ -201,7 +204,13 @@ class Shard:
     def _open_index(self) -> None:
         """Open the on-disk index, bring it up to date, and start following the files."""
         init = self.init
-        opened = store.open_store(_index_dir(init))
+        try:
+            opened = store.open_store(_index_dir(init))
+        except store.IndexStoreError as e:
+            # No usable cache directory (read-only, full): an index of this run only.
+            self._scratch = tempfile.mkdtemp(prefix="ifmem-index-")
+            self._warn(str(e.path), f"{e}; using {self._scratch}")
+            opened = store.open_store(Path(self._scratch))
         if opened.rebuilt:
             self._warn(str(opened.path), f"index rebuilt: {opened.rebuilt}")
         rules = IgnoreRules(
@@ -329,11 +338,17 @@ class Shard:
             self.out.send({"type": "warning", "path": path or self.name, "reason": str(e)})
 
     def close(self) -> None:
-        """Stop following the files, and let the writer finish its batch."""
+        """Stop following the files, let the writer finish its batch, close the index."""
         if self.watcher is not None:
             self.watcher.close()
         if self.writer is not None:
             self.writer.close()
+        self.index.close()
+        if self.store is not None:
+            # The last connection to close folds the WAL into the index file.
+            self.store.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def heartbeat(self) -> dict[str, Any]:
         return {
