@@ -35,6 +35,7 @@ bench-setup:
 bench: $(STAMP) bench-setup
 	$(BIN)/python bench/eventlog.py
 	$(BIN)/python bench/ask.py
+	$(BIN)/python bench/watch.py
 
 # Installable artifacts into dist/ (packaging/README.md); `make deb` needs root.
 .PHONY: wheel deb

@@ -318,42 +318,51 @@ class _Pattern:
     def __init__(self, parts: tuple[str, ...], include_hidden: bool) -> None:
         self.parts = parts
         self.include_hidden = include_hidden
+        # Per part: None for `**`, else a test of one name (compiled once: the
+        # walk steps every entry of a large tree through this).
+        self._tests = [None if part == "**" else self._test(part) for part in parts]
+        self._closures: dict[frozenset[int], frozenset[int]] = {}
 
     def start(self) -> frozenset[int]:
-        return self._closure({0})
+        return self._closure(frozenset({0}))
 
     def step(self, states: frozenset[int], name: str) -> frozenset[int]:
         nxt: set[int] = set()
+        hidden = name.startswith(".") and not self.include_hidden
         for i in states:
             if i == len(self.parts):
                 continue
-            part = self.parts[i]
-            if part == "**":
-                if self._visible(name, part):
+            test = self._tests[i]
+            if test is None:
+                if not hidden:
                     nxt.add(i)
-            elif self._matches(part, name):
+            elif test(name):
                 nxt.add(i + 1)
-        return self._closure(nxt)
+        return self._closure(frozenset(nxt))
 
     def complete(self, states: frozenset[int]) -> bool:
         return len(self.parts) in states
 
-    def _closure(self, states: set[int]) -> frozenset[int]:
-        todo = list(states)
-        while todo:
-            i = todo.pop()
-            if i < len(self.parts) and self.parts[i] == "**" and i + 1 not in states:
-                states.add(i + 1)
-                todo.append(i + 1)
-        return frozenset(states)
+    def _closure(self, states: frozenset[int]) -> frozenset[int]:
+        closed = self._closures.get(states)
+        if closed is None:
+            grown = set(states)
+            todo = list(states)
+            while todo:
+                i = todo.pop()
+                if i < len(self.parts) and self.parts[i] == "**" and i + 1 not in grown:
+                    grown.add(i + 1)
+                    todo.append(i + 1)
+            closed = self._closures[states] = frozenset(grown)
+        return closed
 
-    def _matches(self, part: str, name: str) -> bool:
+    def _test(self, part: str) -> Callable[[str], bool]:
         if not _MAGIC.search(part):
-            return part == name
-        return self._visible(name, part) and fnmatch.fnmatchcase(name, part)
-
-    def _visible(self, name: str, part: str) -> bool:
-        return self.include_hidden or not name.startswith(".") or part.startswith(".")
+            return part.__eq__
+        match = re.compile(fnmatch.translate(part)).match
+        if self.include_hidden or part.startswith("."):
+            return lambda name: match(name) is not None
+        return lambda name: not name.startswith(".") and match(name) is not None
 
 
 def _walk_from(

@@ -38,23 +38,30 @@ class IgnoreRules:
         self.respect_ignore_files = respect_ignore_files
         self._specs: dict[str, list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
         self._repos: dict[str, str | None] = {}
+        self._chains: dict[tuple[str, str], list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
 
     def forget(self) -> None:
         """Drop what was read of ignore files (one of them changed)."""
         self._specs.clear()
         self._repos.clear()
+        self._chains.clear()
 
     def ignored(self, path: str, root: str, *, is_dir: bool) -> bool:
-        """Whether `path` (under `root`, a shard's root) is left out by a rule."""
-        rel = os.path.relpath(path, root)
-        if rel.startswith(os.pardir):
+        """Whether `path` (absolute, normalised, under `root`, a shard's root) is left out."""
+        rel = _below(path, root)
+        if rel is None:
             return False
         if self.exclude is not None and self.exclude.match_file(_as(rel, is_dir)):
             return True
         if not self.respect_ignore_files:
             return False
-        directory = os.path.dirname(path)
-        return _verdict(self._chain(directory, self._top(directory, root)), path, is_dir=is_dir)
+        # Called for every entry of every walk: the chain is looked up once per directory.
+        directory = path.rpartition(os.sep)[0] or os.sep
+        chain = self._chains.get((directory, root))
+        if chain is None:
+            chain = self._chain(directory, self._top(directory, root))
+            self._chains[(directory, root)] = chain
+        return bool(chain) and _verdict(chain, path, is_dir=is_dir)
 
     def ignored_within(self, path: str, root: str, *, is_dir: bool = False) -> bool:
         """Whether `path` or one of its directories below `root` is left out."""
@@ -129,10 +136,18 @@ class IgnoreRules:
 def _verdict(chain: list[tuple[str, pathspec.GitIgnoreSpec]], path: str, *, is_dir: bool) -> bool:
     """Whether `chain` leaves `path` out: the deepest ignore file that says anything decides."""
     for base, spec in reversed(chain):
-        include = spec.check_file(_as(os.path.relpath(path, base), is_dir)).include
+        include = spec.check_file(_as(_below(path, base) or ".", is_dir)).include
         if include is not None:
             return include
     return False
+
+
+def _below(path: str, base: str) -> str | None:
+    """`path` relative to `base` (both normalised), or None when it is not under it."""
+    if path == base:
+        return "."
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    return path[len(prefix) :] if path.startswith(prefix) else None
 
 
 def _as(rel: str, is_dir: bool) -> str:
