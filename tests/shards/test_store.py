@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import apsw
 import pytest
+from ifmemd.shards import corpus as corpus_module
 from ifmemd.shards import store
 from ifmemd.shards.corpus import Selection, open_file
+from ifmemd.shards.ignore import IgnoreRules
 from ifmemd.shards.index import Index
 from ifmemd.shards.sync import Batch, Updater
 
@@ -225,3 +227,74 @@ def test_a_file_read_within_its_mtime_tick_is_checked_again(tmp_path: Path, corp
     opener = CountingOpener()
     sync(index_dir, corpus, opener)
     assert str(corpus / "deploy.md") in opener.opened and str(old) not in opener.opened
+
+
+def age(root: Path) -> None:
+    """Make every file and directory under `root` old: its stat proves it unchanged."""
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, ns=(10**18, 10**18))
+
+
+def catch_up(directory: Path, corpus: Path, rules: IgnoreRules | None = None) -> list[Batch]:
+    opened = store.open_store(directory)
+    try:
+        selection = Selection([str(corpus)], rules=rules or IgnoreRules())
+        return list(Updater(opened.db, selection).catch_up())
+    finally:
+        opened.close()
+
+
+def full_scan(directory: Path, corpus: Path) -> None:
+    opened = store.open_store(directory)
+    try:
+        list(Updater(opened.db, Selection([str(corpus)], rules=IgnoreRules())).scan())
+    finally:
+        opened.close()
+
+
+def test_a_start_lists_only_the_directories_that_changed(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index_dir = tmp_path / "index"
+    write(corpus / "deeper" / "quiet" / "q.md", "# Quiet\n")
+    age(corpus)
+    full_scan(index_dir, corpus)
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: str) -> Any:
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(corpus_module.os, "scandir", counting_scandir)
+    assert not any(b.changed or b.removed for b in catch_up(index_dir, corpus))
+    assert listed == []
+    new = write(corpus / "sub" / "new.md", "# New\n\nnewword\n")
+    nested = write(corpus / "sub" / "fresh" / "dir" / "n.md", "# Nested\n\nnestedword\n")
+    (corpus / "glacier.md").unlink()
+    batches = catch_up(index_dir, corpus)
+    assert sorted(listed) == [
+        str(corpus),
+        str(corpus / "sub"),
+        str(corpus / "sub" / "fresh"),
+        str(corpus / "sub" / "fresh" / "dir"),
+    ]
+    assert {c["path"] for b in batches for c in b.changed} == {str(new), str(nested)}
+    assert [p for b in batches for p in b.removed] == [str(corpus / "glacier.md")]
+
+
+def test_a_start_after_an_ignore_file_changed_walks_everything(
+    tmp_path: Path, corpus: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    write(corpus / ".ignore", "nothing-yet\n")
+    age(corpus)
+    full_scan(index_dir, corpus)
+    write(corpus / ".ignore", "glacier.md\n")
+    age(corpus)  # even with the old mtime back, its ctime tells
+    batches = catch_up(index_dir, corpus)
+    assert [p for b in batches for p in b.removed] == [str(corpus / "glacier.md")]
+    # A new ignore file in an unchanged tree's directory also counts.
+    write(corpus / "sub" / ".ignore", "valve.py\n")
+    batches = catch_up(index_dir, corpus)
+    assert [p for b in batches for p in b.removed] == [str(corpus / "sub" / "valve.py")]

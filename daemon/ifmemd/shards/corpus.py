@@ -98,6 +98,7 @@ class Corpus:
 
 
 Opener = Callable[[str], BinaryIO]
+Lister = Callable[[str, os.stat_result], None]
 
 
 def open_file(path: str) -> BinaryIO:
@@ -167,18 +168,30 @@ class Selection:
                 base, pattern = path, _Pattern((), include_hidden)
             self.specs.append((path, base, pattern))
 
-    def candidates(self, skipped: list[Skipped]) -> set[str]:
-        """Every file the paths name now; what is missing is added to `skipped`."""
+    @property
+    def fingerprint(self) -> str:
+        """What decides which files are named: a walk remembered for another is not reused."""
+        rules = self.rules
+        settings = None if rules is None else (rules.exclude_lines, rules.respect_ignore_files)
+        return repr(([spec for spec, _, _ in self.specs], self.include_hidden, settings))
+
+    def candidates(self, skipped: list[Skipped], listed: Lister | None = None) -> set[str]:
+        """Every file the paths name now; what is missing is added to `skipped`.
+
+        `listed` hears of every directory listed (see `_walk_from`).
+        """
         found: set[str] = set()
         for spec, base, pattern in self.specs:
             if pattern.parts:
-                hits = set(_walk_from(base, pattern, pattern.start(), skipped, self._rule(base)))
+                hits = set(
+                    _walk_from(base, pattern, pattern.start(), skipped, self._rule(base), listed)
+                )
                 if not hits:
                     skipped.append(Skipped(spec, "no file matches this pattern"))
                 found |= hits
             elif os.path.isdir(base):
                 everything, start = self._everything()
-                found.update(_walk_from(base, everything, start, skipped, self._rule(base)))
+                found.update(_walk_from(base, everything, start, skipped, self._rule(base), listed))
             elif os.path.lexists(base):
                 found.add(base)  # a file named itself is never left out by a rule
             else:
@@ -204,8 +217,17 @@ class Selection:
             for _, base, p in self.specs
         )
 
-    def under(self, directory: str, skipped: list[Skipped]) -> set[str]:
-        """The files the paths name under `directory` (one that appeared, say)."""
+    def under(
+        self,
+        directory: str,
+        skipped: list[Skipped],
+        listed: Lister | None = None,
+        descend: Callable[[str], bool] | None = None,
+    ) -> set[str]:
+        """The files the paths name under `directory` (one that appeared, say).
+
+        `listed` and `descend` as for `_walk_from`.
+        """
         found: set[str] = set()
         for _, base, pattern in self.specs:
             at = self._states_at(base, pattern, directory, file=False)
@@ -214,7 +236,9 @@ class Selection:
             if self.rules is not None and self.rules.ignored_within(directory, base, is_dir=True):
                 continue  # the directory itself, or one above it, is left out
             current, states = at
-            found.update(_walk_from(directory, current, states, skipped, self._rule(base)))
+            found.update(
+                _walk_from(directory, current, states, skipped, self._rule(base), listed, descend)
+            )
         return found
 
     def _rule(self, base: str) -> Callable[[str, bool], bool] | None:
@@ -371,12 +395,16 @@ def _walk_from(
     states: frozenset[int],
     skipped: list[Skipped],
     left_out: Callable[[str, bool], bool] | None = None,
+    listed: Lister | None = None,
+    descend: Callable[[str], bool] | None = None,
 ) -> Iterator[str]:
     """Yield paths under `base` matching `pattern` from match state `states`.
 
     A directory is entered once per (inode, match state), which ends symlink
     loops and keeps a tree linked in twice from being walked twice. What
     `left_out(path, is_dir)` says is ignored is not yielded, nor walked.
+    `listed(path, stat)` hears of each directory listed, with its stat from
+    before the listing; subdirectories `descend` refuses are not entered.
     """
     everything = _Pattern(("**",), pattern.include_hidden)
     stack = [(base, pattern, states)]
@@ -394,6 +422,8 @@ def _walk_from(
             entered.add(key)
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
+            if listed is not None:
+                listed(directory, st)
         except FileNotFoundError:
             continue
         except OSError as e:
@@ -407,6 +437,8 @@ def _walk_from(
             if left_out is not None and left_out(entry.path, is_dir):
                 continue
             if is_dir:
+                if descend is not None and not descend(entry.path):
+                    continue
                 todo = linked if entry.is_symlink() else stack
                 if current.complete(nxt):
                     todo.append((entry.path, everything, everything.start()))

@@ -34,17 +34,21 @@ class IgnoreRules:
 
     def __init__(self, exclude: Iterable[str] = (), *, respect_ignore_files: bool = True) -> None:
         exclude = list(exclude)
+        self.exclude_lines = tuple(exclude)
         self.exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
         self.respect_ignore_files = respect_ignore_files
         self._specs: dict[str, list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
         self._repos: dict[str, str | None] = {}
         self._chains: dict[tuple[str, str], list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
+        # Every ignore file read, with its stat signature: a change to one means a new walk.
+        self.read: dict[str, str] = {}
 
     def forget(self) -> None:
         """Drop what was read of ignore files (one of them changed)."""
         self._specs.clear()
         self._repos.clear()
         self._chains.clear()
+        self.read.clear()
 
     def ignored(self, path: str, root: str, *, is_dir: bool) -> bool:
         """Whether `path` (absolute, normalised, under `root`, a shard's root) is left out."""
@@ -122,10 +126,11 @@ class IgnoreRules:
             self._specs[key] = chain
         return chain
 
-    @staticmethod
-    def _read(directory: str, name: str) -> list[tuple[str, pathspec.GitIgnoreSpec]]:
+    def _read(self, directory: str, name: str) -> list[tuple[str, pathspec.GitIgnoreSpec]]:
+        path = os.path.join(directory, name)
         try:
-            with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as f:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                self.read[path] = signature(os.fstat(f.fileno()))
                 lines = f.read().splitlines()
         except OSError:
             return []
@@ -140,6 +145,11 @@ def _verdict(chain: list[tuple[str, pathspec.GitIgnoreSpec]], path: str, *, is_d
         if include is not None:
             return include
     return False
+
+
+def signature(st: os.stat_result) -> str:
+    """An ignore file's stat, to tell whether it changed."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
 def _below(path: str, base: str) -> str | None:

@@ -218,7 +218,8 @@ class Shard:
         )
         selection = Selection(init.get("paths", []), rules=rules)
         updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
-        for batch in updater.scan(build=opened.fresh):
+        batches = updater.scan(build=True) if opened.fresh else updater.catch_up()
+        for batch in batches:
             for skipped in batch.skipped:
                 self._warn(skipped.path, skipped.reason)
         self.store = opened
@@ -239,9 +240,9 @@ class Shard:
             self.watcher.start()
 
     def _watching(self, mode: str) -> None:
-        """A watch is in place: look at everything once more, for changes made while it was not."""
+        """A watch is in place: look again for changes made while it was not."""
         assert self.writer is not None
-        self.writer.rescan()
+        self.writer.rescan(full=False)
         if mode != self.watch_mode:
             self.watch_mode = mode
             self.out.send({"type": "watching", "mode": mode})
@@ -286,7 +287,8 @@ class Shard:
             self._memory_changed(path, [])
         elif op == "reload":
             if self.writer is not None:
-                self.writer.rescan(reply=True)  # the writer posts `_synced`, then `ready` goes
+                # Every file again; the writer posts `_synced`, then `ready` goes.
+                self.writer.rescan(full=True, reply=True)
             elif self.kind != "memory":
                 self.load()
         elif op == "_synced":

@@ -13,6 +13,12 @@ the posting lists it needs and the text of its `k` winners, nothing else.
     chunk    the passages: file, line range and exact text; ids are never
              reused (AUTOINCREMENT), so a rowid always names one version's text
     passage  the FTS5 index of the chunks (contentless: the text is in `chunk`)
+    dir      every directory the last full walk listed, with its mtime (0: list
+             it again): one whose mtime is unchanged has the same entries, so a
+             start lists only the directories that changed (git's untracked cache)
+    rule_file  the ignore files the walk read, with their stat signature
+    meta     format, the chunking code's fingerprint, and the selection (paths,
+             rules) the dir table was made for
 
 The index is derived data. A file that is missing, truncated, corrupt, of
 another format, or built by other chunking code is deleted and built anew:
@@ -37,7 +43,7 @@ from ifmemd.shards import chunker
 from ifmemd.shards.chunker import Chunk
 
 # Bump when the schema or what a row means changes; an index of another format is rebuilt.
-FORMAT = 1
+FORMAT = 2
 APPLICATION_ID = 0x69666D78  # "ifmx"
 INDEX_FILE = "index.db"
 TOKENIZER = "porter unicode61"
@@ -71,6 +77,8 @@ CREATE TABLE IF NOT EXISTS chunk(
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunk_file ON chunk(file);
+CREATE TABLE IF NOT EXISTS dir(path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_file(path TEXT PRIMARY KEY, signature TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS file_inode ON file(ino);
 CREATE VIRTUAL TABLE IF NOT EXISTS passage USING fts5(
     body, tokenize='{TOKENIZER}', content='', contentless_delete=1
@@ -267,6 +275,43 @@ def corpus_digest(db: apsw.Connection) -> str:
         h.update(encoded)
         h.update(bytes.fromhex(digest))
     return h.hexdigest()
+
+
+def record_walk(
+    db: apsw.Connection,
+    selection: str,
+    dirs: dict[str, int],
+    rule_files: dict[str, str],
+    *,
+    whole: bool,
+) -> None:
+    """Remember the directories a walk listed and the ignore files it read (in a transaction).
+
+    `whole`: a walk of everything, which replaces what was remembered.
+    """
+    if whole:
+        db.execute("DELETE FROM dir")
+        db.execute("DELETE FROM rule_file")
+    db.executemany("INSERT OR REPLACE INTO dir(path, mtime_ns) VALUES (?, ?)", dirs.items())
+    db.executemany(
+        "INSERT OR REPLACE INTO rule_file(path, signature) VALUES (?, ?)", rule_files.items()
+    )
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('selection', ?)", (selection,))
+
+
+def forget_walk(db: apsw.Connection) -> None:
+    """Distrust the remembered walk (a new one is under way)."""
+    db.execute("DELETE FROM meta WHERE key = 'selection'")
+
+
+def walked(db: apsw.Connection, selection: str) -> tuple[dict[str, int], dict[str, str]] | None:
+    """The directories and ignore files remembered for `selection`, or None if none are."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'selection'").fetchone()
+    if row is None or row[0] != selection:
+        return None
+    dirs = dict(db.execute("SELECT path, mtime_ns FROM dir").fetchall())
+    rules = dict(db.execute("SELECT path, signature FROM rule_file").fetchall())
+    return dirs, rules
 
 
 def totals(db: apsw.Connection) -> Totals:

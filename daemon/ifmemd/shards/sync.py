@@ -27,13 +27,14 @@ from ifmemd.shards import store
 from ifmemd.shards.chunker import Chunk, chunk_text
 from ifmemd.shards.corpus import (
     DEFAULT_MAX_BYTES,
+    Lister,
     Opener,
     Selection,
     Skipped,
     open_file,
     read_file,
 )
-from ifmemd.shards.ignore import IGNORE_FILES
+from ifmemd.shards.ignore import IGNORE_FILES, signature
 from ifmemd.shards.store import FileState
 
 # A file modified this close to when it was read may change again within the
@@ -91,8 +92,18 @@ class Updater:
 
     def scan(self, *, build: bool = False) -> Iterator[Batch]:
         """Reconcile the whole index with the files; `build`: large batches (an empty index)."""
+        try:
+            with self.db:
+                # Until this walk is recorded, the last one's directories are not to be trusted.
+                store.forget_walk(self.db)
+        except apsw.Error as e:
+            raise IndexUpdateError("update index", str(e)) from e
         pattern_skips: list[Skipped] = []
-        candidates = self.selection.candidates(pattern_skips)
+        dirs: dict[str, int] = {}
+        rules = self.selection.rules
+        if rules is not None:
+            rules.forget()
+        candidates = self.selection.candidates(pattern_skips, self._lister(dirs))
         known = store.file_states(self.db)
         seen: dict[tuple[int, int], str] = {}
         limits = (BUILD_BATCH_FILES, BUILD_BATCH_BYTES) if build else (BATCH_FILES, BATCH_BYTES)
@@ -102,6 +113,69 @@ class Updater:
             if work is not None:
                 pending.append(work)
         yield from self._apply(pending, Batch(skipped=pattern_skips), limits)
+        self._remember(dirs, whole=True)
+
+    def catch_up(self) -> Iterator[Batch]:
+        """Bring the index up to date after a time unwatched, listing only changed directories.
+
+        A directory whose mtime is what the last walk saw holds the same
+        entries, so only the files the index knows are stat-ed, and only
+        changed directories listed. Without a remembered walk for these paths
+        and rules, or when an ignore file changed, this is a full `scan`.
+        """
+        remembered = store.walked(self.db, self.selection.fingerprint)
+        if remembered is None:
+            yield from self.scan()
+            return
+        old_dirs, rule_files = remembered
+        if any(_signature(path) != sig for path, sig in rule_files.items()):
+            yield from self.scan()
+            return
+        changed = [d for d, mtime in old_dirs.items() if _mtime(d) not in (mtime, None)]
+        if any(
+            os.path.lexists(rule) and rule not in rule_files
+            for d in changed
+            for rule in (os.path.join(d, name) for name in IGNORE_FILES)
+        ):
+            yield from self.scan()  # a new ignore file
+            return
+        skipped: list[Skipped] = []
+        dirs: dict[str, int] = {}
+        found: set[str] = set()
+        for directory in changed:
+            # Its own entries; below it, only directories the last walk did not list.
+            found |= self.selection.under(
+                directory, skipped, self._lister(dirs), lambda sub: sub not in old_dirs
+            )
+        known = store.file_states(self.db)
+        seen: dict[tuple[int, int], str] = {}
+        pending: list[_Work] = []
+        new = sorted(found - known.keys(), key=_preference)
+        for path in [*sorted(known), *new]:
+            work = self._look(path, known.get(path), seen)
+            if work is not None:
+                pending.append(work)
+        yield from self._apply(pending, Batch(skipped=skipped), (BATCH_FILES, BATCH_BYTES))
+        self._remember(dirs, whole=False)
+
+    def _lister(self, dirs: dict[str, int]) -> Lister:
+        started = self.clock()
+
+        def listed(path: str, st: os.stat_result) -> None:
+            # Listed within its mtime tick: an entry added in the same tick would
+            # leave the mtime as it is, so list it again next time (mtime 0).
+            dirs[path] = 0 if st.st_mtime_ns >= started - RACY_NS else st.st_mtime_ns
+
+        return listed
+
+    def _remember(self, dirs: dict[str, int], *, whole: bool) -> None:
+        rules = self.selection.rules
+        read = {} if rules is None else dict(rules.read)
+        try:
+            with self.db:
+                store.record_walk(self.db, self.selection.fingerprint, dirs, read, whole=whole)
+        except apsw.Error as e:
+            raise IndexUpdateError("update index", str(e)) from e
 
     def refresh(self, paths: Iterable[str]) -> Iterator[Batch]:
         """Re-check the files at or under `paths` (from a watcher), in small batches."""
@@ -239,6 +313,16 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
+
+
+def _mtime(path: str) -> int | None:
+    st = _stat_or_none(path)
+    return None if st is None else st.st_mtime_ns
+
+
+def _signature(path: str) -> str | None:
+    st = _stat_or_none(path)
+    return None if st is None else signature(st)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from itertools import chain as _chain
 from typing import Any
 
 from ifmemd.shards.sync import Batch, Updater
@@ -34,6 +35,7 @@ class IndexWriter:
         self._wake = threading.Event()
         self._paths: set[str] = set()
         self._rescan = False
+        self._full = False
         self._reply = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -47,10 +49,14 @@ class IndexWriter:
             self._paths |= paths
         self._wake.set()
 
-    def rescan(self, *, reply: bool = False) -> None:
-        """Look at every file again; `reply`: post `_synced` with reload=True when done."""
+    def rescan(self, *, full: bool, reply: bool = False) -> None:
+        """Look again: at every file (`full`), or only where a start would (`catch_up`).
+
+        `reply`: post `_synced` with reload=True when done.
+        """
         with self._lock:
             self._rescan = True
+            self._full |= full
             self._reply |= reply
         self._wake.set()
 
@@ -68,10 +74,16 @@ class IndexWriter:
                     return
                 self._wake.clear()
                 paths, self._paths = self._paths, set()
-                rescan, reply = self._rescan, self._reply
-                self._rescan = self._reply = False
+                rescan, full, reply = self._rescan, self._full, self._reply
+                self._rescan = self._full = self._reply = False
             try:
-                batches = self.updater.scan() if rescan else self.updater.refresh(paths)
+                if not rescan:
+                    batches = self.updater.refresh(paths)
+                elif full:
+                    batches = self.updater.scan()
+                else:
+                    # Paths reported meanwhile may lie in directories listed before.
+                    batches = _chain(self.updater.catch_up(), self.updater.refresh(paths))
                 touched: list[str] = []
                 for batch in batches:
                     self._report(batch)
