@@ -32,5 +32,5 @@ def test_watch_bench_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert "ABORTED" not in proc.stdout, proc.stdout
     assert any(line.startswith("metric  ") for line in proc.stdout.splitlines()), proc.stdout
     results = json.loads(out.read_text())["results"]
-    assert len(results) == 10
+    assert len(results) == 11
     assert all(r["value"] is not None for r in results), results
