@@ -251,10 +251,13 @@ def test_sigkill_during_a_batch_leaves_an_index_that_opens_and_converges(
         write(notes / "many" / f"f{i}.md", f"# File {i}\n\nmanyword{i} " + "filler " * 50 + "\n")
     index_dir = tmp_path / "index"
     proc = ShardProc("notes", [notes], index_dir)
-    # Kill it while its first build writes batches.
-    proc.wait_until(lambda: (index_dir / "index.db-wal").exists(), "the build to start writing")
-    time.sleep(0.3)
+    # Kill it while its first build writes batches: some committed, not all.
+    db = index_dir / "index.db"
+    proc.wait_until(
+        lambda: db.exists() and db.stat().st_size > 256 * 1024, "the build's first batches"
+    )
     proc.kill9()
+    assert proc.seen("ready") == []
     assert proc.proc.returncode == -signal.SIGKILL
     again = ShardProc("notes", [notes], index_dir)
     try:

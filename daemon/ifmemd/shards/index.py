@@ -240,11 +240,13 @@ class Index:
         for (on a large on-disk index, ranking them all would cost seconds).
         """
         try:
-            # One b-tree per term instead of many segments: queries read
-            # each posting list in one piece.
-            self._db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
+            store.merge(self._db)
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
+        self.prewarm()
+
+    def prewarm(self) -> None:
+        """Learn the frequencies of common terms now (one scan), not at query time."""
         self._forget_statistics()
         self._data_version = self._version()
         self._prewarm()

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,7 +60,7 @@ from ifmemd.shards.corpus import Selection
 from ifmemd.shards.ignore import IgnoreRules
 from ifmemd.shards.index import Index, SearchIndexError
 from ifmemd.shards.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
-from ifmemd.shards.sync import IndexUpdateError, Updater
+from ifmemd.shards.sync import Batch, IndexUpdateError, Updater
 from ifmemd.shards.watcher import Watcher
 from ifmemd.shards.writer import IndexWriter
 from ifmemd.system.paths import shard_index_dir
@@ -219,14 +220,16 @@ class Shard:
         )
         selection = Selection(init.get("paths", []), rules=rules)
         updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
-        batches = updater.scan(build=True) if opened.fresh else updater.catch_up()
-        for batch in batches:
-            for skipped in batch.skipped:
-                self._warn(skipped.path, skipped.reason)
+        if opened.fresh:
+            with store.bulk(opened.db):
+                self._report(updater.scan(build=True))
+                store.merge(opened.db)
+        else:
+            self._report(updater.catch_up())
         self.store = opened
         self.index = Index(opened.connect())
         if opened.fresh:
-            self.index.optimize()
+            self.index.prewarm()
         self.writer = IndexWriter(updater, self.out.send, self.inbox.put)
         self.writer.start()
         roots = selection.roots()
@@ -239,6 +242,11 @@ class Shard:
                 lambda e: self.inbox.put({"op": "_failed", "error": e}),
             )
             self.watcher.start()
+
+    def _report(self, batches: Iterator[Batch]) -> None:
+        for batch in batches:
+            for skipped in batch.skipped:
+                self._warn(skipped.path, skipped.reason)
 
     def _watching(self, mode: str) -> None:
         """A watch is in place: look again for changes made while it was not."""

@@ -29,9 +29,11 @@ committed state, which the next scan brings up to date.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -216,6 +218,27 @@ def replace_files(db: apsw.Connection, files: list[tuple[FileState, list[Chunk]]
         "INSERT INTO passage(rowid, body) VALUES (?, ?)",
         ((first + i, r[3]) for i, r in enumerate(rows)),
     )
+
+
+def merge(db: apsw.Connection) -> None:
+    """Merge the FTS5 index into one b-tree per term: queries read each posting list whole."""
+    db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
+
+
+@contextlib.contextmanager
+def bulk(db: apsw.Connection) -> Iterator[None]:
+    """Build a new index faster: a rollback journal instead of WAL while nothing reads it.
+
+    WAL writes every page twice (the log, then the checkpoint); a first build
+    only adds pages, which a rollback journal does not copy. A shard killed
+    meanwhile leaves a hot journal, rolled back at the next open. The only
+    connection must be `db`; WAL is back when the block ends.
+    """
+    try:
+        db.execute("PRAGMA journal_mode = DELETE")
+        yield
+    finally:
+        db.execute("PRAGMA journal_mode = WAL")
 
 
 def update_stat(db: apsw.Connection, state: FileState) -> None:
