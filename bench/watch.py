@@ -449,14 +449,20 @@ def bench_storm(run: Run, tree: Path, paths: list[Path]) -> None:
     ]  # fmt: skip
 
 
-def bench_main(run: Run) -> None:
-    bench_restart(run)
+PARTS = ("restart", "edits", "storm")
+
+
+def bench_main(run: Run, parts: Sequence[str] = PARTS) -> None:
+    if "restart" in parts:
+        bench_restart(run)
     tree = run.work / "notes"
     note(f"writing {run.sizes.files} files")
     paths = make_tree(tree, run.sizes.files, seed=1)
-    bench_edits(run, tree, paths)
-    shutil.rmtree(run.work / "edits-new" / "cache", ignore_errors=True)
-    bench_storm(run, tree, paths)
+    if "edits" in parts:
+        bench_edits(run, tree, paths)
+        shutil.rmtree(run.work / "edits-new" / "cache", ignore_errors=True)
+    if "storm" in parts:
+        bench_storm(run, tree, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -467,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="the commit to compare with")
+    ap.add_argument("--only", choices=PARTS, action="append", help="run only this part")
     args = ap.parse_args(argv)
     sz = QUICK if args.quick else FULL
     info = _daemon.machine()
@@ -476,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         run = Run(sz, work, extract_baseline(args.baseline_ref, work))
         try:
-            bench_main(run)
+            bench_main(run, args.only or PARTS)
         except Exception as e:  # a benchmark reports what it has
             note(f"benchmark aborted: {type(e).__name__}: {e}")
             run.details["error"] = f"{type(e).__name__}: {e}"
