@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# mandoc lints the man pages (tests/test_docs.py) and ripgrep is the baseline of
-# bench/ask.py, whose smoke test runs in the suite; under CI=true both are required.
+# mandoc lints the man pages (tests/test_docs.py), ripgrep is the baseline of
+# bench/ask.py, whose smoke test runs in the suite, and openssh-server's sshd
+# (with ssh) carries the remote-shard tests (tests/sshd.py); under CI=true all
+# are required.
 .PHONY: deps-apt
 deps-apt:
-	command -v mandoc >/dev/null && command -v rg >/dev/null || (apt-get update -qq && apt-get install -y -qq mandoc ripgrep)
+	command -v mandoc >/dev/null && command -v rg >/dev/null && command -v ssh >/dev/null && test -x /usr/sbin/sshd || (apt-get update -qq && apt-get install -y -qq mandoc ripgrep openssh-client openssh-server)
 
 test: $(STAMP) deps-apt lint
 	$(BIN)/pytest -q

@@ -18,17 +18,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import apsw
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.log.events import decode
 from ifmemd.wire.protocol import Client
 
 BIN = Path(sys.executable).parent
+
+
+Ready = Callable[[list[dict[str, Any]]], bool]
+
+
+def all_ready(shards: list[dict[str, Any]]) -> bool:
+    """Every shard ready, and every shard's model: a model-backed shard is ready on its
+    index first, its model after (`model_status`)."""
+    return all(s["status"] == "ready" and s.get("model_status") in (None, "ready") for s in shards)
 
 
 class DaemonError(RuntimeError):
@@ -45,8 +54,12 @@ class Daemon:
         *,
         db_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.home = home
+        # How to run ifmemd: the installed one by default; another source tree's
+        # (`python -m ifmemd.main` with its PYTHONPATH in `env`) for a baseline.
+        self.command = list(command) if command else [str(BIN / "ifmemd")]
         for d in ("config", "data", "state", "run", "cache"):
             (home / d).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config = home / "config" / "ifmem.toml"
@@ -74,10 +87,11 @@ class Daemon:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float) -> float:
-        """Start and wait until every shard is ready; seconds from spawn to all ready."""
+    def start(self, timeout: float, *, until: Ready | None = None) -> float:
+        """Start and wait until `until(shards)` holds (by default every shard ready, models
+        included); seconds from spawn to then."""
         cmd = [
-            str(BIN / "ifmemd"),
+            *self.command,
             *("--config", str(self.config)),
             *("--socket", str(self.socket)),
             *("--db", str(self.db)),
@@ -87,6 +101,12 @@ class Daemon:
             self.proc = subprocess.Popen(
                 cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
+        self.wait(until or all_ready, timeout)
+        return time.perf_counter() - t0
+
+    def wait(self, until: Ready, timeout: float) -> None:
+        """Poll `status` until `until(shards)` holds; DaemonError if the daemon or a shard fails."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -96,8 +116,8 @@ class Daemon:
             shards: list[dict[str, Any]] = []
             with contextlib.suppress(IfmemError, OSError):  # not listening yet
                 shards = self.status()["shards"]
-            if shards and all(s["status"] == "ready" for s in shards):
-                return time.perf_counter() - t0
+            if shards and until(shards):
+                return
             # A shard that crashes while loading is restarted with backoff:
             # report it instead of waiting out the timeout.
             broken = [s for s in shards if s["status"] == "failed" or s["restarts"] >= 2]
@@ -146,7 +166,7 @@ class Daemon:
     ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
         """(seq, ts_ns, kind, body) of the log's events of `kinds`, in order, upcast as on read."""
         wanted = frozenset(kinds)
-        with EventLog.open_readonly(self.db) as log:
+        with LogChain.open(self.db) as log:  # sealed segments and the live file
             for r in log.records(after, upto):
                 if r.kind in wanted:
                     yield r.seq, r.ts_ns, r.kind, decode(r.seq, r.kind, r.body)

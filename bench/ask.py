@@ -200,12 +200,14 @@ class Daemon(_daemon.Daemon):
 
     def fan_out_ms(self, after_seq: int, upto_seq: int) -> tuple[list[float], list[float]]:
         """Per question answered in (after_seq, upto_seq]: when its first and its
-        last shard replied, in ms after the fan-out began (`shard.answered`'s `ms`;
-        shards answered without being woken, like an empty `working`, left out)."""
+        last shard replied, in ms after the fan-out began (each shard's `ms` in the
+        `results` of `query.answered`; shards answered without being woken, like
+        an empty `working`, left out)."""
         per_question: dict[Any, list[float]] = {}
-        for _seq, _ts, _kind, b in self.events(("shard.answered",), after_seq, upto_seq):
-            if b["ms"] > 0:
-                per_question.setdefault(b["qid"], []).append(b["ms"])
+        for _seq, _ts, _kind, b in self.events(("query.answered",), after_seq, upto_seq):
+            woken = [r["ms"] for r in b["results"] if r["ms"] > 0]
+            if woken:
+                per_question[b["qid"]] = woken
         return (
             [min(v) for v in per_question.values()],
             [max(v) for v in per_question.values()],

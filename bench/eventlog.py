@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import resource
 import shutil
@@ -46,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _daemon
 import anyio
 import apsw
 from _stats import (
@@ -72,7 +72,7 @@ from ifmemd.log.writer import LogWriter
 from nacl import bindings
 
 # Bump when the generated event stream changes, so cached logs are rebuilt.
-GENERATOR_VERSION = "gen1"
+GENERATOR_VERSION = "gen2"
 # A fixed key: the cached logs must be re-openable for appending by later runs.
 BENCH_SEED = hashlib.blake2b(b"ifmem-bench-signing-key", digest_size=32).digest()
 BUILD_BATCH = 10_000
@@ -170,8 +170,9 @@ WORDS = tuple(
 def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
     """An endless, deterministic, daemon-like mix of events.
 
-    After a start-up preamble: ~15% shard heartbeats, ~80% query.received /
-    shard.answered… / query.answered groups (1% fail, 0.2% stay pending), ~2%
+    After a start-up preamble: heartbeat rounds (`shard.heartbeats`, every
+    shard's heartbeat in one event), query.received / query.answered pairs
+    with every shard's result inside the answer (1% fail, 0.2% stay pending), ~2%
     memory.remembered and some memory.forgotten, so the projected state holds
     thousands of memories and a full window of answered queries.
     """
@@ -199,16 +200,11 @@ def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
         r = rng.random()
         uptime += 0.5
         if r < 0.40:
-            shard = rng.choice(SHARDS)
-            yield (
-                "shard.heartbeat",
-                {
-                    "shard": shard,
-                    "rss_bytes": rng.randint(50, 900) << 20,
-                    "served": served[shard],
-                    "uptime_s": round(uptime, 1),
-                },
-            )
+            beats = {
+                shard: [[rng.randint(50, 900) << 20, served[shard], round(uptime, 1)]]
+                for shard in SHARDS
+            }
+            yield "shard.heartbeats", {"beats": beats, "silent": []}
         elif r < 0.94:
             q += 1
             qid = f"q{q:010x}"
@@ -218,6 +214,7 @@ def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
             if rng.random() < 0.002:
                 continue  # never answered: stays pending
             merged = []
+            results = []
             for shard in asked:
                 served[shard] += 1
                 passages = [
@@ -229,12 +226,15 @@ def event_stream(seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
                     for _ in range(rng.randint(1, 3))
                 ]
                 merged += passages
-                yield "shard.answered", {"qid": qid, "shard": shard, "passages": passages}
+                results.append({"shard": shard, "ms": 1.0, "passages": passages})
             if rng.random() < 0.01:
                 yield "query.failed", {"qid": qid, "reason": "timeout"}
             else:
                 merged.sort(key=lambda p: -p["score"])
-                yield "query.answered", {"qid": qid, "passages": merged[:5], "missing": []}
+                yield (
+                    "query.answered",
+                    {"qid": qid, "passages": merged[:5], "missing": [], "results": results},
+                )
         elif r < 0.99:
             m += 1
             mid = f"m{m:08x}"
@@ -742,28 +742,6 @@ def bench_startup(
 # -- main ----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem = f"{kib / 2**20:.1f} GiB"
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory": mem,
-        "python": platform.python_version(),
-        "sqlite": apsw.sqlite_lib_version(),
-        "apsw": apsw.apswversion(),
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test (<20 s)")
@@ -777,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sz = QUICK if args.quick else FULL
     signer = Signer.from_seed(BENCH_SEED)
-    info = machine()
+    info = _daemon.machine()
     note(
         f"ifmem event log benchmark ({'quick' if args.quick else 'full'}); {info['cpu']}, "
         f"{info['cores']} cores"

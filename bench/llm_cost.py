@@ -1,6 +1,6 @@
 """Benchmark of what model-backed shards cost: ifmem (routing + prompt caching) against naive.
 
-    .venv/bin/python bench/llm_cost.py [--quick] [--json FILE] [--keep DIR]
+    .venv/bin/python bench/llm_cost.py [--quick] [--json FILE] [--keep DIR] [--ratio R]
 
 A real `ifmemd` with four `backend = "anthropic"` shards (bench/corpus.py's
 four domains, ~30,000 tokens each by default) answers 20 seeded questions,
@@ -21,6 +21,13 @@ Also shown: the input tokens sent without the caching discount (what routing
 alone saves), model calls made, cache writes and reads, and a cross-check that
 the tokens recorded in the event log (what `ifmem stats` reads) equal what the
 API billed. Target: ifmem <= 15% of naive. The exit status is 0 either way.
+
+The same questions are asked twice in the run, each time of a fresh daemon
+and a fresh fake API (an empty prompt cache): with `route_min_coverage_ratio`
+off (0) and at its default. The table above is the default's; below it, what
+the ratio saves (model calls, billed tokens) and what it costs in answers: how
+often, for a question taken from one file of one shard, that shard's model was
+asked, a model answer cites that file, and the passages include it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the fake API is test equipment
 import corpus as bench_corpus  # noqa: E402
 from _daemon import Daemon  # noqa: E402
 from fake_anthropic import FakeAnthropic, tokens  # noqa: E402
+from ifmemd.config import CoordinatorConfig  # noqa: E402
 
 KEY = "sk-ant-bench-not-a-real-key-0000"
 MODEL = "claude-bench"
@@ -47,6 +55,7 @@ CACHE_WRITE = 1.25
 CACHE_READ = 0.1
 TARGET = 0.15
 ROUTE_TOP_N = 2
+DEFAULT_RATIO = CoordinatorConfig().route_min_coverage_ratio
 START_TIMEOUT_S = 180.0
 USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
@@ -70,7 +79,7 @@ def billed(usage: dict[str, int]) -> float:
     )
 
 
-def config_text(trees: list[bench_corpus.ShardTree], url: str) -> str:
+def config_text(trees: list[bench_corpus.ShardTree], url: str, min_coverage_ratio: float) -> str:
     lines = [
         "[daemon]",
         "heartbeat_interval = 2",
@@ -85,6 +94,7 @@ def config_text(trees: list[bench_corpus.ShardTree], url: str) -> str:
         "",
         "[coordinator]",
         f"route_top_n = {ROUTE_TOP_N}",
+        f"route_min_coverage_ratio = {min_coverage_ratio}",
         "",
         f'[prices."{MODEL}"]',
         "input = 3.0",
@@ -102,43 +112,117 @@ def config_text(trees: list[bench_corpus.ShardTree], url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    trees = bench_corpus.build_shards(workdir / "corpus", sizes.shard_bytes)
-    questions = bench_corpus.make_questions(trees, n=sizes.questions)
+def ask_all(
+    trees: list[bench_corpus.ShardTree],
+    questions: list[bench_corpus.Question],
+    workdir: Path,
+    min_coverage_ratio: float,
+) -> dict[str, Any]:
+    """One daemon, one fresh fake API (an empty prompt cache): every question asked once."""
     with FakeAnthropic(api_key=KEY, min_cache_tokens=1024) as fake:
-        daemon = Daemon(workdir, config_text(trees, fake.url), env={"ANTHROPIC_API_KEY": KEY})
+        config = config_text(trees, fake.url, min_coverage_ratio)
+        daemon = Daemon(workdir, config, env={"ANTHROPIC_API_KEY": KEY})
         try:
             load_s = daemon.start(START_TIMEOUT_S)
             results = [daemon.ask(q.text) for q in questions]
         finally:
             daemon.stop()
         calls = fake.messages()
-        api = {f: sum(c.usage.get(f, 0) for c in calls) for f in USAGE}
         failed_calls = len(fake.messages(None)) - len(calls)
-    events = [(k, b) for _seq, _ts, k, b in daemon.events(("shard.ready", "shard.answered"))]
-    corpus_tokens = {b["shard"]: b["tokens"] for k, b in events if k == "shard.ready"}
-    sources = {b["shard"]: b.get("token_source") for k, b in events if k == "shard.ready"}
-    recorded = {f: sum(b.get(f, 0) for k, b in events if k == "shard.answered") for f in USAGE}
+    # The corpus as the model counts it: the API's count, once the model is up.
+    models = [b for _s, _t, _k, b in daemon.events(("shard.model_ready",))]
+    results_of_shards = [
+        r for _s, _t, _k, b in daemon.events(("query.answered",)) for r in b["results"]
+    ]
+    return {
+        "load_s": load_s,
+        "results": results,
+        "calls": calls,
+        "failed_calls": failed_calls,
+        "corpus_tokens": {b["shard"]: b["tokens"] for b in models},
+        "sources": {b["shard"]: b["token_source"] for b in models},
+        "recorded": {
+            f: sum(r.get("usage", {}).get(f, 0) for r in results_of_shards) for f in USAGE
+        },
+    }
+
+
+def hit_rates(
+    trees: list[bench_corpus.ShardTree],
+    questions: list[bench_corpus.Question],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Over the questions taken from one file of one shard: how often the answer found it.
+
+    - model: that shard's model was asked (routing chose it);
+    - cited: a model answer cites that file;
+    - passages: the fused passages (k = 5) include that file.
+    """
+    roots = {t.name: t.path for t in trees}
+    scored = [(q, r) for q, r in zip(questions, results, strict=True) if q.source]
+
+    def rate(found: int) -> float:
+        return round(found / len(scored), 4) if scored else 0.0
+
+    def resolved(path: str) -> str:
+        return str(Path(path).resolve())
+
+    model = cited = passages = 0
+    for q, r in scored:
+        source = resolved(str(roots[q.shard] / q.source))
+        answers = r.get("answers", [])
+        model += any(a["shard"] == q.shard for a in answers)
+        cited += any(resolved(c["path"]) == source for a in answers for c in a["citations"])
+        passages += any(resolved(p["path"]) == source for p in r["passages"])
+    return {
+        "questions": len(scored),
+        "model": rate(model),
+        "cited": rate(cited),
+        "passages": rate(passages),
+    }
+
+
+def run(sizes: Sizes, workdir: Path, ratio: float = DEFAULT_RATIO) -> dict[str, Any]:
+    trees = bench_corpus.build_shards(workdir / "corpus", sizes.shard_bytes)
+    questions = bench_corpus.make_questions(trees, n=sizes.questions)
+    # Before and after, in the same run: the coverage ratio off, then on.
+    off = ask_all(trees, questions, workdir / "ratio-off", 0.0)
+    on = ask_all(trees, questions, workdir / "ratio-on", ratio)
+
+    corpus_tokens, sources = on["corpus_tokens"], on["sources"]
+    calls, results = on["calls"], on["results"]
+    api = {f: sum(c.usage.get(f, 0) for c in calls) for f in USAGE}
     model_shards = [t.name for t in trees]
     naive = sum(corpus_tokens[s] + tokens(q.text) for q in questions for s in model_shards)
     ifmem = sum(billed(c.usage) for c in calls)
     sent = sum(api[f] for f in USAGE[:3])
     routed = [len(r.get("answers", [])) for r in results]
+
+    def routing(run: dict[str, Any], ratio: float) -> dict[str, Any]:
+        return {
+            "route_min_coverage_ratio": ratio,
+            "model_calls": len(run["calls"]),
+            "billed_input_tokens": round(sum(billed(c.usage) for c in run["calls"]), 1),
+            "output_tokens": sum(c.usage.get("output_tokens", 0) for c in run["calls"]),
+            "hits": hit_rates(trees, questions, run["results"]),
+        }
+
+    before, after = routing(off, 0.0), routing(on, ratio)
     return {
         "questions": len(questions),
         "shards": {t.name: {"bytes": t.bytes, "tokens": corpus_tokens[t.name]} for t in trees},
         "token_source": sorted(set(sources[s] for s in model_shards)),
-        "load_s": round(load_s, 2),
+        "load_s": round(on["load_s"], 2),
         "model_calls": len(calls),
-        "failed_calls": failed_calls,
+        "failed_calls": on["failed_calls"] + off["failed_calls"],
         "naive_calls": len(questions) * len(model_shards),
         "answers_per_question_max": max(routed),
         "unverified_answers": sum(
             1 for r in results for a in r.get("answers", []) if not a["verified"]
         ),
-        "missing": sum(len(r["missing"]) for r in results),
+        "missing": sum(len(r["missing"]) for run in (off, on) for r in run["results"]),
         "api_usage": api,
-        "log_matches_api": recorded == api,
+        "log_matches_api": on["recorded"] == api,
         "naive_input_tokens": naive,
         "sent_input_tokens": sent,
         "billed_input_tokens": round(ifmem, 1),
@@ -146,6 +230,14 @@ def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         "ratio": round(ifmem / naive, 4),
         "target": TARGET,
         "met": ifmem / naive <= TARGET,
+        "coverage_ratio": {
+            "off": before,
+            "on": after,
+            "saved_calls": before["model_calls"] - after["model_calls"],
+            "saved_billed_input_tokens": round(
+                before["billed_input_tokens"] - after["billed_input_tokens"], 1
+            ),
+        },
     }
 
 
@@ -170,6 +262,27 @@ def show(r: dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    c = r["coverage_ratio"]
+    n = c["on"]["hits"]["questions"]
+    ratio = c["on"]["route_min_coverage_ratio"]
+    print(f"route_min_coverage_ratio, off (0) against on ({ratio:g}), same questions:")
+    print(f"  {'':<34}{'off':>12}{'on':>12}")
+    counts = [
+        ("model calls", "model_calls"),
+        ("billed input tokens", "billed_input_tokens"),
+        ("output tokens", "output_tokens"),
+    ]
+    for label, key in counts:
+        print(f"  {label:<34}{c['off'][key]:>12,.0f}{c['on'][key]:>12,.0f}")
+    hits = [
+        ("  its shard's model asked", "model"),
+        ("  a model answer cites it", "cited"),
+        ("  the passages include it", "passages"),
+    ]
+    for label, key in hits:
+        print(f"  {label:<34}{c['off']['hits'][key]:>12.1%}{c['on']['hits'][key]:>12.1%}")
+    print(f"  (hit rates over the {n} questions taken from one file of one shard)")
+    print(f"  saved: {c['saved_calls']} calls, {c['saved_billed_input_tokens']:,.0f} billed tokens")
 
 
 def main() -> int:
@@ -177,14 +290,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller shards, fewer questions")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument(
+        "--ratio",
+        type=float,
+        default=DEFAULT_RATIO,
+        help=f"route_min_coverage_ratio to compare with 0 (default: {DEFAULT_RATIO:g})",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(sizes, args.keep)
+        result = run(sizes, args.keep, args.ratio)
     else:
         with tempfile.TemporaryDirectory(prefix="ifmem-llm-bench-") as tmp:
-            result = run(sizes, Path(tmp))
+            result = run(sizes, Path(tmp), args.ratio)
     show(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.wire.protocol import Client, DaemonUnreachableError
 
 START_TIMEOUT_S = 20.0
@@ -249,11 +249,14 @@ class DaemonProc:
             return None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
-        """Wait until `status` answers with every shard ready; returns that status."""
+        """Wait until `status` answers with every shard ready, models included; returns it."""
 
         def ready() -> dict[str, Any] | None:
             status = self._try_status()
-            if status and all(s["status"] == "ready" for s in status["shards"]):
+            if status and all(
+                s["status"] == "ready" and s.get("model_status", "ready") == "ready"
+                for s in status["shards"]
+            ):
                 return status
             return None
 
@@ -359,10 +362,15 @@ class DaemonProc:
 
     def events(self, *kinds: str) -> list[tuple[int, str, dict[str, Any]]]:
         """Committed events as (seq, kind, body), oldest first; only `kinds` if given."""
-        with EventLog.open_readonly(self.db_path) as log:
+        with LogChain.open(self.db_path) as log:  # sealed segments too
             return [
                 (r.seq, r.kind, r.data()) for r in log.records() if not kinds or r.kind in kinds
             ]
+
+    def shard_results(self, qid: Any) -> dict[str, dict[str, Any]]:
+        """Each shard's result for question `qid`, by shard, from its `query.answered`."""
+        [body] = [b for _, _, b in self.events("query.answered") if b["qid"] == qid]
+        return {r["shard"]: r for r in body["results"]}
 
 
 class DaemonFactory:

@@ -13,7 +13,9 @@ it. It speaks:
   (`cache_read_input_tokens`), every read renewing the TTL.
 - `POST /v1/messages/count_tokens`.
 - Errors on demand (`fail_next(429, retry_after=0)`, 529, 500…), slow replies
-  (`delay`), and answers whose citations point at nothing (`citation_mode`).
+  (`delay`), a slow token counter (`count_delay`, as a real API round trip on
+  a big corpus is; `counts_open` cleared holds every count until it is set
+  again), and answers whose citations point at nothing (`citation_mode`).
 
 Tokens are counted as UTF-8 bytes / 4, rounded up, per text field.
 """
@@ -99,6 +101,9 @@ class FakeAnthropic:
         self.cache: dict[str, float] = {}  # prefix hash -> expiry (on `now()`)
         self.failures: deque[tuple[int, float | None]] = deque()
         self.delay = 0.0
+        self.count_delay = 0.0
+        self.counts_open = threading.Event()
+        self.counts_open.set()
         self.citation_mode = "valid"  # "valid" | "bogus" | "none"
         self.offset = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -304,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "invalid x-api-key")
             return
         if path == "/v1/messages/count_tokens":
+            fake.counts_open.wait()
+            if fake.count_delay:
+                time.sleep(fake.count_delay)
             self._send(200, fake.count_tokens(body))
             return
         if path != "/v1/messages":

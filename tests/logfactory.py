@@ -18,19 +18,35 @@ import apsw
 from ifmemd.log import events
 from ifmemd.log.eventlog import EventLog, Record
 from ifmemd.log.keys import Signer
-from ifmemd.log.logformat import event_hash
+from ifmemd.log.logformat import canonical_json, event_hash
 
 # Varied kinds and bodies: nested lists, numbers, non-ASCII text.
 EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("daemon.started", {"pid": 4242, "version": "0.1.0"}),
     ("memory.remembered", {"memory_id": "m1", "text": "hello"}),
     ("query.received", {"qid": "q1", "question": "why?", "shards": ["docs", "code"]}),
-    ("shard.answered", {"qid": "q1", "shard": "docs", "passages": [{"path": "a.md", "line": 3}]}),
-    ("query.answered", {"qid": "q1", "passages": [], "missing": ["code"]}),
+    (
+        "query.answered",
+        {
+            "qid": "q1",
+            "passages": [],
+            "missing": ["code"],
+            "results": [{"shard": "docs", "ms": 1.5, "passages": [{"path": "a.md", "line": 3}]}],
+        },
+    ),
     ("memory.remembered", {"memory_id": "m2", "text": "naïve café ☕"}),
     ("memory.forgotten", {"memory_id": "m1"}),
     ("daemon.stopping", {"reason": "test over"}),
 ]
+
+
+def encode(kind: str, fields: dict[str, Any]) -> bytes:
+    """`events.encode`, and for kinds only older ifmem wrote (`shard.answered`,
+    `shard.heartbeat`) the body it wrote: an old-format log, as tests need one."""
+    etype = events.REGISTRY[kind]
+    if etype.legacy:
+        return canonical_json({**fields, "v": etype.version})
+    return events.encode(kind, fields)
 
 
 def items(n: int, start: int = 0) -> list[tuple[str, bytes]]:

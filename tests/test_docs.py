@@ -155,7 +155,13 @@ def _walk(cmd: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], An
 
 ROOT = typer.main.get_command(app)
 COMMANDS = list(_walk(ROOT, ()))
-LEAVES = [(p, c) for p, c in COMMANDS if p and not hasattr(c, "commands")]
+# Commands that run: those without subcommands, and groups that also run on their
+# own (`ifmem log` prints the log; `ifmem log seal` is its subcommand).
+LEAVES = [
+    (p, c)
+    for p, c in COMMANDS
+    if p and (not hasattr(c, "commands") or getattr(c, "invoke_without_command", False))
+]
 
 
 def _options(cmd: Any) -> list[Any]:

@@ -48,6 +48,14 @@ def within(name: str, pattern: str) -> bool:
     return name == pattern
 
 
+# What the composition at the top may import (the daemon also `ifmemd.remote`).
+TOP = (
+    *BASE,
+    *("ifmemd.log.", "ifmemd.wire.", "ifmemd.shards.", "ifmemd.system."),
+    *(f"ifmemd.{m}" for m in ("config", "coordinator", "daemon", "main")),
+    *(f"ifmemd.{m}" for m in ("pipewriter", "restart", "supervisor", "usage")),
+)
+
 # The first rule whose package holds a module applies to it, so the narrower come first.
 RULES = (
     Rule("ifmemd.errors", ()),
@@ -60,16 +68,15 @@ RULES = (
     Rule("ifmemd.log.", (*BASE, "ifmemd.log.")),
     Rule("ifmemd.wire.", (*BASE, "ifmemd.wire.")),
     Rule("ifmemd.shards.", (*BASE, "ifmemd.shards.")),
-    # The composition at the top may use every package, but not the set-up commands.
+    # Remote shards ride on the supervisor and the wire; only the daemon wires them in,
+    # so the supervisor and the coordinator know nothing of ssh.
     Rule(
-        "ifmemd.",
-        (
-            *BASE,
-            *("ifmemd.log.", "ifmemd.wire.", "ifmemd.shards.", "ifmemd.system."),
-            *(f"ifmemd.{m}" for m in ("config", "coordinator", "daemon", "main")),
-            *(f"ifmemd.{m}" for m in ("pipewriter", "restart", "supervisor", "usage")),
-        ),
+        "ifmemd.remote",
+        (*BASE, "ifmemd.wire.", *(f"ifmemd.{m}" for m in ("config", "pipewriter", "supervisor"))),
     ),
+    Rule("ifmemd.daemon", (*TOP, "ifmemd.remote")),
+    # The composition at the top may use every package, but not the set-up commands.
+    Rule("ifmemd.", TOP),
 )
 SETUP_ONLY = ("ifmemd.system.install", "ifmemd.system.doctor")
 

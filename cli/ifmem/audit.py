@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ifmemd.log.peer import PeerReport
 
 from ifmem.exits import FAILURE, USAGE, fail
 
@@ -46,11 +49,19 @@ def verify(
         int | None,
         typer.Option("--jobs", "-j", min=1, help="Processes to use (default: all cores)."),
     ] = None,
+    peer: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--peer",
+            help="A remote shard's event log: check every answer of it recorded here against it.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify hashes, chain, keys and signatures of every row; exit 0 only if all hold."""
     from ifmemd.errors import IfmemError
     from ifmemd.log import checkpoint as cp
+    from ifmemd.log.peer import cross_check
     from ifmemd.log.verify import verify_log
     from ifmemd.system import paths
 
@@ -74,16 +85,38 @@ def verify(
             jobs=jobs,
             progress=_progress if show_progress else None,
         )
+        peers = [cross_check(path, p, jobs=jobs) for p in peer or []]
     except IfmemError as e:
         fail(str(e))
     if show_progress:
         print(file=sys.stderr)
     if as_json:
-        print(json.dumps(report.to_json()))
-    elif report.failure is None:
-        extra = f", {report.checkpoints} checkpoint(s) hold" if report.checkpoints else ""
-        print(f"ok: {report.rows} events verified in {path} (log {report.log_id.hex()}){extra}")
+        out = report.to_json()
+        if peer:
+            out["peers"] = [p.to_json() for p in peers]
+        print(json.dumps(out))
     else:
-        print(f"FAILED: {path}: first bad {report.failure}")
-    if report.failure is not None:
+        if report.failure is None:
+            extra = f", {report.checkpoints} checkpoint(s) hold" if report.checkpoints else ""
+            if report.segments:
+                extra += f", {report.segments} sealed segment(s)"
+            if report.pruned_note:
+                extra += f"; {report.pruned_note}"
+            print(f"ok: {report.rows} events verified in {path} (log {report.log_id.hex()}){extra}")
+        else:
+            print(f"FAILED: {path}: first bad {report.failure}")
+        for p in peers:
+            _print_peer(p)
+    if report.failure is not None or not all(p.ok for p in peers):
         raise typer.Exit(FAILURE)
+
+
+def _print_peer(report: PeerReport) -> None:
+    verified = report.verified
+    where = f"peer {report.path} (log {verified.log_id.hex()})"
+    if verified.failure is not None:
+        print(f"FAILED: {where}: first bad {verified.failure}")
+    for m in report.mismatches:
+        print(f"FAILED: {where}: {m}")
+    if report.ok:
+        print(f"ok: {where}: {report.checked} remote answer(s) recorded here match it")

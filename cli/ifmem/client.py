@@ -70,6 +70,8 @@ def ask(
             print(f"   {snippet}")
     for m in result.get("missing", []):
         print(f"missing: shard {m['shard']!r}: {m['reason']}", file=sys.stderr)
+    for n in result.get("notes", []):
+        print(f"note: shard {n['shard']!r}: {n['note']}", file=sys.stderr)
 
 
 def _print_answers(result: dict[str, Any]) -> None:
@@ -90,6 +92,17 @@ def _print_answers(result: dict[str, Any]) -> None:
         for u in a["unverified"]:
             print(f"   [?] {u['reason']}")
         print()
+
+
+def proxy(socket: Path | None) -> None:
+    """Join stdin and stdout to the daemon's socket until it closes (for remote shards)."""
+    from ifmemd.wire import proxy as relay
+    from ifmemd.wire.protocol import DaemonUnreachableError
+
+    try:
+        relay.run(socket_path(socket))
+    except DaemonUnreachableError as e:
+        fail(str(e), UNREACHABLE)
 
 
 def remember(text: str, socket: Path | None, as_json: bool) -> None:
@@ -127,10 +140,11 @@ def status(socket: Path | None, as_json: bool) -> None:
         ("SHARD", "STATUS", "WATCH", "FILES", "TOKENS", "SERVED", "RESTARTS", "RSS MB", "HEARTBEAT")
     ]
     for s in result["shards"]:
+        model = s.get("model_status")  # a model-backed shard's model comes up after its index
         rows.append(
             (
                 s["name"],
-                s["status"],
+                s["status"] + (f" (model {model})" if model and model != "ready" else ""),
                 s.get("watch") or "-",
                 str(s["files"]),
                 str(s["tokens"]),

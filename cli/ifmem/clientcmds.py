@@ -69,6 +69,11 @@ def stop(socket: SocketOption = None, as_json: JsonOption = False) -> None:
     client.stop(socket, as_json)
 
 
+def proxy(socket: SocketOption = None) -> None:
+    """Join stdin and stdout to the daemon's socket: what a remote shard runs over SSH."""
+    client.proxy(socket)
+
+
 def daemon(
     config: Annotated[
         Path | None, typer.Option("--config", envvar="IFMEM_CONFIG", help="Config file.")

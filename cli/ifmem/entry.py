@@ -7,9 +7,11 @@ import sys
 
 def main() -> None:
     from ifmem import fast
+    from ifmem.closedpipe import quiet_on_closed_stdout
 
-    if fast.run(sys.argv[1:]):
-        return
+    with quiet_on_closed_stdout():
+        if fast.run(sys.argv[1:]):
+            return
     from ifmem.main import app
 
     app()

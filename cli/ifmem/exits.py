@@ -9,6 +9,7 @@ OK = 0
 FAILURE = 1
 USAGE = 2
 UNREACHABLE = 3
+CLOSED_STDOUT = 141  # 128 + SIGPIPE: what a shell reports for `git log | head` (closedpipe.py)
 
 
 def fail(message: str, code: int = FAILURE) -> NoReturn:

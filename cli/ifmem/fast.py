@@ -1,4 +1,5 @@
-"""The fast path for the commands agents call in a loop: ask, remember, forget, status.
+"""The fast path for the commands agents call in a loop: ask, remember, forget, status
+(and `proxy`, which a remote host's ifmemd starts over SSH at every reconnect).
 
 typer (0.29) coerces every option through pydantic, which costs ~120 ms per
 process before any work; `ifmem ask` must answer in well under 150 ms. So
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ifmem import client
 
-FAST_COMMANDS = frozenset({"ask", "remember", "forget", "status"})
+FAST_COMMANDS = frozenset({"ask", "remember", "forget", "status", "proxy"})
 
 
 class _FallBack(Exception):
@@ -30,6 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser(command: str) -> _Parser:
     p = _Parser(prog=f"ifmem {command}", add_help=False)
     p.add_argument("--socket", type=Path)
+    if command == "proxy":
+        return p
     p.add_argument("--json", dest="as_json", action="store_true")
     if command == "ask":
         p.add_argument("question")
@@ -65,6 +68,8 @@ def run(argv: list[str]) -> bool:
         client.remember(a.text, a.socket, a.as_json)
     elif command == "forget":
         client.forget(a.memory_id, a.socket, a.as_json)
+    elif command == "proxy":
+        client.proxy(a.socket)
     else:
         client.status(a.socket, a.as_json)
     return True

@@ -1,4 +1,5 @@
-"""`ifmem log` and `ifmem replay`: read the event log, with or without a daemon."""
+"""`ifmem log` (and `log seal`, `log prune`) and `ifmem replay`: the event log, with or
+without a daemon."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ifmem.closedpipe import exit_when_stdout_closes
 from ifmem.exits import fail
 from ifmem.timefmt import format_ns, since_option
 
@@ -24,14 +26,21 @@ FOLLOW_POLL_S = 0.2
 
 
 def _open(db: Path | None) -> Any:
+    """The whole log (sealed segments and the live file) for reading."""
     from ifmemd.errors import IfmemError
-    from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.chain import LogChain
     from ifmemd.system import paths
 
     try:
-        return EventLog.open_readonly(db or paths.log_path())
+        return LogChain.open(db or paths.log_path())
     except IfmemError as e:
         fail(str(e))
+
+
+log_app = typer.Typer(
+    help="Print the event log; seal its live file or prune old segments.",
+    no_args_is_help=False,
+)
 
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32,}")
@@ -49,7 +58,9 @@ def _summary(body: dict[str, Any], width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@log_app.callback(invoke_without_command=True)
 def log(
+    ctx: typer.Context,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing events as they are committed.")
     ] = False,
@@ -70,6 +81,8 @@ def log(
     """Print the event log: one event a line, oldest first."""
     from ifmemd.log.eventlog import _row
 
+    if ctx.invoked_subcommand is not None:
+        return
     since_ns = since_option(since)
     patterns = kind or []
 
@@ -96,6 +109,7 @@ def log(
         elog.refresh_head()
         if not follow:
             return
+        exit_when_stdout_closes()
         try:
             _follow(elog, elog.head_seq, lambda ev: show(ev) if wanted(ev) else None)
         except KeyboardInterrupt:
@@ -186,3 +200,135 @@ def replay(
     for p in state.pending.values():
         print(f"  {p.qid}  (seq {p.seq})  {p.question[:60]}")
     print("events by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(state.counts.items())))
+
+
+SocketOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--socket",
+        envvar="IFMEM_SOCKET",
+        help="Daemon socket (default: $XDG_RUNTIME_DIR/ifmem/ifmem.sock).",
+    ),
+]
+
+
+def _through_daemon(db: Path, socket: Path | None, op: str, **args: Any) -> dict[str, Any] | None:
+    """Run `op` in the daemon if one serves the log `db`; None if none does."""
+    from ifmemd.errors import IfmemError
+    from ifmemd.system import paths
+    from ifmemd.wire.protocol import Client, DaemonUnreachableError
+
+    try:
+        with Client(socket or paths.socket_path(), timeout=120) as client:
+            served = Path(client.request("status")["log"]["path"])
+            if served.resolve() != db.resolve():
+                return None
+            return client.request(op, **args)
+    except DaemonUnreachableError:
+        return None
+    except IfmemError as e:
+        fail(str(e))
+
+
+def _signer() -> Any:
+    from ifmemd.errors import IfmemError
+    from ifmemd.log.keys import load_signer
+    from ifmemd.system import paths
+
+    try:
+        return load_signer(paths.key_path())
+    except IfmemError as e:
+        fail(str(e))
+
+
+@log_app.command("seal")
+def seal(
+    db: DbOption = None,
+    socket: SocketOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="IFMEM_CONFIG",
+            help="Config whose [log] compress applies when no daemon runs.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Seal the live log file into a read-only segment now (through the daemon if it runs)."""
+    from ifmemd.config import ConfigError, load_config
+    from ifmemd.errors import IfmemError
+    from ifmemd.log import maintenance
+    from ifmemd.system import paths
+
+    path = db or paths.log_path()
+    result = _through_daemon(path, socket, "seal")
+    if result is None:
+        try:
+            compress = load_config(config).log.compress == "zstd"
+            segment = maintenance.seal_files(
+                path, _signer(), paths.checkpoints_path(), compress=compress
+            )
+        except (ConfigError, IfmemError) as e:
+            fail(str(e))
+        result = {
+            "segment": str(segment.path),
+            "first_seq": segment.first,
+            "last_seq": segment.last,
+        }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"sealed seq {result['first_seq']}\u2013{result['last_seq']} into {result['segment']}"
+        )
+
+
+@log_app.command("prune")
+def prune(
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before",
+            help="Delete sealed segments wholly before this seq, or this time (ISO 8601, 30d).",
+        ),
+    ],
+    db: DbOption = None,
+    socket: SocketOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete the oldest sealed segments, after recording `log.pruned` in the log."""
+    from ifmemd.errors import IfmemError
+    from ifmemd.log import maintenance
+    from ifmemd.system import paths
+
+    from ifmem.exits import USAGE
+
+    if before.isdigit():
+        bound = {"before_seq": int(before)}
+        if int(before) < 1:
+            fail("--before: a seq is at least 1", USAGE)
+    else:
+        bound = {"before_ns": since_option(before)}
+    path = db or paths.log_path()
+    result = _through_daemon(path, socket, "prune", **bound)
+    if result is None:
+        try:
+            plan, record = maintenance.prune_files(
+                path, _signer(), None if db else paths.snapshot_path(), **bound
+            )
+        except IfmemError as e:
+            fail(str(e))
+        result = {
+            "deleted": [s.path.name for s in plan.doomed],
+            "first_kept_seq": plan.first_kept_seq,
+            "seq": record.seq,
+        }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        kept = result["first_kept_seq"]
+        print(
+            f"pruned seq 1\u2013{kept - 1} ({len(result['deleted'])} segment(s)); "
+            f"log.pruned at seq {result['seq']}"
+        )

@@ -8,11 +8,33 @@ command never pays for heavy imports it does not use; the hottest commands
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from ifmem import audit, clientcmds, logcmds, setupcmds, statscmd
+from ifmem.closedpipe import quiet_on_closed_stdout
+
+
+class QuietGroup(TyperGroup):
+    """The root group: a closed stdout ends any command with 141, not click's status 1.
+
+    click catches EPIPE itself inside `main` and exits 1, so the guard goes
+    around what `main` calls: parsing (which prints --help) and the command.
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with quiet_on_closed_stdout():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with quiet_on_closed_stdout():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=QuietGroup,
     name="ifmem",
     help="A memory for LLM agents larger than one context window, with a signed event log.",
     no_args_is_help=True,
@@ -27,11 +49,12 @@ app.command("forget")(clientcmds.forget)
 app.command("status")(clientcmds.status)
 app.command("reload")(clientcmds.reload)
 app.command("stop")(clientcmds.stop)
-app.command("log")(logcmds.log)
+app.add_typer(logcmds.log_app, name="log")
 app.command("replay")(logcmds.replay)
 app.command("stats")(statscmd.stats)
 app.command("doctor")(setupcmds.doctor)
 app.command("mcp")(clientcmds.mcp)
+app.command("proxy")(clientcmds.proxy)
 app.add_typer(audit.app, name="audit")
 
 

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Final
 import anyio.to_thread
 from ifmemd import __version__
 from ifmemd.errors import IfmemError
-from ifmemd.log.eventlog import EventLog
+from ifmemd.log.chain import LogChain
 from ifmemd.system import paths
 from ifmemd.wire.protocol import (
     MAX_K,
@@ -119,6 +119,13 @@ class MissingShard(BaseModel):
     reason: str = Field(description="Why it could not answer (failed, restarting, timed out…).")
 
 
+class ShardNote(BaseModel):
+    """A model-backed shard that answered from its index alone this time, and why."""
+
+    shard: str
+    note: str = Field(description="Why (its model is still loading, say).")
+
+
 class ModelAnswer(BaseModel):
     """An answer written by a shard's model (shards with an LLM backend only)."""
 
@@ -157,6 +164,11 @@ class AskResult(BaseModel):
         "not irrelevant. Empty when every shard answered."
     )
     shards: list[str] = Field(description="The shards that answered.")
+    notes: list[ShardNote] = Field(
+        default_factory=list,
+        description="Shards with an LLM backend whose model could not be asked yet: they "
+        "gave their index's passages only. Asking again later gets their model's answer.",
+    )
     answers: list[ModelAnswer] = Field(
         default_factory=list,
         description="Answers written by shards with an LLM backend, with their citations; "
@@ -554,7 +566,7 @@ class IfmemMCP(MCPServer):
 
 def _read_log(path: Path, kind: str | None, limit: int) -> LogResult:
     """The last `limit` events of kind `kind` (a glob) in the log at `path`, oldest first."""
-    with EventLog.open_readonly(path) as elog:
+    with LogChain.open(path) as elog:  # sealed segments and the live file
         head = elog.head_seq
         # Without a filter only the tail is read; with one, a scan keeps the last matches.
         after = max(0, head - limit) if kind is None else 0

@@ -32,7 +32,8 @@ def stats(
     from ifmemd import usage
     from ifmemd.config import ConfigError, load_config
     from ifmemd.errors import IfmemError
-    from ifmemd.log.eventlog import EventLog
+    from ifmemd.log.chain import LogChain
+    from ifmemd.log.events import decode
     from ifmemd.system import paths
 
     since_ns = since_option(since)
@@ -42,9 +43,10 @@ def stats(
         print(f"ifmem: costs not shown: {e}", file=sys.stderr)
         prices = {}
     try:
-        with EventLog.open_readonly(db or paths.log_path()) as elog:
+        with LogChain.open(db or paths.log_path()) as elog:
             sums = usage.tally(
-                ((r.kind, r.ts_ns, r.data()) for r in elog.records()), since_ns=since_ns
+                ((r.kind, r.ts_ns, decode(r.seq, r.kind, r.body)) for r in elog.records()),
+                since_ns=since_ns,
             )
     except IfmemError as e:
         fail(str(e))

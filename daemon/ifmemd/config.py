@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ DEFAULT_MAX_FILE_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_MODEL_TIMEOUT: Final = 60.0
 DEFAULT_MODEL_RETRIES: Final = 3
 
-ShardKind = Literal["files", "memory"]
+# "remote" is never written: a shard with `remote = "ssh://…"` is one.
+ShardKind = Literal["files", "memory", "remote"]
 Backend = Literal["local", "anthropic", "openai"]
 
 # Every key each section accepts; the docs test checks each is documented.
@@ -71,8 +73,18 @@ SHARD_KEYS: Final = (
     "keep_warm",
     "timeout",
     "max_retries",
+    "remote",
+    "ssh_options",
+    "remote_shards",
 )
-COORDINATOR_KEYS: Final = ("route_top_n", "synthesize")
+# All a remote shard may say: the rest is the remote's own config's business.
+REMOTE_SHARD_KEYS: Final = ("name", "description", "remote", "ssh_options", "remote_shards")
+# What ssh is given as a host and a user, and never as an option (a leading "-").
+_SSH_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*")
+_SSH_USER_RE: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
+COORDINATOR_KEYS: Final = ("route_top_n", "synthesize", "route_min_coverage_ratio")
+LOG_KEYS: Final = ("segment_events", "segment_age", "compress")
+COMPRESSIONS: Final = ("zstd", "none")
 ANTHROPIC_KEYS: Final = ("model", "base_url", "api_key_file", "timeout", "max_retries")
 OPENAI_KEYS: Final = ("base_url", "model", "api_key_file", "timeout", "max_retries")
 # The keys of each `[prices."MODEL"]` table: USD per million tokens.
@@ -81,6 +93,7 @@ CONFIG_KEYS: Final = {
     "daemon": DAEMON_KEYS,
     "shard": SHARD_KEYS,
     "coordinator": COORDINATOR_KEYS,
+    "log": LOG_KEYS,
     "anthropic": ANTHROPIC_KEYS,
     "openai": OPENAI_KEYS,
     "prices": PRICE_KEYS,
@@ -105,6 +118,18 @@ class ConfigError(IfmemError):
         super().__init__(f"{where}: {reason}")
 
 
+class MissingSettingError(ConfigError):
+    """Raised when a model-backed shard lacks a setting it cannot run without (model, base_url)."""
+
+    def __init__(
+        self, path: Path | str, line: int | None, reason: str, *, shard: str, backend: str, key: str
+    ) -> None:
+        self.shard = shard
+        self.backend = backend
+        self.key = key
+        super().__init__(path, line, reason)
+
+
 class RestartIntensity(NamedTuple):
     """More than `max_restarts` restarts within `window_seconds`: the shard has failed."""
 
@@ -125,6 +150,40 @@ class DaemonConfig:
     checkpoint_every: int = 1000
     ask_timeout: float = 10.0
     max_clients: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """Where a remote shard's ifmemd is: `ssh://[user@]host[:port]`, checked."""
+
+    url: str
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def ssh_args(self) -> list[str]:
+        """The destination as ssh's arguments, after every option and a `--`."""
+        port = ["-p", str(self.port)] if self.port is not None else []
+        return [*port, "--", f"{self.user}@{self.host}" if self.user else self.host]
+
+
+def parse_ssh_url(url: str) -> RemoteTarget:
+    """`ssh://[user@]host[:port]` as a `RemoteTarget`; ValueError says what is wrong."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "ssh":
+        raise ValueError("it must start with ssh://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("it may hold only user, host and port, no path or query")
+    if parts.password is not None:
+        raise ValueError("it must not hold a password (ssh uses keys; BatchMode is on)")
+    host = parts.hostname or ""
+    if not _SSH_HOST_RE.fullmatch(host):
+        raise ValueError(f"host {host!r} is not a host name or address")
+    user = parts.username
+    if user is not None and not _SSH_USER_RE.fullmatch(user):
+        raise ValueError(f"user {user!r} is not a user name")
+    port = parts.port  # raises ValueError when out of range
+    return RemoteTarget(url, host, user, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +211,9 @@ class ShardConfig:
     keep_warm: bool = False
     timeout: float = DEFAULT_MODEL_TIMEOUT
     max_retries: int = DEFAULT_MODEL_RETRIES
+    remote: RemoteTarget | None = None
+    ssh_options: tuple[str, ...] = ()
+    remote_shards: tuple[str, ...] = ()
 
     @property
     def uses_model(self) -> bool:
@@ -186,6 +248,18 @@ class CoordinatorConfig:
 
     route_top_n: int = 2
     synthesize: bool = False
+    # A model-backed shard whose best passage covers less than this share of what
+    # the best shard's covers answers from its index: its model call would be waste.
+    route_min_coverage_ratio: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The `[log]` section: when the live log file is sealed into a segment, and how kept."""
+
+    segment_events: int = 1_000_000
+    segment_age: float = 30 * 86400.0  # seconds
+    compress: Literal["zstd", "none"] = "zstd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +314,7 @@ class Config:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def shard_names(self) -> tuple[str, ...]:
@@ -410,6 +485,10 @@ def _toml_type(value: object) -> str:
     return "a date/time"
 
 
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _num(value: float) -> str:
     return f"{value:g}"
 
@@ -470,9 +549,17 @@ class _Parser:
         coordinator = CoordinatorConfig(
             route_top_n=coordinator_t.integer("route_top_n", 2, minimum=1),
             synthesize=coordinator_t.boolean("synthesize", False),
+            route_min_coverage_ratio=coordinator_t.fraction("route_min_coverage_ratio", 0.5),
         )
         prices = self.prices(self.table(raw, "prices"))
-        return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices)
+        log_t = _Table(self, ("log",), self.table(raw, "log"), "[log]")
+        log_defaults = LogConfig()
+        log = LogConfig(
+            segment_events=log_t.integer("segment_events", log_defaults.segment_events, minimum=2),
+            segment_age=log_t.duration("segment_age", log_defaults.segment_age),
+            compress=log_t.choice("compress", log_defaults.compress, COMPRESSIONS),
+        )
+        return Config(daemon, shards, self.path, coordinator, anthropic, openai, prices, log)
 
     def prices(self, data: dict[str, Any]) -> dict[str, ModelPrice]:
         prices: dict[str, ModelPrice] = {}
@@ -559,6 +646,11 @@ class _Parser:
                 "'_' or '-', starting with a letter",
             )
         t = _Table(self, loc, data, f"shard {name!r}")
+        if "remote" in data:
+            return self.remote_shard(name, t)
+        for key in ("ssh_options", "remote_shards"):
+            if key in data:
+                t.fail(key, f'shard {name!r}: {key} is only used with remote = "ssh://…"')
         kind = t.choice("kind", "files", SHARD_KINDS)
         if name == WORKING_SHARD and kind != "memory":
             t.fail(
@@ -592,17 +684,23 @@ class _Parser:
             max_retries = t.integer("max_retries", section.max_retries, minimum=0)
             where = "backend" if "backend" in data else "name"
             if model is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "{backend}" needs a model: '
                     f'set model = "…" in this shard or in [{backend}]',
+                    shard=name,
+                    backend=backend,
+                    key="model",
                 )
             if backend == "openai" and base_url is None:
-                t.fail(
+                t.missing(
                     where,
                     f'shard {name!r}: backend = "openai" needs base_url (the server\'s '
                     f"OpenAI-compatible URL, e.g. http://127.0.0.1:11434/v1): set it in this "
                     f"shard or in [openai]",
+                    shard=name,
+                    backend=backend,
+                    key="base_url",
                 )
         else:
             for key in ("timeout", "max_retries"):
@@ -636,6 +734,35 @@ class _Parser:
             max_retries=max_retries,
         )
 
+    def remote_shard(self, name: str, t: _Table) -> ShardConfig:
+        """A `[[shard]]` with `remote`: another host's ifmemd, reached over ssh."""
+        if name == WORKING_SHARD:
+            t.fail("remote", f"shard {WORKING_SHARD!r} holds this host's working memory")
+        for key in t.data:
+            if key not in REMOTE_SHARD_KEYS:
+                t.fail(
+                    key,
+                    f"shard {name!r}: {key} is not used by a remote shard "
+                    "(the remote host's own config says it)",
+                )
+        url = t.string("remote") or ""
+        try:
+            target = parse_ssh_url(url)
+        except ValueError as e:
+            t.fail("remote", f"shard {name!r}: remote {url!r}: {e}")
+        shards = t.string_list("remote_shards") if "remote_shards" in t.data else ()
+        for remote_name in shards:
+            if not SHARD_NAME_RE.fullmatch(remote_name):
+                t.fail("remote_shards", f"remote_shards: {remote_name!r} is not a shard name")
+        return ShardConfig(
+            name=name,
+            kind="remote",
+            description=t.string("description", "", allow_empty=True) or "",
+            remote=target,
+            ssh_options=t.string_list("ssh_options") if "ssh_options" in t.data else (),
+            remote_shards=shards,
+        )
+
     def resolve_path(self, pattern: str) -> str:
         expanded = Path(os.path.expanduser(pattern))
         return str(expanded if expanded.is_absolute() else self.base_dir / expanded)
@@ -665,6 +792,17 @@ class _Table:
     def fail(self, key: str, reason: str) -> NoReturn:
         self.parser.fail((*self.loc, key), reason)
 
+    def missing(self, where: str, reason: str, *, shard: str, backend: str, key: str) -> NoReturn:
+        """Shard `shard` has no `key`, in its table or in its backend's."""
+        raise MissingSettingError(
+            self.parser.path,
+            self.parser.line_of((*self.loc, where)),
+            reason,
+            shard=shard,
+            backend=backend,
+            key=key,
+        )
+
     def _wrong_type(self, key: str, expected: str) -> NoReturn:
         self.fail(key, f"{key} must be {expected}, not {_toml_type(self.data[key])}")
 
@@ -676,6 +814,33 @@ class _Table:
             self._wrong_type(key, "a number of seconds")
         if not math.isfinite(value) or value <= 0:
             self.fail(key, f"{key} must be a positive number of seconds, got {value}")
+        return float(value)
+
+    def fraction(self, key: str, default: float) -> float:
+        """A number from 0 to 1."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, "a number from 0 to 1")
+        if not 0 <= value <= 1:
+            self.fail(key, f"{key} must be a number from 0 to 1, got {value}")
+        return float(value)
+
+    def duration(self, key: str, default: float) -> float:
+        """A span of time, as "30d", "12h", "90m", "45s" or a number of seconds."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, str):
+            m = _DURATION.fullmatch(value.strip())
+            if m is None:
+                self.fail(key, f'{key} must be like "30d", "12h", "90m" or "45s", got {value!r}')
+            value = float(m[1]) * _DURATION_UNITS[m[2]]
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong_type(key, 'a duration like "30d" or a number of seconds')
+        if not math.isfinite(value) or value <= 0:
+            self.fail(key, f"{key} must be a positive duration, got {self.data[key]!r}")
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int) -> int:

@@ -7,10 +7,11 @@ answer is still given.
 
 Model-backed shards cost money per call, so a question is routed (`ask_shards`):
 every shard first searches its own index, which is free, and only the
-`route_top_n` model-backed shards whose index matched best (by top bm25 score;
-none that matched nothing) are asked their model. The others give their index's
-passages, recorded with `mode: "fts"`. A question that names its shards skips
-routing: the user chose.
+`route_top_n` model-backed shards whose index matched best (by how much of the
+question their best passage covers; none that matched nothing, nor one covering
+far less than the best: `route_min_coverage_ratio`) are asked their model. The
+others give their index's passages, recorded with `mode: "fts"`. A question
+that names its shards skips routing: the user chose.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from ifmemd.log.events import USAGE_FIELDS
 from ifmemd.shards.index import Passage, PassageFormatError
 from ifmemd.shards.llm import call_deadline
 from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailableError
@@ -29,14 +31,15 @@ from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailable
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
 COVERAGE_FLOOR = 0.25
+MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
-USAGE_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
+# A passage is logged with every field the shard gave it but its excerpt (the
+# excerpts of the passages the client got are in the answer beside it; the rest
+# would make an ask's record several times larger), as an array of values in
+# this order, which the answer names once as `passage_fields`: an ask's record
+# would otherwise repeat the same five keys for each of some twenty passages.
+LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,9 @@ class ShardAnswer:
     """One shard's ranked passages, or why it gave none.
 
     `reply` is the model's answer when the shard's model was asked; `routed_out`
-    says a model-backed shard answered from its index alone.
+    says a model-backed shard answered from its index alone, and `note` why,
+    when it was not routing's choice (its model is not up yet). `remote` names
+    a remote shard's signed answer in its own log: `{log_id, seq, hash}`.
     """
 
     shard: str
@@ -53,6 +58,8 @@ class ShardAnswer:
     ms: float = 0.0
     reply: dict[str, Any] | None = None
     routed_out: bool = False
+    remote: dict[str, Any] | None = None
+    note: str = ""
 
     @property
     def top_score(self) -> float:
@@ -62,32 +69,26 @@ class ShardAnswer:
     def top_coverage(self) -> float:
         return max((p.coverage for p in self.passages), default=0.0)
 
-    def event_body(self, qid: str) -> dict[str, Any]:
-        """The `shard.answered` body: passages, and for a model's answer its text,
-        citations and the tokens it was billed for."""
+    def result_body(self) -> dict[str, Any]:
+        """This shard's entry in `query.answered`'s `results`: passages, and for a model's
+        answer its text, citations and the tokens it was billed for."""
         body: dict[str, Any] = {
-            "qid": qid,
             "shard": self.shard,
             "ms": self.ms,
-            "passages": [
-                {
-                    "path": p.path,
-                    "start_line": p.start_line,
-                    "end_line": p.end_line,
-                    "score": p.score,
-                    "digest": p.digest,
-                }
-                for p in self.passages
-            ],
+            "passages": [[getattr(p, f) for f in LOGGED_PASSAGE_FIELDS] for p in self.passages],
         }
         if self.routed_out:
             body["mode"] = "fts"
+        if self.remote is not None:
+            body["remote"] = self.remote
+        if self.note:
+            body["note"] = self.note
         if self.reply is not None:
             usage = self.reply.get("usage", {})
             body |= {
                 "mode": "model",
                 "model": self.reply.get("model", ""),
-                **{f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
+                "usage": {f: int(usage.get(f, 0)) for f in USAGE_FIELDS},
                 "answer": self.reply.get("text", ""),
                 "verified": bool(self.reply.get("verified")),
                 "citations": self.reply.get("citations", []),
@@ -197,28 +198,41 @@ async def fan_out(
 def _answer(handle: ShardHandle, pending: Pending, start: float) -> ShardAnswer:
     """A shard's answer from its reply to a search (or why there is none)."""
     try:
-        passages = handle.passages(handle.outcome(pending))
+        reply = handle.outcome(pending)
+        passages = handle.passages(reply)
     except ShardUnavailableError as e:
         return ShardAnswer(handle.name, missing=e.reason)
     except PassageFormatError as e:
         return ShardAnswer(handle.name, missing=f"bad reply: {e.reason}")
-    return ShardAnswer(handle.name, tuple(passages), ms=round((pending.at - start) * 1000, 2))
+    ms = round((pending.at - start) * 1000, 2)
+    return ShardAnswer(handle.name, tuple(passages), ms=ms, remote=reply.get("remote"))
 
 
-def route(handles: list[ShardHandle], answers: list[ShardAnswer], top_n: int) -> list[int]:
+def route(
+    handles: list[ShardHandle],
+    answers: list[ShardAnswer],
+    top_n: int,
+    *,
+    min_coverage_ratio: float = 0.0,
+) -> list[int]:
     """Which model-backed shards to ask their model: indices into `handles`.
 
     The `top_n` whose index matched best, best first; a shard whose index found
     nothing for the question is not worth a paid call. "Best" is first how much
     of the question a shard's best passage covers (comparable across shards),
-    then bm25 (comparable only within a shard, so only a tie-break).
+    then bm25 (comparable only within a shard, so only a tie-break). Nor is a
+    shard whose best passage covers less than `min_coverage_ratio` of what the
+    best shard's covers: it matched a stray word, not the question.
     """
     candidates = [
         i
         for i, (h, a) in enumerate(zip(handles, answers, strict=True))
-        if h.config.uses_model and not a.missing and a.passages
+        if h.model_ready and not a.missing and a.passages
     ]
     candidates.sort(key=lambda i: (-answers[i].top_coverage, -answers[i].top_score, i))
+    if candidates:
+        floor = min_coverage_ratio * answers[candidates[0]].top_coverage
+        candidates = [i for i in candidates if answers[i].top_coverage >= floor]
     return candidates[:top_n]
 
 
@@ -252,6 +266,7 @@ async def ask_shards(
     timeout: float,
     *,
     route_top_n: int,
+    route_min_coverage_ratio: float = 0.0,
     routed: bool = True,
 ) -> list[ShardAnswer]:
     """Every shard's answer: its index's passages, or its model's for the shards routed to.
@@ -261,12 +276,12 @@ async def ask_shards(
     """
     answers = await fan_out(handles, question, k, timeout)
     if routed:
-        chosen = route(handles, answers, route_top_n)
+        chosen = route(handles, answers, route_top_n, min_coverage_ratio=route_min_coverage_ratio)
     else:
         chosen = [
             i
             for i, (h, a) in enumerate(zip(handles, answers, strict=True))
-            if h.config.uses_model and not a.missing
+            if h.model_ready and not a.missing
         ]
 
     async def one(i: int) -> None:
@@ -277,7 +292,8 @@ async def ask_shards(
             tg.start_soon(one, i)
     for i, handle in enumerate(handles):
         if handle.config.uses_model and i not in chosen and not answers[i].missing:
-            answers[i] = dataclasses.replace(answers[i], routed_out=True)
+            note = "" if handle.model_ready else MODEL_NOT_READY.format(handle.model_status)
+            answers[i] = dataclasses.replace(answers[i], routed_out=True, note=note)
     return answers
 
 

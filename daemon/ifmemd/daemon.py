@@ -26,14 +26,19 @@ from anyio.abc import TaskGroup
 
 from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
-from ifmemd.coordinator import ask_shards, fuse, synthesize
+from ifmemd.coordinator import LOGGED_PASSAGE_FIELDS, ask_shards, fuse, synthesize
+from ifmemd.errors import NothingToPruneError, StoreError
+from ifmemd.log import segments
 from ifmemd.log import snapshot as snapshots
+from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog, Record
 from ifmemd.log.events import decode
 from ifmemd.log.keys import load_or_create_signer
 from ifmemd.log.replay import replay
+from ifmemd.log.segments import Segment
 from ifmemd.log.state import Event, Projection, reads_body
 from ifmemd.log.writer import LogWriter
+from ifmemd.remote import make_handle
 from ifmemd.supervisor import Supervisor
 from ifmemd.system import paths, sdnotify
 from ifmemd.wire import protocol
@@ -43,6 +48,7 @@ from ifmemd.wire.server import Connection, OpError, Server, bind_socket, listene
 
 DRAIN_TIMEOUT_S = 5.0
 SUBSCRIBER_BUFFER = 10000
+BACKLOG_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +80,15 @@ class Daemon:
         self.snapshot_path = state_dir / "snapshot.json"
         self.socket_path = options.socket or paths.socket_path()
         signer = load_or_create_signer(options.key or paths.key_path())
-        self.log = EventLog.open(options.db or paths.log_path(), signer)
-        self.reader = EventLog.open_readonly(self.log.path)
-        result = replay(self.log, snapshot_path=self.snapshot_path)
+        db = options.db or paths.log_path()
+        # Held while the daemon runs: `ifmem log seal|prune` on the files needs it alone.
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(segments.locked(db, exclusive=False))
+        segments.recover(db, signer)
+        self.log = EventLog.open(db, signer)
+        # Reads what the writer does not hold: sealed segments and committed rows.
+        self.reader = LogChain.open(self.log.path)
+        result = replay(self.reader, snapshot_path=self.snapshot_path)
         self.projection = Projection(result.state)
         self.replay_note = f"replayed {result.replayed} events" + (
             f" after snapshot at seq {result.from_snapshot}" if result.from_snapshot else ""
@@ -86,12 +98,17 @@ class Daemon:
             checkpoint_every=self.config.daemon.checkpoint_every,
             checkpoints_path=self.checkpoints_path,
             on_commit=self._on_commit,
+            segment_events=self.config.log.segment_events,
+            segment_age_s=self.config.log.segment_age,
+            before_seal=self._before_seal,
+            after_seal=self._after_seal,
         )
         self.supervisor = Supervisor(
             self.config,
             self.writer.append,
             self._memories,
             memory_empty=lambda: not self.projection.memories,
+            make_handle=make_handle,
         )
         self.server: Server | None = None
         self.started = time.monotonic()
@@ -102,6 +119,7 @@ class Daemon:
         self._stop_reason = ""
         self._bound_socket = False
         self._snapshot_seq = result.state.seq
+        self._tg: TaskGroup | None = None
 
     # -- the log ------------------------------------------------------------------
 
@@ -127,6 +145,34 @@ class Daemon:
                         sub.send.close()
                         break
 
+    def _before_seal(self) -> None:
+        # Sealing folds the -wal into the file, which a reader mid-read would block.
+        self.reader.close()
+
+    def _after_seal(self, segment: Segment | None) -> None:
+        self.log = self.writer.log
+        self.reader = LogChain.open(self.log.path)
+        if segment is None or self._tg is None:
+            return
+        print(f"ifmemd: sealed {segment.path}", file=sys.stderr, flush=True)
+        # A snapshot on the new live file: start-up need not open the segment.
+        self._tg.start_soon(self._snapshot_now)
+        if self.config.log.compress == "zstd":
+            self._tg.start_soon(self._compress, [segment])
+
+    async def _compress(self, found: list[Segment]) -> None:
+        """Compress sealed segments off the event loop; readers then find the .zst."""
+        for segment in found:
+            if segment.compressed:
+                continue
+            try:
+                await anyio.to_thread.run_sync(segments.compress, segment)
+            except StoreError as e:
+                # The plain segment stays, readable as it is; the next start tries again.
+                print(f"ifmemd: {e}", file=sys.stderr, flush=True)
+                continue
+            self.reader.reload_segments()
+
     def _memories(self) -> list[dict[str, str]]:
         return [
             {"memory_id": m.memory_id, "text": m.text} for m in self.projection.memories.values()
@@ -144,8 +190,12 @@ class Daemon:
             self._bound_socket = True
         listener = await listener_from(sock)
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self.writer.run)
             await self._recover()
+            if self.config.log.compress == "zstd":
+                # Segments a crash left uncompressed.
+                tg.start_soon(self._compress, self.reader.segments)
             self.server = Server(
                 listener, self._handle, self._denied, self.config.daemon.max_clients
             )
@@ -177,6 +227,7 @@ class Daemon:
             tg.cancel_scope.cancel()
         self.reader.close()
         self.log.close()
+        self._lock.close()
 
     async def _serve(self, scope: anyio.CancelScope) -> None:
         assert self.server is not None
@@ -212,6 +263,13 @@ class Daemon:
             )
         await self.writer.close()
         await anyio.to_thread.run_sync(self._save_snapshot)
+
+    async def _snapshot_now(self) -> None:
+        """Save a snapshot of the state as it is now: taken on the event loop, which
+        alone advances it, and written from a worker thread."""
+        state = self.projection.state()
+        await anyio.to_thread.run_sync(snapshots.save, self.snapshot_path, self.log.log_id, state)
+        self._snapshot_seq = state.seq
 
     def _save_snapshot(self) -> None:
         snapshots.save(self.snapshot_path, self.log.log_id, self.projection.state())
@@ -304,6 +362,10 @@ class Daemon:
         if op == protocol.SUBSCRIBE:
             await self.subscribe(conn, request)
             return None
+        if op == protocol.SEAL:
+            return await self.seal()
+        if op == protocol.PRUNE:
+            return await self.prune(args.get("before_seq"), args.get("before_ns"))
         raise OpError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
 
     @contextlib.asynccontextmanager
@@ -357,6 +419,7 @@ class Daemon:
             k,
             self.config.daemon.ask_timeout,
             route_top_n=coordinator.route_top_n,
+            route_min_coverage_ratio=coordinator.route_min_coverage_ratio,
             routed=routed,
         )
         if answers and all(a.missing for a in answers):
@@ -375,19 +438,26 @@ class Daemon:
             "missing": missing,
             "shards": answered,
         }
+        notes = [{"shard": a.shard, "note": a.note} for a in answers if a.note]
+        if notes:
+            result["notes"] = notes
         model_answers = [a for a in answers if a.reply is not None]
         if model_answers:
             result["answers"] = [a.answer_json() for a in model_answers]
         if coordinator.synthesize and len(model_answers) >= 2:
             first = self.supervisor.shards[model_answers[0].shard]
             result["synthesis"] = await synthesize(first, question, model_answers)
-        records = await self.writer.append_many(
-            [
-                *(("shard.answered", a.event_body(rid)) for a in answers if not a.missing),
-                ("query.answered", result),
-            ]
-        )
-        return {**result, "seq": records[-1].seq, "replayed": False}
+        logged = {
+            "results": [a.result_body() for a in answers if not a.missing],
+            "passage_fields": list(LOGGED_PASSAGE_FIELDS),
+        }
+        record = await self.writer.append("query.answered", {**result, **logged})
+        # seq, hash and log_id name the signed record of this answer: a host that
+        # asked us as its remote shard records them, for `audit verify --peer`.
+        return {**result, **self._signed(record), "replayed": False}
+
+    def _signed(self, record: Record) -> dict[str, Any]:
+        return {"seq": record.seq, "hash": record.hash.hex(), "log_id": self.log.log_id.hex()}
 
     def _replayed(self, rid: RequestId, question: str | None, record: Record) -> dict:
         data = decode(record.seq, record.kind, record.body)
@@ -400,7 +470,10 @@ class Daemon:
                 protocol.DUPLICATE_ID, f"request id {rid!r} was already used for another request"
             )
         data.pop("v", None)
-        return {**data, "seq": record.seq, "replayed": True}
+        # The log's record of each shard, not part of the reply.
+        data.pop("results", None)
+        data.pop("passage_fields", None)
+        return {**data, **self._signed(record), "replayed": True}
 
     async def remember(self, rid: RequestId, text: str, source: str | None = None) -> dict:
         """Add `text` to working memory, exactly once per request id; `source` says where
@@ -462,6 +535,42 @@ class Daemon:
         await self.supervisor.broadcast_memory("remove", {"memory_id": memory_id})
         return {"memory_id": memory_id, "seq": record.seq, "replayed": False}
 
+    async def seal(self) -> dict[str, Any]:
+        """Seal the live log file now (`ifmem log seal`)."""
+        try:
+            segment = await self.writer.seal()
+        except StoreError as e:
+            raise OpError(protocol.UNAVAILABLE, f"seal refused: {e}") from e
+        return {"segment": str(segment.path), "first_seq": segment.first, "last_seq": segment.last}
+
+    async def prune(self, before_seq: int | None, before_ns: int | None) -> dict[str, Any]:
+        """Delete the sealed segments wholly before a seq or a time (`ifmem log prune`)."""
+        chain = self.reader
+        try:
+            plan = segments.plan_prune(
+                chain.segments,
+                chain.first_row_after,
+                before_seq=before_seq,
+                before_ns=before_ns,
+            )
+        except NothingToPruneError as e:
+            raise OpError(protocol.NOT_FOUND, str(e)) from e
+        except StoreError as e:
+            raise OpError(protocol.UNAVAILABLE, f"prune refused: {e}") from e
+        record = await self.writer.append("log.pruned", plan.fields())
+        # The state the deleted events built lives on in a snapshot standing after them.
+        await self._snapshot_now()
+        self.reader.close()
+        try:
+            segments.delete_pruned(plan)
+        finally:
+            self.reader = LogChain.open(self.log.path)
+        return {
+            "deleted": [s.path.name for s in plan.doomed],
+            "first_kept_seq": plan.first_kept_seq,
+            "seq": record.seq,
+        }
+
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
@@ -490,10 +599,19 @@ class Daemon:
             )
             last = request.args.get("since_seq")
             if last is not None:
-                for record in self.reader.records(after=last, upto=self.projection.seq):
-                    if sub.kinds is None or record.kind in sub.kinds:
-                        await conn.send(protocol.event_message(request.id, record.to_json()))
-                    last = record.seq
+                upto = self.projection.seq
+                while last < upto:
+                    # A page at a time, each read to its end before sending: no read
+                    # stays open across an await (a seal may replace the reader).
+                    page = list(
+                        self.reader.records(after=last, upto=min(upto, last + BACKLOG_PAGE))
+                    )
+                    if not page:
+                        break
+                    for record in page:
+                        if sub.kinds is None or record.kind in sub.kinds:
+                            await conn.send(protocol.event_message(request.id, record.to_json()))
+                        last = record.seq
             async with sub.receive:
                 async for record in sub.receive:
                     if last is not None and record.seq <= last:

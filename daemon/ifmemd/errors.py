@@ -67,6 +67,34 @@ class KeyFileError(IfmemError):
         super().__init__(f"signing key {path}: {reason}")
 
 
+class LogLockedError(StoreError):
+    """Raised when `ifmem log seal|prune` would change the log files while a daemon uses them."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            "lock event log",
+            path,
+            "a running ifmemd has this log open; seal or prune through it "
+            "(is its socket elsewhere? pass --socket), or stop it first",
+        )
+
+
+class NothingToPruneError(IfmemError):
+    """Raised when `ifmem log prune` finds no sealed segment wholly before its bound."""
+
+    def __init__(self, before_seq: int | None, before_ns: int | None, oldest: str | None) -> None:
+        bound = f"seq {before_seq}" if before_seq is not None else f"time {before_ns} ns"
+        where = (
+            f"the oldest sealed segment, {oldest}, does not end before {bound}"
+            if oldest is not None
+            else "there is no sealed segment (`ifmem log seal` makes one)"
+        )
+        super().__init__(
+            f"prune before {bound}: nothing to delete: {where}; only whole sealed segments "
+            "are pruned, the live file never"
+        )
+
+
 class ChainError(IfmemError):
     """Raised when replay finds a row whose hash chain does not hold."""
 

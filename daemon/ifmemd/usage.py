@@ -1,8 +1,10 @@
 """What the model-backed shards cost: tokens and dollars, folded from the event log.
 
-Every model call is recorded with the tokens the API billed: `shard.answered`
-(mode "model"), `shard.warmed` (keep-warm) and the `synthesis` of
-`query.answered`. `tally` sums them per shard and model; `report` prices them
+Every model call is recorded with the tokens the API billed: a shard's entry in
+the `results` of `query.answered` (mode "model", its `usage`), `shard.warmed`
+(keep-warm) and the `synthesis` of `query.answered`. Old logs kept each shard's
+result in a `shard.answered` row of its own, read as such a result
+(`events.legacy_result`). `tally` sums them per shard and model; `report` prices them
 with the config's `[prices]` and sets them against what the same calls would
 have cost with no prompt cache (every input token at the full input price),
 which is what caching saved. Answers that routing left to a shard's index
@@ -16,13 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ifmemd.config import ModelPrice
-
-TOKEN_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
+from ifmemd.log.events import USAGE_FIELDS as TOKEN_FIELDS
+from ifmemd.log.events import legacy_result
 
 
 @dataclass(slots=True)
@@ -63,26 +60,31 @@ class Tally:
 def tally(
     events: Iterable[tuple[str, int, Mapping[str, Any]]], since_ns: int = 0
 ) -> dict[tuple[str, str], Tally]:
-    """Sum every model call in `events` (kind, ts_ns, body) at or after `since_ns`."""
+    """Sum every model call in `events` (kind, ts_ns, decoded body) at or after `since_ns`."""
     sums: dict[tuple[str, str], Tally] = {}
 
     def at(shard: str, model: str) -> Tally:
         return sums.setdefault((shard, model), Tally())
 
+    def result(r: Mapping[str, Any]) -> None:
+        mode = r.get("mode")
+        if mode == "model":
+            at(r["shard"], str(r.get("model", ""))).add(r.get("usage", {}))
+        elif mode == "fts":
+            at(r["shard"], "").routed_out += 1
+
     for kind, ts_ns, body in events:
         if ts_ns < since_ns:
             continue
         if kind == "shard.answered":
-            mode = body.get("mode")
-            if mode == "model":
-                at(body["shard"], str(body.get("model", ""))).add(body)
-            elif mode == "fts":
-                at(body["shard"], "").routed_out += 1
+            result(legacy_result(body))
         elif kind == "shard.warmed":
             t = at(body["shard"], str(body.get("model", "")))
             t.add(body)
             t.warm_calls += 1
         elif kind == "query.answered":
+            for r in body.get("results", []):
+                result(r)
             synthesis = body.get("synthesis")
             if isinstance(synthesis, dict) and synthesis.get("model"):
                 at(str(synthesis.get("shard", "")), str(synthesis["model"])).add(synthesis)

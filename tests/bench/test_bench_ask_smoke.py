@@ -5,16 +5,11 @@ No timing is asserted: this only proves the benchmark still runs end to end.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "ask.py"
+from benchrun import QuickRunner
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,17 +21,8 @@ pytestmark = [
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_prints_the_table(tmp_path: Path) -> None:
-    out = tmp_path / "ask.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "benchmark aborted" not in proc.stderr, proc.stderr
+def test_quick_run_prints_the_table(quick_run: QuickRunner) -> None:
+    proc = quick_run("ask.py")
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("metric"))
     assert lines[header].split() == ["metric", "value", "baseline", "ratio", "target", "result"]
@@ -54,7 +40,7 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     ):
         assert metric in table, f"{metric!r} missing from:\n{proc.stdout}"
     assert "targets:" in proc.stdout
-    doc = json.loads(out.read_text())
+    doc = proc.doc
     assert doc["mode"] == "quick"
     assert doc["results"], doc
     assert "error" not in doc["details"], doc["details"].get("error")

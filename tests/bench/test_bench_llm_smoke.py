@@ -6,32 +6,23 @@ the cache writes); that the log's tokens equal what the fake API billed is.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "llm_cost.py"
+from benchrun import QuickRunner
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_reports_the_ratio(tmp_path: Path) -> None:
-    out = tmp_path / "llm.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_quick_run_reports_the_ratio(quick_run: QuickRunner) -> None:
+    proc = quick_run("llm_cost.py")
     assert "ifmem / naive" in proc.stdout
-    result = json.loads(out.read_text())
+    result = proc.doc
     assert result["log_matches_api"] is True
     assert result["model_calls"] <= 2 * result["questions"]  # route_top_n = 2
     assert result["missing"] == 0 and result["failed_calls"] == 0
     assert 0 < result["ratio"] < result["routing_ratio"] <= 0.5 + 1e-9
+    # The coverage ratio, off then on, over the same questions: never more calls with it.
+    off, on = result["coverage_ratio"]["off"], result["coverage_ratio"]["on"]
+    assert on["model_calls"] <= off["model_calls"]
+    assert result["coverage_ratio"]["saved_calls"] == off["model_calls"] - on["model_calls"]
+    assert 0 < on["hits"]["questions"] == off["hits"]["questions"]

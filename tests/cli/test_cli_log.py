@@ -22,8 +22,8 @@ import pytest
 from freezegun import freeze_time
 from ifmem.main import app
 from ifmemd.log.eventlog import EventLog
-from ifmemd.log.events import encode
 from ifmemd.log.keys import Signer
+from logfactory import encode
 from typer.testing import CliRunner
 
 NOW = datetime.now(UTC)

@@ -2,8 +2,8 @@
 
 Group commit mixes the events of concurrent questions in one transaction; the
 events of each question must still be whole and in order: its
-`query.received`, one `shard.answered` per shard that answered, then its
-`query.answered`, which holds exactly the passages the client got.
+`query.received`, then its `query.answered`, which holds exactly the passages
+the client got and one result per shard that answered. Two events an ask.
 """
 
 from __future__ import annotations
@@ -54,17 +54,27 @@ def test_concurrent_questions_leave_whole_ordered_records(daemon: dp.DaemonProc)
 
     received = {b["qid"]: seq for seq, _, b in daemon.events("query.received")}
     answered = {b["qid"]: (seq, b) for seq, _, b in daemon.events("query.answered")}
-    by_qid: dict[str, list[tuple[int, str]]] = {}
-    for seq, _, b in daemon.events("shard.answered"):
-        by_qid.setdefault(b["qid"], []).append((seq, b["shard"]))
     for rid, reply in got.items():
         seq, body = answered[rid]
         assert reply["seq"] == seq
+        assert received[rid] < seq
         assert body["passages"] == reply["passages"]
-        shards = by_qid[rid]
-        # One event per shard that answered, all between the question and its answer.
-        assert sorted(name for _, name in shards) == sorted(reply["shards"])
-        assert all(received[rid] < s < seq for s, _ in shards)
+        assert "results" not in reply
+        # One result per shard that answered, inside the answer: no other event.
+        assert sorted(r["shard"] for r in body["results"]) == sorted(reply["shards"])
+        fields = body["passage_fields"]
+        assert fields[:5] == ["path", "start_line", "end_line", "score", "coverage"]
+        assert "snippet" not in fields
+        for r in body["results"]:
+            assert r["ms"] >= 0
+            for row in r["passages"]:
+                p = dict(zip(fields, row, strict=True))
+                assert p["start_line"] <= p["end_line"] and p["path"]
+        # Every passage the client got is among the shards' results.
+        got_back = {(p[0], p[1], p[2]) for r in body["results"] for p in r["passages"]}
+        assert {(p["path"], p["start_line"], p["end_line"]) for p in reply["passages"]} <= got_back
+    kinds = {kind for _, kind, _ in daemon.events()}
+    assert "shard.answered" not in kinds
 
 
 def test_the_live_state_is_the_replay_of_the_log(daemon: dp.DaemonProc) -> None:

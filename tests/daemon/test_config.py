@@ -17,6 +17,7 @@ from ifmemd.config import (
     ConfigError,
     CoordinatorConfig,
     DaemonConfig,
+    LogConfig,
     OpenAIConfig,
     RestartIntensity,
     ShardConfig,
@@ -80,7 +81,9 @@ def test_missing_default_file_means_defaults() -> None:
     assert config.shards == (WORKING_SHARD_DEFAULT,)
     assert config.shards[0].name == "working" and config.shards[0].kind == "memory"
     assert config.daemon == DaemonConfig(10.0, 30.0, RestartIntensity(5, 60.0), 1000, 10.0, 256)
-    assert config.coordinator == CoordinatorConfig(route_top_n=2, synthesize=False)
+    assert config.coordinator == CoordinatorConfig(
+        route_top_n=2, synthesize=False, route_min_coverage_ratio=0.5
+    )
 
 
 def test_default_file_is_read_when_present(tmp_path: Path) -> None:
@@ -165,6 +168,7 @@ def test_every_key(tmp_path: Path) -> None:
         [coordinator]
         route_top_n = 3
         synthesize = true
+        route_min_coverage_ratio = 0.25
 
         [anthropic]
         model = "claude-x"
@@ -197,7 +201,7 @@ def test_every_key(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.daemon == DaemonConfig(2.5, 7.0, RestartIntensity(0, 1.5), 10, 30.0, 4)
     assert isinstance(config.daemon.heartbeat_timeout, float)
-    assert config.coordinator == CoordinatorConfig(3, True)
+    assert config.coordinator == CoordinatorConfig(3, True, 0.25)
     assert config.anthropic == AnthropicConfig("claude-x")
     assert config.openai == OpenAIConfig("http://localhost:8080/v1", "local-model")
     assert config.shards == (
@@ -291,7 +295,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert_refused(
         path,
         "verbose",
-        "unknown key 'verbose' (known: daemon, shard, coordinator, anthropic, openai, prices)",
+        "unknown key 'verbose' (known: daemon, shard, coordinator, log, anthropic, openai, prices)",
     )
 
 
@@ -643,7 +647,23 @@ def test_exclude_patterns_are_checked(tmp_path: Path) -> None:
         (
             "[coordinator]\nrouting = 1\n",
             "routing",
-            "unknown key 'routing' in [coordinator] (known: route_top_n, synthesize)",
+            "unknown key 'routing' in [coordinator] "
+            "(known: route_top_n, synthesize, route_min_coverage_ratio)",
+        ),
+        (
+            "[coordinator]\nroute_min_coverage_ratio = 1.5\n",
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, got 1.5",
+        ),
+        (
+            "[coordinator]\nroute_min_coverage_ratio = -0.1\n",
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, got -0.1",
+        ),
+        (
+            '[coordinator]\nroute_min_coverage_ratio = "half"\n',
+            "route_min_coverage_ratio",
+            "route_min_coverage_ratio must be a number from 0 to 1, not a string",
         ),
         ("[anthropic]\nmodel = 3\n", "model", "model must be a string, not an integer"),
         (
@@ -661,11 +681,38 @@ def test_exclude_patterns_are_checked(tmp_path: Path) -> None:
             "modle",
             "unknown key 'modle' in [openai] (did you mean 'model'?)",
         ),
+        (
+            "[log]\nsegment_events = 1\n",
+            "segment_events",
+            "segment_events must be at least 2, got 1",
+        ),
+        (
+            '[log]\nsegment_age = "a month"\n',
+            "segment_age",
+            'segment_age must be like "30d", "12h", "90m" or "45s", got \'a month\'',
+        ),
+        (
+            "[log]\nsegment_age = 0\n",
+            "segment_age",
+            "segment_age must be a positive duration, got 0",
+        ),
+        (
+            '[log]\ncompress = "gzip"\n',
+            "compress",
+            'compress must be "zstd" or "none", got \'gzip\'',
+        ),
     ],
 )
 def test_other_sections(tmp_path: Path, text: str, needle: str, reason: str) -> None:
     path = write(tmp_path, "# ifmem\n" + text)
     assert_refused(path, needle, reason)
+
+
+def test_log_section(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).log == LogConfig(1_000_000, 30 * 86400.0, "zstd")
+    text = '[log]\nsegment_events = 5000\nsegment_age = "12h"\ncompress = "none"\n'
+    assert load_config(write(tmp_path, text)).log == LogConfig(5000, 43200.0, "none")
+    assert load_config(write(tmp_path, "[log]\nsegment_age = 90\n")).log.segment_age == 90.0
 
 
 # --- reload support ----------------------------------------------------------
@@ -725,3 +772,76 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
         str(Path(os.environ["HOME"]) / "x"),
         "/abs",
     )
+
+
+# --- remote shards -----------------------------------------------------------
+
+
+def test_remote_shard(tmp_path: Path) -> None:
+    path = shard_file(
+        tmp_path,
+        'name = "team"\ndescription = "Team docs"\nremote = "ssh://me@build-host.lan:2222"\n'
+        'ssh_options = ["-i", "~/.ssh/k"]\nremote_shards = ["docs", "code"]\n',
+    )
+    team = load_config(path).shard("team")
+    assert team is not None and team.remote is not None
+    assert (team.kind, team.description, team.paths) == ("remote", "Team docs", ())
+    assert (team.remote.user, team.remote.host, team.remote.port) == ("me", "build-host.lan", 2222)
+    assert team.remote.ssh_args() == ["-p", "2222", "--", "me@build-host.lan"]
+    assert team.ssh_options == ("-i", "~/.ssh/k")
+    assert team.remote_shards == ("docs", "code")
+
+
+def test_remote_shard_defaults(tmp_path: Path) -> None:
+    team = load_config(shard_file(tmp_path, 'name = "team"\nremote = "ssh://host"\n')).shard("team")
+    assert team is not None and team.remote is not None
+    assert team.remote.ssh_args() == ["--", "host"]
+    assert (team.ssh_options, team.remote_shards) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("remote", "reason"),
+    [
+        ("http://host", "it must start with ssh://"),
+        ("ssh://", "host '' is not a host name or address"),
+        # Never an option to ssh in disguise.
+        ("ssh://-oProxyCommand=x", "host '-oproxycommand=x' is not a host name or address"),
+        ("ssh://-me@host", "user '-me' is not a user name"),
+        ("ssh://me:pw@host", "it must not hold a password (ssh uses keys; BatchMode is on)"),
+        ("ssh://host/srv", "it may hold only user, host and port, no path or query"),
+        ("ssh://host?x=1", "it may hold only user, host and port, no path or query"),
+        ("ssh://host:70000", "Port out of range 0-65535"),
+    ],
+)
+def test_bad_remote_urls(tmp_path: Path, remote: str, reason: str) -> None:
+    path = shard_file(tmp_path, f'name = "team"\nremote = "{remote}"\n')
+    assert_refused(path, "remote =", f"shard 'team': remote {remote!r}: {reason}")
+
+
+@pytest.mark.parametrize("key", ["paths", "backend", "kind", "max_file_bytes", "model"])
+def test_remote_shard_refuses_local_keys(tmp_path: Path, key: str) -> None:
+    value = '["/x"]' if key == "paths" else ('"files"' if key == "kind" else '"local"')
+    value = "5" if key == "max_file_bytes" else value
+    path = shard_file(tmp_path, f'name = "team"\nremote = "ssh://h"\n{key} = {value}\n')
+    assert_refused(
+        path,
+        f"{key} =",
+        f"shard 'team': {key} is not used by a remote shard (the remote host's own config says it)",
+        nth=2 if key == "paths" else 1,
+    )
+
+
+@pytest.mark.parametrize("key", ["ssh_options", "remote_shards"])
+def test_ssh_keys_need_remote(tmp_path: Path, key: str) -> None:
+    path = shard_file(tmp_path, f'name = "docs"\npaths = ["/x"]\n{key} = ["docs"]\n')
+    assert_refused(path, f"{key} =", f"shard 'docs': {key} is only used with remote = \"ssh://…\"")
+
+
+def test_remote_shards_must_be_shard_names(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "team"\nremote = "ssh://h"\nremote_shards = ["Docs"]\n')
+    assert_refused(path, "remote_shards", "remote_shards: 'Docs' is not a shard name")
+
+
+def test_working_cannot_be_remote(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "working"\nremote = "ssh://h"\n')
+    assert_refused(path, "remote =", "shard 'working' holds this host's working memory")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 from ifmemd.config import DaemonConfig, ShardConfig
 from ifmemd.coordinator import RRF_K, ShardAnswer, fuse, route
 from ifmemd.shards.index import Passage
-from ifmemd.supervisor import ShardHandle
+from ifmemd.supervisor import ReplyGroup, ShardHandle
 
 
 def p(path: str, score: float = 1.0, coverage: float = 0.0, start: int = 1) -> Passage:
@@ -50,7 +51,10 @@ def test_fusion_of_nothing_is_empty() -> None:
 def handle(name: str, backend: str = "anthropic") -> ShardHandle:
     model = "claude-test" if backend != "local" else None
     config = ShardConfig(name=name, paths=("/x",), backend=backend, model=model)  # type: ignore[arg-type]
-    return ShardHandle(config, DaemonConfig(), time.monotonic)
+    h = ShardHandle(config, DaemonConfig(), time.monotonic)
+    if config.uses_model:
+        h.model_status = "ready"  # as its `model_ready` message would set it
+    return h
 
 
 def test_routing_prefers_coverage_over_raw_bm25() -> None:
@@ -81,3 +85,44 @@ def test_routing_asks_at_most_top_n(top_n: int) -> None:
     handles = [handle(n) for n in "abc"]
     answers = [ShardAnswer(n, (p(f"/{n}.md", coverage=0.5),)) for n in "abc"]
     assert len(route(handles, answers, top_n)) == top_n
+
+
+def test_routing_skips_a_shard_covering_the_question_far_worse_than_the_best() -> None:
+    # "what does RestartSec do": the systemd docs cover it; the history shard's
+    # best passage ("How long does memory run for?") shares one word of three.
+    handles = [handle("systemd"), handle("history"), handle("notes")]
+    answers = [
+        ShardAnswer("systemd", (p("/unit.md", score=4.0, coverage=1.0),)),
+        ShardAnswer("history", (p("/history.md", score=6.0, coverage=0.34),)),
+        ShardAnswer("notes", (p("/notes.md", score=1.0, coverage=0.67),)),
+    ]
+    assert route(handles, answers, 3, min_coverage_ratio=0.5) == [0, 2]
+    assert route(handles, answers, 3, min_coverage_ratio=0.7) == [0]
+    # Off (0): only route_top_n limits the calls, as before.
+    assert route(handles, answers, 3, min_coverage_ratio=0.0) == [0, 2, 1]
+    # The ratio is relative to the best: equally weak shards are all asked.
+    weak = [dataclasses.replace(a, passages=(p(f"/{a.shard}", coverage=0.1),)) for a in answers]
+    assert route(handles, weak, 3, min_coverage_ratio=1.0) == [0, 1, 2]
+
+
+def test_routing_never_asks_a_model_that_is_still_loading() -> None:
+    handles = [handle("up"), handle("loading")]
+    handles[1].model_status = "loading"  # ready on its index; SDK and count still to come
+    answers = [
+        ShardAnswer("up", (p("/up.md", coverage=0.5),)),
+        ShardAnswer("loading", (p("/loading.md", coverage=1.0),)),
+    ]
+    assert route(handles, answers, 2) == [0]
+
+
+def test_a_reply_group_waits_for_requests_sent_after_the_first_replies_came() -> None:
+    # fan_out asks the ready shards, then each shard still starting once it is
+    # ready: the first replies may all be in before those requests go out.
+    group = ReplyGroup()
+    group.expect()
+    group.finished_one()
+    assert group.done.is_set()
+    group.expect()  # a shard that was starting, asked now
+    assert not group.done.is_set()  # its reply is still to come: wait for it
+    group.finished_one()
+    assert group.done.is_set()

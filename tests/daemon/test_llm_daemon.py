@@ -87,12 +87,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Iter
         daemon = made(config, start=False)
         daemon.start(wait=False)
         dp.wait_for(
-            lambda: all(
-                s["status"] in ("ready", "failed")
-                for s in (daemon._try_status() or {}).get("shards", [{"status": "starting"}])
-            ),
+            lambda: settled(daemon),
             START_TIMEOUT_S,
-            "every shard ready or failed",
+            "every shard (and model) ready, or failed",
             daemon.diagnostics,
         )
         yield {"daemon": daemon, "dirs": dirs, "root": root}
@@ -102,8 +99,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Iter
             os.environ["ANTHROPIC_API_KEY"] = saved
 
 
+def settled(daemon: dp.DaemonProc) -> bool:
+    """Every shard failed, or ready with its model (an over-budget one is ready on its
+    index until its model's count fails it)."""
+    return all(
+        s["status"] == "failed"
+        or (s["status"] == "ready" and s.get("model_status", "ready") == "ready")
+        for s in (daemon._try_status() or {}).get("shards", [{"status": "starting"}])
+    )
+
+
 def _answered(daemon: dp.DaemonProc, qid: str) -> dict[str, dict[str, Any]]:
-    return {b["shard"]: b for _, _, b in daemon.events("shard.answered") if b["qid"] == qid}
+    return daemon.shard_results(qid)
 
 
 def test_model_shards_are_ready_and_count_their_corpus(world: dict) -> None:
@@ -111,9 +118,10 @@ def test_model_shards_are_ready_and_count_their_corpus(world: dict) -> None:
     shards = {s["name"]: s for s in status["shards"]}
     for name in ("docs", "notes", "ops", "code"):
         assert shards[name]["status"] == "ready", shards[name]
-    assert shards["docs"]["model"] == MODEL
-    ready = [b for _, _, b in world["daemon"].events("shard.ready") if b["shard"] == "docs"]
+    assert shards["docs"]["model"] == MODEL and shards["docs"]["model_status"] == "ready"
+    ready = [b for _, _, b in world["daemon"].events("shard.model_ready") if b["shard"] == "docs"]
     assert ready[-1]["token_source"] == "api" and ready[-1]["tokens"] > 0
+    assert shards["docs"]["tokens"] == ready[-1]["tokens"]
 
 
 def test_an_answer_cites_the_exact_lines(world: dict, fake: FakeAnthropic) -> None:
@@ -134,7 +142,7 @@ def test_an_answer_cites_the_exact_lines(world: dict, fake: FakeAnthropic) -> No
     assert {d["title"] for d in request.documents} >= {f"{beacon}:1-4"}
     body = _answered(daemon, "q-wick")["docs"]
     assert body["mode"] == "model" and body["model"] == MODEL
-    assert body["cache_creation_input_tokens"] > 0 and body["verified"] is True
+    assert body["usage"]["cache_creation_input_tokens"] > 0 and body["verified"] is True
     assert body["citations"][0]["citation"] == f"{beacon}:4-4"
 
 
@@ -142,19 +150,26 @@ def test_the_second_question_reads_the_corpus_from_the_cache(world: dict) -> Non
     daemon = world["daemon"]
     daemon.request("ask", request_id="q-ice", question="how does glacier ice move", shards=["docs"])
     body = _answered(daemon, "q-ice")["docs"]
-    assert body["cache_read_input_tokens"] > 0
-    assert body["cache_creation_input_tokens"] == 0
+    assert body["usage"]["cache_read_input_tokens"] > 0
+    assert body["usage"]["cache_creation_input_tokens"] == 0
 
 
 def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
     daemon = world["daemon"]
     readies = len(daemon.events("shard.ready"))
+    models = len(daemon.events("shard.model_ready"))
+    failed = len(daemon.events("shard.failed"))
     (world["dirs"]["docs"] / "glacier.md").write_text(
         DOCS["glacier.md"] + "Crevasses open where the ice bends.\n"
     )
     daemon.request("reload")
     dp.wait_for(
-        lambda: len(daemon.events("shard.ready")) >= readies + 4,  # docs notes ops code
+        lambda: (
+            len(daemon.events("shard.ready")) >= readies + 4  # docs notes ops code
+            and len(daemon.events("shard.model_ready")) >= models + 3  # and their models
+            and len(daemon.events("shard.failed")) >= failed + 2  # leaky, huge: failed again
+            and settled(daemon)
+        ),
         20,
         "the shards to reload",
         daemon.diagnostics,
@@ -163,8 +178,8 @@ def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
         "ask", request_id="q-crevasse", question="where do crevasses open", shards=["docs"]
     )
     body = _answered(daemon, "q-crevasse")["docs"]
-    assert body["cache_creation_input_tokens"] > 0
-    assert body["cache_read_input_tokens"] == 0
+    assert body["usage"]["cache_creation_input_tokens"] > 0
+    assert body["usage"]["cache_read_input_tokens"] == 0
     glacier = str(world["dirs"]["docs"] / "glacier.md")
     assert body["citations"][0]["citation"] == f"{glacier}:5-5"
 
@@ -240,8 +255,9 @@ def test_a_corpus_over_its_budget_is_refused_with_its_size(world: dict) -> None:
 
 def test_stats_totals_match_the_recorded_tokens(world: dict) -> None:
     daemon = world["daemon"]
+    results = [r for _, _, b in daemon.events("query.answered") for r in b["results"]]
     recorded = {
-        f: sum(b.get(f, 0) for _, _, b in daemon.events("shard.answered"))
+        f: sum(r.get("usage", {}).get(f, 0) for r in results)
         for f in (
             "input_tokens",
             "cache_creation_input_tokens",
@@ -249,7 +265,7 @@ def test_stats_totals_match_the_recorded_tokens(world: dict) -> None:
             "output_tokens",
         )
     }
-    calls = sum(1 for _, _, b in daemon.events("shard.answered") if b.get("mode") == "model")
+    calls = sum(1 for r in results if r.get("mode") == "model")
     result = CliRunner().invoke(
         app,
         ["stats", "--json", "--db", str(daemon.db_path), "--config", str(daemon.config_path)],

@@ -59,9 +59,9 @@ def test_answers_cite_numbered_passages_and_are_merged(
         "harbour.md:1-3",
     }
     assert "[1]" in synthesis["text"] and "[2]" in synthesis["text"]  # every citation kept
-    bodies = {b["shard"]: b for _, _, b in daemon.events("shard.answered") if b["qid"] == "o-1"}
+    bodies = daemon.shard_results("o-1")
     assert "mode" not in bodies.pop("working")
-    assert all(b["mode"] == "model" and b["input_tokens"] > 0 for b in bodies.values())
+    assert all(b["mode"] == "model" and b["usage"]["input_tokens"] > 0 for b in bodies.values())
     [answered] = [b for _, _, b in daemon.events("query.answered") if b["qid"] == "o-1"]
     assert answered["synthesis"]["input_tokens"] > 0
     assert len(fake.requests) == 3  # two shards and one synthesis

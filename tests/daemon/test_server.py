@@ -437,7 +437,7 @@ def test_a_request_id_reused_for_another_request_is_a_duplicate(daemon: dp.Daemo
         # was appended.
         assert daemon.status()["memories"] == memories
         kinds = {k for seq, k, _ in daemon.events() if seq > before}
-        assert kinds <= {"shard.heartbeat"}, kinds
+        assert kinds <= {"shard.heartbeats"}, kinds
         hits = c.request("ask", question="another", shards=["working"])["passages"]
         assert f"memory:{other}" in [p["path"] for p in hits]
         # The original answer is still what the id replays to.

@@ -123,6 +123,40 @@ def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
     assert answer["passages"] and not answer["missing"]
 
 
+def test_heartbeats_are_recorded_as_one_event_per_round(daemon: dp.DaemonProc) -> None:
+    client = daemon.client()
+    before = head(daemon)
+    pids = daemon.shard_pids()
+    started = time.monotonic()
+    time.sleep(12 * dp.HEARTBEAT_INTERVAL)
+    rounds = [e for e in daemon.events() if e[0] > before and e[1].startswith("shard.heartbeat")]
+    elapsed = time.monotonic() - started
+    assert {k for _, k, _ in rounds} == {"shard.heartbeats"}
+    # One event a round, not one a heartbeat (4 shards would give 4 a round).
+    assert len(rounds) <= elapsed / dp.HEARTBEAT_INTERVAL + 1
+    heard: dict[str, int] = {}
+    for _, _, body in rounds:
+        for name, beats in body["beats"].items():
+            heard[name] = heard.get(name, 0) + len(beats)
+            for rss_bytes, served, uptime_s in beats:
+                assert rss_bytes > 0 and uptime_s > 0 and served >= 0
+    # Every shard's heartbeats are all there: about one an interval each.
+    for name in pids:
+        assert heard.get(name, 0) >= len(rounds) - 2, (name, heard, len(rounds))
+
+    # A shard that stops beating is named silent in the rounds it misses.
+    stopped = head(daemon)
+    os.kill(pids["docs"], signal.SIGSTOP)
+    try:
+        time.sleep(4 * dp.HEARTBEAT_INTERVAL)
+        later = [b for seq, _, b in daemon.events("shard.heartbeats") if seq > stopped]
+        assert any("docs" in b["silent"] and "docs" not in b["beats"] for b in later), later
+        assert all("code" in b["beats"] or "code" in b["silent"] for b in later)
+    finally:
+        os.kill(pids["docs"], signal.SIGCONT)
+    assert client.request("status")["log"]["seq"] > stopped
+
+
 def test_a_shard_that_keeps_dying_is_marked_failed_and_the_others_keep_serving(
     daemons: dp.DaemonFactory,
 ) -> None:

@@ -1,4 +1,8 @@
-"""`ifmem stats` arithmetic: tokens summed from events, priced, set against no caching."""
+"""`ifmem stats` arithmetic: tokens summed from events, priced, set against no caching.
+
+Model calls are read from `query.answered`'s `results` and, in logs written
+before those held them, from `shard.answered` rows: EVENTS mixes both.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,31 @@ def answered(shard: str, model: str, i: int, w: int, r: int, o: int, ts: int = 1
     return ("shard.answered", ts, body)
 
 
+def result(shard: str, model: str, i: int, w: int, r: int, o: int) -> dict:
+    """A shard's entry in `query.answered` v2's `results`."""
+    usage = {
+        "input_tokens": i,
+        "cache_creation_input_tokens": w,
+        "cache_read_input_tokens": r,
+        "output_tokens": o,
+    }
+    return {"shard": shard, "mode": "model", "model": model, "usage": usage, "passages": []}
+
+
 EVENTS = [
     answered("docs", "claude-a", 100, 100_000, 0, 500),
-    answered("docs", "claude-a", 100, 0, 100_000, 500),
+    (
+        "query.answered",
+        10,
+        {
+            "results": [
+                result("docs", "claude-a", 100, 0, 100_000, 500),
+                {"shard": "ops", "mode": "fts", "passages": []},
+                {"shard": "code", "passages": []},  # local: not a model call
+            ]
+        },
+    ),
     ("shard.answered", 10, {"shard": "docs", "mode": "fts", "passages": []}),
-    ("shard.answered", 10, {"shard": "ops", "mode": "fts", "passages": []}),
     ("shard.answered", 10, {"shard": "code", "passages": []}),  # local: not a model call
     (
         "shard.warmed",

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from ifmemd.errors import ChainError, UnknownEventError
 from ifmemd.log import snapshot
 from ifmemd.log.eventlog import EventLog, Record
-from ifmemd.log.events import decode, encode
+from ifmemd.log.events import decode
 from ifmemd.log.keys import Signer
 from ifmemd.log.logformat import canonical_json
 from ifmemd.log.replay import checked_events, replay
 from ifmemd.log.state import Event, State, apply
+from logfactory import encode
 
 SIGNER = Signer.generate()
 
@@ -55,7 +56,7 @@ EVENTS = st.one_of(
         st.lists(shards, max_size=3),
     ),
     st.builds(
-        lambda q: ("query.answered", {"qid": q, "passages": [], "missing": []}),
+        lambda q: ("query.answered", {"qid": q, "passages": [], "missing": [], "results": []}),
         ids,
     ),
     st.builds(lambda q, t: ("query.failed", {"qid": q, "reason": t}), ids, text),
@@ -72,10 +73,22 @@ EVENTS = st.one_of(
         small,
         st.text(alphabet="0123456789abcdef", min_size=8, max_size=8),
     ),
+    # Logs written before heartbeat rounds hold one row per heartbeat.
     st.builds(
         lambda s, r: ("shard.heartbeat", {"shard": s, "rss_bytes": r, "served": 1, "uptime_s": 2}),
         shards,
         small,
+    ),
+    st.builds(
+        lambda heard, silent: (
+            "shard.heartbeats",
+            {
+                "beats": {s: [[1 << 20, 1, 2.5]] for s in heard},
+                "silent": [s for s in silent if s not in heard],
+            },
+        ),
+        st.lists(shards, max_size=3, unique=True),
+        st.lists(shards, max_size=2, unique=True),
     ),
     st.builds(lambda s, c: ("shard.exited", {"shard": s, "code": c}), shards, small),
     st.builds(
@@ -185,7 +198,7 @@ def test_fold_of_a_known_history() -> None:
                     ("memory.forgotten", {"memory_id": "a"}),
                     ("query.received", {"qid": "q1", "question": "?", "shards": []}),
                     ("query.received", {"qid": "q2", "question": "??", "shards": []}),
-                    ("query.answered", {"qid": "q1", "passages": [], "missing": []}),
+                    ("query.answered", {"qid": "q1", "passages": [], "missing": [], "results": []}),
                     ("shard.spawned", {"shard": "docs", "pid": 42}),
                     ("shard.restarting", {"shard": "docs", "delay_s": 1, "restarts": 2}),
                 ],

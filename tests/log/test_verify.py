@@ -712,6 +712,9 @@ def test_cli_json(db: Path, signer: Signer) -> None:
         "rows": N,
         "head_seq": N,
         "checkpoints": 0,
+        "segments": 0,
+        "first_seq": 1,
+        "pruned_at": None,
         "failure": None,
     }
     with lf.tamper(db) as conn:

@@ -12,6 +12,8 @@ import anyio
 import pytest
 from ifmemd.errors import StoreError
 from ifmemd.log import checkpoint as cp
+from ifmemd.log import segments
+from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog, Record
 from ifmemd.log.verify import verify_log
 from ifmemd.log.writer import LogWriter, WriterClosedError
@@ -256,3 +258,51 @@ async def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_writer(
     assert published[0].seq == 4
     assert all(log.record(c.seq).hash == c.hash for c in published)
     assert verify_log(log.path, checkpoints=published, jobs=1).ok
+
+
+@pytest.mark.anyio
+async def test_the_writer_seals_by_count_and_by_age(tmp_path: Path, log: EventLog) -> None:
+    writer = LogWriter(log, segment_events=10)
+    sealed: list[object] = []
+    writer.after_seal = sealed.append
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for i in range(25):
+            await writer.append("memory.remembered", fields(f"m{i}"))
+        # Ten events, then the new file's `log.sealed` and nine more, then again.
+        assert [(s.first, s.last) for s in segments.list_segments(log.path)] == [(1, 10), (11, 20)]
+        writer.segment_events = None
+        writer.segment_age_s = 0.05
+        await anyio.sleep(0.1)
+        await writer.append("memory.remembered", fields("late"))
+        await writer.close()
+    found = segments.list_segments(log.path)
+    assert [(s.first, s.last) for s in found] == [(1, 10), (11, 20), (21, 28)]
+    assert len(sealed) == 3 and all(s is not None for s in sealed)
+    writer.log.close()
+    with LogChain.open(log.path) as chain:
+        tokens = [
+            json.loads(r.body)["memory_id"] for r in chain.records() if r.kind != "log.sealed"
+        ]
+    assert tokens == [f"m{i}" for i in range(25)] + ["late"]
+    assert verify_log(log.path).ok
+
+
+@pytest.mark.anyio
+async def test_a_seal_a_reader_blocks_is_refused_and_appends_go_on(log: EventLog) -> None:
+    writer = LogWriter(log)
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        await writer.append("memory.remembered", fields("a"))
+        with EventLog.open_readonly(log.path) as reader:
+            rows = reader.rows(0)
+            next(rows)  # a read left open holds the -wal
+            with pytest.raises(StoreError, match="a reader holds the log open"):
+                await writer.seal()
+            del rows
+        record = await writer.append("memory.remembered", fields("b"))
+        assert record.seq == 2 and writer.log.path == log.path
+        segment = await writer.seal()
+        assert (segment.first, segment.last) == (1, 2)
+        await writer.close()
+    writer.log.close()

@@ -408,5 +408,8 @@ def test_a_missing_sdk_is_a_clear_fatal_error(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setitem(sys.modules, "ifmemd.shards.claude", None)  # as if not installed
     monkeypatch.delattr(ifmemd.shards, "claude", raising=False)
+    # The key is read at once; the SDK only when the corpus is loaded, after `ready`.
+    runner = modelshard.ModelRunner("docs", "", settings("http://127.0.0.1:9"), Sink())
     with pytest.raises(BackendMissingError, match=r"pip install 'ifmem\[anthropic\]'"):
-        modelshard.ModelRunner("docs", "", settings("http://127.0.0.1:9"), Sink())
+        runner.load(chunks())
+    assert not runner.usable.is_set()

@@ -46,7 +46,17 @@ from ifmemd.wire.protocol import (
 
 def test_constants() -> None:
     assert (protocol.PROTO, protocol.VERSION, MAX_LINE) == ("ifmem", 1, 1 << 20)
-    assert protocol.OPS == ("ask", "remember", "forget", "status", "reload", "stop", "subscribe")
+    assert protocol.OPS == (
+        "ask",
+        "remember",
+        "forget",
+        "status",
+        "reload",
+        "stop",
+        "subscribe",
+        "seal",
+        "prune",
+    )
     assert {BAD_JSON, LINE_TOO_LONG, DENIED, INTERNAL} <= protocol.ERROR_CODES
 
 
@@ -636,7 +646,7 @@ def test_raw_wire_transcript(daemon: tuple[Path, TinyDaemon]) -> None:
             "error": {
                 "code": UNKNOWN_OP,
                 "message": "unknown op 'nope'; known ops: "
-                "ask, remember, forget, status, reload, stop, subscribe",
+                "ask, remember, forget, status, reload, stop, subscribe, seal, prune",
             },
         }
         bad = json.loads(f.readline())

@@ -3,7 +3,9 @@
 Lives here: the byte format (`logformat`), the SQLite store (`eventlog`) and
 its single writer (`writer`), signing keys (`keys`), checkpoints, the event
 registry and upcasters (`events`), the folded state (`state`), snapshots,
-replay and the verifier.
+replay and the verifier; sealed segments and pruning (`segments`), the reader
+of a whole log across its files (`chain`), and sealing and pruning with no
+daemon (`maintenance`).
 
 May import: `ifmemd.errors`, the low-level helpers of `ifmemd.system`
 (`durable`, `privatefile`, `paths`), and each other. Never `ifmemd.shards`,

@@ -14,7 +14,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,10 @@ from ifmemd.log.logformat import (
     ZERO_HASH,
     event_hash,
 )
-from ifmemd.system import durable
+from ifmemd.system import durable, privatefile
 
 BUSY_TIMEOUT_MS = 5000
+FOLD_BUSY_TIMEOUT_MS = 200
 _COLUMNS = "seq, ts_ns, kind, CAST(body AS BLOB), prev, hash, key_id, sig"
 
 
@@ -203,6 +204,8 @@ class EventLog:
         self.path = path
         self.log_id = log_id
         self.signer = signer
+        # Where rows get their ts_ns; a benchmark simulating months sets its own.
+        self.clock: Callable[[], int] = time.time_ns
         self.head_seq, self.head_hash, self.head_ts = self._read_head()
 
     # -- opening -----------------------------------------------------------------
@@ -215,6 +218,12 @@ class EventLog:
                 durable.ensure_private_dir(path.parent)
             except OSError as e:
                 raise StoreError("create log directory", path.parent, e.strerror or str(e)) from e
+        # SQLite would create the file 0644 (less the umask); it gives the -wal
+        # and -shm the mode of the file it finds, so a 0600 file keeps all three private.
+        try:
+            privatefile.create_private(path)
+        except OSError as e:
+            raise StoreError("create event log", path, e.strerror or str(e)) from e
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         conn = cls._connect(path, flags)
         with _closed_on_error(conn, path):
@@ -228,11 +237,19 @@ class EventLog:
             return cls(conn, path, log_id, signer)
 
     @classmethod
-    def open_readonly(cls, path: Path) -> EventLog:
-        """Open an existing log for reading only (auditing, replay, `ifmem log`)."""
+    def open_readonly(cls, path: Path, *, immutable: bool = False) -> EventLog:
+        """Open an existing log for reading only (auditing, replay, `ifmem log`).
+
+        `immutable` is for a sealed segment: a file nothing writes any more,
+        read with no locks and no -shm beside it (its folder may be read-only).
+        """
         if not path.exists():
             raise LogMissingError(path)
-        conn = cls._connect_readonly(path)
+        if immutable:
+            flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+            conn = cls._connect(path, flags, _immutable_uri(path))
+        else:
+            conn = cls._connect_readonly(path)
         with _closed_on_error(conn, path):
             log_id = cls._check(conn, path)
             _configure(conn, writable=False)
@@ -344,6 +361,74 @@ class EventLog:
 
     # -- appending ---------------------------------------------------------------
 
+    @classmethod
+    def create_continuation(
+        cls,
+        path: Path,
+        signer: Signer,
+        *,
+        log_id: bytes,
+        keys: dict[str, bytes],
+        head: tuple[int, bytes, int],
+        first: tuple[str, bytes],
+        now: int | None = None,
+    ) -> None:
+        """Create the live file `path` continuing a sealed log at `head` (seq, hash, ts_ns).
+
+        It holds `meta.first_seq` = seq + 1, the public keys `keys`, and its
+        first row `first` (kind, body) linked to `head`'s hash. Built under a
+        temporary name and renamed into place, so `path` never exists half made.
+        """
+        seq, prev, ts_floor = head
+        tmp = path.with_name(path.name + ".new")
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+        # SQLite creates files with the umask's mode: create it 0600 first.
+        os.close(durable.os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        kind, body = first
+        ts = max(time.time_ns() if now is None else now, ts_floor)
+        row_hash = event_hash(log_id, seq + 1, ts, kind.encode(), body, prev)
+        conn = cls._connect(tmp, apsw.SQLITE_OPEN_READWRITE)
+        try:
+            conn.pragma("synchronous", "FULL")
+            with conn:
+                conn.execute(SCHEMA)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('log_id', ?), ('format', ?), "
+                    "('first_seq', ?)",
+                    (log_id.hex(), FORMAT, str(seq + 1)),
+                )
+                conn.executemany(
+                    "INSERT INTO keys(key_id, public_key) VALUES(?, ?)",
+                    sorted({**keys, signer.key_id: signer.public_key}.items()),
+                )
+                conn.execute(
+                    "INSERT INTO events(seq, ts_ns, kind, body, prev, hash, key_id, sig) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq + 1,
+                        ts,
+                        kind,
+                        body.decode(),
+                        prev,
+                        row_hash,
+                        signer.key_id,
+                        signer.sign(row_hash),
+                    ),
+                )
+                conn.pragma("application_id", APPLICATION_ID)
+        except apsw.Error as e:
+            raise StoreError("create live log file", tmp, str(e)) from e
+        finally:
+            conn.close()
+        fd = durable.os_open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            durable.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        durable.fsync_dir(path.parent)
+
     def _read_head(self) -> tuple[int, bytes, int]:
         row = self._conn.execute(
             "SELECT seq, hash, ts_ns FROM events ORDER BY seq DESC LIMIT 1"
@@ -351,6 +436,52 @@ class EventLog:
         if row is None:
             return 0, ZERO_HASH, 0
         return row[0], bytes(row[1]), row[2]
+
+    @property
+    def first_seq(self) -> int:
+        """The seq this file starts at: 1, or `meta.first_seq` for a file continuing
+        sealed segments."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'first_seq'").fetchone()
+        try:
+            return int(row[0]) if row is not None else 1
+        except ValueError as e:
+            raise NotAnEventLogError(self.path, f"meta.first_seq is {row[0]!r}") from e
+
+    def first_row(self) -> Record | None:
+        """The file's first row (its lowest seq), or None if it has none."""
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY seq LIMIT 1").fetchone()
+        return _row(row) if row else None
+
+    def fold_wal(self) -> None:
+        """Copy every commit in the -wal into the file and empty the -wal (before sealing).
+
+        Raises StoreError if a reader keeps that from finishing.
+        """
+        # Not the usual 5 s: the writer waits here, and a reader holding a read
+        # open is better answered by sealing later than by stalling every append.
+        self._conn.set_busy_timeout(FOLD_BUSY_TIMEOUT_MS)
+        try:
+            busy, _frames, _done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except apsw.Error as e:
+            raise StoreError("checkpoint the write-ahead log", self.path, str(e)) from e
+        finally:
+            self._conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        if busy:
+            raise StoreError(
+                "checkpoint the write-ahead log",
+                self.path,
+                "a reader holds the log open mid-read; sealing is tried again later",
+            )
+
+    def kind_rows(self, kind: str) -> Iterator[Record]:
+        """Every row of one kind, in seq order (a scan; for rare kinds like `log.pruned`)."""
+        try:
+            for row in self._conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE kind = ? ORDER BY seq", (kind,)
+            ):
+                yield _row(row)
+        except apsw.Error as e:
+            raise StoreError("read events", self.path, str(e)) from e
 
     def append_batch(self, items: Sequence[tuple[str, bytes]]) -> list[Record]:
         """Append `(kind, canonical body)` pairs in one transaction; return the rows.
@@ -370,7 +501,7 @@ class EventLog:
                 raise StoreError("append event", self.path, f"{kind} body is not UTF-8") from e
         seq, prev = self.head_seq, self.head_hash
         # Timestamps never go backwards in the log, even if the clock does.
-        ts = max(time.time_ns(), self.head_ts)
+        ts = max(self.clock(), self.head_ts)
         hashes = []
         for kind, body in items:
             seq += 1

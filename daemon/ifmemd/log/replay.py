@@ -2,7 +2,9 @@
 
 Start-up checks the chain of every row it replays (recomputing each hash and
 its link to the previous one); signatures are the auditor's job
-(`ifmem audit verify`), which uses every core.
+(`ifmem audit verify`), which uses every core. A log whose oldest segments
+were pruned is replayed from the oldest row it still holds, unless a snapshot
+stands later.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from ifmemd.errors import ChainError
 from ifmemd.log import snapshot as snapshots
+from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.events import decode
 from ifmemd.log.logformat import ZERO_HASH, event_hash
@@ -30,7 +33,7 @@ class ReplayResult:
 
 
 def checked_events(
-    log: EventLog, after: int, prev: bytes, upto: int | None = None
+    log: EventLog | LogChain, after: int, prev: bytes, upto: int | None = None
 ) -> Iterator[tuple[Event, bytes]]:
     """Decoded events after `after`, checking each row's hash and link; raises ChainError."""
     log_id = log.log_id
@@ -66,7 +69,7 @@ def check_chain(log: EventLog, after: int = 0, prev: bytes | None = None) -> int
 
 
 def replay(
-    log: EventLog, *, snapshot_path: Path | None = None, upto: int | None = None
+    log: EventLog | LogChain, *, snapshot_path: Path | None = None, upto: int | None = None
 ) -> ReplayResult:
     """The state at `upto` (default: the head), from a usable snapshot if there is one."""
     start = State()
@@ -79,5 +82,13 @@ def replay(
                 note = f"snapshot stands on seq {snap.state.seq}, after --upto {upto}"
             if not note:
                 start = snap.state
+    if isinstance(log, LogChain) and start.seq < log.first_seq - 1:
+        # Pruned: what the deleted rows said is gone; the chain starts from the
+        # hash the oldest kept row links to (the auditor checks it against
+        # `log.pruned`).
+        note = f"the log was pruned before seq {log.first_seq}; replayed from there" + (
+            f" ({note})" if note else ""
+        )
+        start = State(seq=log.first_seq - 1, hash=log.first_prev)
     state = fold(start, checked_events(log, start.seq, start.hash, upto))
     return ReplayResult(state, start.seq, state.seq - start.seq, note)

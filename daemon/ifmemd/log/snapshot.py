@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.state import PROJECTION_VERSION, State
 from ifmemd.system import durable
@@ -61,7 +62,7 @@ def load(path: Path) -> tuple[Snapshot | None, str]:
     return snap, ""
 
 
-def usable(snap: Snapshot, log: EventLog) -> str:
+def usable(snap: Snapshot, log: EventLog | LogChain) -> str:
     """ "" when `snap` stands on a row this log holds, else why it does not."""
     if snap.log_id != log.log_id:
         return "snapshot belongs to another log"

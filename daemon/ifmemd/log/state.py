@@ -184,6 +184,11 @@ def _heartbeat(d: _Draft, e: Event) -> None:
     d.shards[name] = replace(d.shard(name), last_heartbeat_ns=e.ts_ns)
 
 
+def _heartbeats(d: _Draft, e: Event) -> None:
+    for name in e.data["beats"]:
+        d.shards[name] = replace(d.shard(name), last_heartbeat_ns=e.ts_ns)
+
+
 def _status(status: str) -> Callable[[_Draft, Event], None]:
     def handler(d: _Draft, e: Event) -> None:
         name = e.data["shard"]
@@ -237,6 +242,7 @@ HANDLERS: dict[str, Callable[[_Draft, Event], None]] = {
     "shard.spawned": _spawned,
     "shard.ready": _ready,
     "shard.heartbeat": _heartbeat,
+    "shard.heartbeats": _heartbeats,
     "shard.exited": _status("exited"),
     "shard.restarting": _status("restarting"),
     "shard.failed": _status("failed"),

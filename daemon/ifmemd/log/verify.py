@@ -15,6 +15,7 @@ duplicated, renumbered, or a row from another log.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ifmemd.log import checkpoint as cp
+from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.keys import verify as verify_sig
 from ifmemd.log.logformat import ZERO_HASH, event_hash
@@ -65,10 +67,21 @@ class Report:
     head_seq: int
     checkpoints: int
     failure: Failure | None
+    segments: int = 0
+    first_seq: int = 1  # verified from here: above 1 once segments were pruned
+    pruned_at: int | None = None  # the seq of the `log.pruned` that vouches for it
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+    @property
+    def pruned_note(self) -> str:
+        """ "verified from seq N; seq 1–N-1 pruned at seq M", or "" for a whole log."""
+        if self.pruned_at is None:
+            return ""
+        n = self.first_seq
+        return f"verified from seq {n}; seq 1\u2013{n - 1} pruned at seq {self.pruned_at}"
 
     def to_json(self) -> dict[str, Any]:
         f = self.failure
@@ -79,6 +92,9 @@ class Report:
             "rows": self.rows,
             "head_seq": self.head_seq,
             "checkpoints": self.checkpoints,
+            "segments": self.segments,
+            "first_seq": self.first_seq,
+            "pruned_at": self.pruned_at,
             "failure": None
             if f is None
             else {"seq": f.seq, "reason": f.reason, "detail": f.detail},
@@ -95,13 +111,23 @@ class _RowFault:
 
 
 def _scan(
-    path: str, lo: int, hi: int, keys: Mapping[str, bytes], signatures: bool
+    path: str,
+    lo: int,
+    hi: int,
+    keys: Mapping[str, bytes],
+    signatures: bool,
+    sealed: bool = False,
+    first_prev: bytes | None = None,
 ) -> tuple[int, _RowFault | None]:
-    """Check rows lo..hi (inclusive); returns rows seen and the first fault."""
-    with EventLog.open_readonly(Path(path)) as log:
+    """Check rows lo..hi (inclusive) of the file at `path`; returns rows seen and the
+    first fault. `first_prev` is the hash row `lo` must link to when the row
+    before it is not in this file (the end of the previous part, a prune anchor)."""
+    with EventLog.open_readonly(Path(path), immutable=sealed) as log:
         log_id = log.log_id
         prev: bytes | None = ZERO_HASH
-        if lo > 1:
+        if first_prev is not None:
+            prev = first_prev
+        elif lo > 1:
             before = _readable(log, lo - 2, lo - 1)
             prev = before[0][5] if before and _misstored(before[0]) is None else None
         expected = lo
@@ -173,6 +199,18 @@ def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + step - 1, head)) for lo in range(1, head + 1, step)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One file of the log as the verifier reads it: a sealed segment or the live file."""
+
+    name: str  # as reported: the segment's file name, or the live file's
+    path: str  # a plain SQLite file (a temporary copy of a compressed segment)
+    sealed: bool
+    log: EventLog
+    first: int  # the seq of its first row (0: it has none)
+    last: int
+
+
 def verify_log(
     path: Path,
     *,
@@ -182,54 +220,212 @@ def verify_log(
     signatures: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """Verify the log at `path`; `pubkeys`, if given, replace the log's own keys table."""
+    """Verify the log whose live file is `path`, its sealed segments included;
+    `pubkeys`, if given, replace the log's own keys table."""
     from ifmemd.log.logformat import key_id_of
 
-    # The log stays open while the workers open it: with a connection holding
-    # the WAL index, their read-only opens need no recovery, which would make
-    # them race for it and fail with "database is locked".
-    with EventLog.open_readonly(path) as log:
-        log_id = log.log_id
-        head = log.head_seq
-        max_seq = head
-        keys = {key_id_of(k): k for k in pubkeys} or log.public_keys()
+    # The chain's files stay open while the workers open them: with a
+    # connection holding the WAL index, their read-only opens need no recovery,
+    # which would make them race for it and fail with "database is locked".
+    with LogChain.open(path) as chain:
+        log_id = chain.log_id
+        keys = {key_id_of(k): k for k in pubkeys} or chain.public_keys()
         checkpoints = list(checkpoints)
-        jobs = jobs or os.cpu_count() or 1
-        if head < PARALLEL_MIN_ROWS or jobs == 1:
-            chunks = [(1, head)] if head else []
-        else:
-            # Small chunks so the progress bar moves and an early fault ends the work early.
-            chunks = _ranges(head, max(jobs * 8, head // 50000))
-        fault: _RowFault | None = None
+        parts = _parts(chain)
+        head = max((p.last for p in parts), default=0)
+        failure, start_prev, pruned_at = _check_layout(chain, parts, log_id)
+        first_seq = next((p.first for p in parts if p.first), 1)
         rows = 0
-        done = 0
-        if len(chunks) <= 1:
-            for lo, hi in chunks:
-                rows, fault = _scan(str(path), lo, hi, keys, signatures)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [
-                    pool.submit(_scan, str(path), lo, hi, keys, signatures) for lo, hi in chunks
-                ]
-                for (lo, hi), future in zip(chunks, futures, strict=True):
-                    seen, found = future.result()
-                    rows += seen
-                    done += hi - lo + 1
-                    if progress is not None:
-                        progress(done, head)
-                    if found is not None:
-                        fault = found
-                        for later in futures:
-                            later.cancel()
-                        break
-        failure = classify(log, fault, keys) if fault is not None else None
         if failure is None:
-            # Rows past the head's seq would have been caught as gaps; count them.
-            rows = max(rows, _count(log))
-            failure = _check_checkpoints(log, checkpoints, keys, max_seq)
+            failure, rows = _scan_parts(parts, start_prev, keys, jobs, signatures, progress)
+        if failure is None and pruned_at is not None:
+            failure = _check_anchor(chain, pruned_at)
+        if failure is None:
+            failure = _check_checkpoints(chain, checkpoints, keys, head, first_seq)
     # Lines of other logs in the file are skipped, so they vouch for nothing here.
     mine = sum(1 for c in checkpoints if c.log_id == log_id)
-    return Report(path, log_id, rows, head, mine, failure)
+    segments_n = sum(1 for p in parts if p.sealed)
+    return Report(path, log_id, rows, head, mine, failure, segments_n, first_seq, pruned_at)
+
+
+def _parts(chain: LogChain) -> list[_Part]:
+    """The log's files with the seqs each should hold: a segment what its name
+    says, the live file from its `meta.first_seq` to its head."""
+    parts = []
+    for segment in chain.segments:
+        log = chain.part(segment)
+        path = str(chain.readable_path(segment))
+        parts.append(_Part(segment.name, path, True, log, segment.first, segment.last))
+    live = chain.live
+    if live is not None and live.head_seq:
+        parts.append(
+            _Part(live.path.name, str(live.path), False, live, live.first_seq, live.head_seq)
+        )
+    return parts
+
+
+def _check_layout(
+    chain: LogChain, parts: list[_Part], log_id: bytes
+) -> tuple[Failure | None, bytes, int | None]:
+    """Check that the files fit together: each belongs to this log, holds what its
+    name says, and starts where the one before it ended; a log that does not
+    start at seq 1 needs a `log.pruned` anchor. Returns the first failure, the
+    hash the oldest row must link to, and the seq of the anchor used."""
+    for part in parts:
+        if part.log.log_id != log_id:
+            return (
+                Failure(
+                    part.first,
+                    FOREIGN,
+                    f"segment {part.name} belongs to log {part.log.log_id.hex()}, "
+                    f"not to this log ({log_id.hex()})",
+                ),
+                ZERO_HASH,
+                None,
+            )
+    for part in parts:
+        first = part.log.first_row()
+        held = (first.seq, part.log.head_seq) if first is not None else (0, 0)
+        # Rows missing at either end are gaps, which the scan names; a file
+        # holding none of the seqs its name says was renamed or moved.
+        if part.sealed and (held[1] < part.first or held[0] > part.last):
+            what = f"seq {held[0]}\u2013{held[1]}" if held[0] else "no rows"
+            return (
+                Failure(
+                    part.first,
+                    REORDERED,
+                    f"segment {part.name} holds {what}, not the seqs its name says "
+                    "(renamed or reordered)",
+                ),
+                ZERO_HASH,
+                None,
+            )
+    held = [p for p in parts if p.first]
+    for before, after in itertools.pairwise(held):
+        if after.first > before.last + 1:
+            return (
+                Failure(
+                    before.last + 1,
+                    GAP,
+                    f"seq {before.last + 1}\u2013{after.first - 1} are missing: no segment "
+                    f"holds them between {before.name} and {after.name} (a segment removed?)",
+                ),
+                ZERO_HASH,
+                None,
+            )
+        if after.first <= before.last:
+            return (
+                Failure(
+                    after.first,
+                    DUPLICATED,
+                    f"{before.name} and {after.name} both hold seq {after.first}",
+                ),
+                ZERO_HASH,
+                None,
+            )
+    if not held or held[0].first == 1:
+        return None, ZERO_HASH, None
+    oldest = held[0]
+    for anchor in chain.kind_rows("log.pruned"):
+        kept = anchor.data().get("first_kept_seq")
+        # A prune killed midway leaves some of the segments it was deleting,
+        # oldest last: rows it meant to drop may still be there, never fewer.
+        if isinstance(kept, int) and oldest.first <= kept:
+            first_row = oldest.log.first_row()
+            return None, first_row.prev if first_row else ZERO_HASH, anchor.seq
+    return (
+        Failure(
+            1,
+            GAP,
+            f"seq 1\u2013{oldest.first - 1} are missing and no log.pruned event vouches for "
+            f"their removal (the oldest file is {oldest.name})",
+        ),
+        ZERO_HASH,
+        None,
+    )
+
+
+def _check_anchor(chain: LogChain, at: int) -> Failure | None:
+    """The `log.pruned` at seq `at` (verified with the rest) names the hash its
+    first kept row links to: check that it does."""
+    anchor = chain.record(at)
+    assert anchor is not None
+    body = anchor.data()
+    kept = body["first_kept_seq"]
+    row = chain.record(kept)
+    if row is None or row.prev.hex() != body.get("prev_hash"):
+        return Failure(
+            kept,
+            MODIFIED,
+            f"the log.pruned at seq {at} says seq {kept} links to hash "
+            f"{body.get('prev_hash')!r}; the row stored there does not",
+        )
+    return None
+
+
+def _scan_parts(
+    parts: list[_Part],
+    start_prev: bytes,
+    keys: Mapping[str, bytes],
+    jobs: int | None,
+    signatures: bool,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Failure | None, int]:
+    """Check every row of every part; the first failure (classified) and rows seen."""
+    held = [p for p in parts if p.first]
+    total = sum(p.last - p.first + 1 for p in held)
+    jobs = jobs or os.cpu_count() or 1
+    # (part, lo, hi, the hash row lo links to when the row before it is in another part)
+    chunks: list[tuple[_Part, int, int, bytes | None]] = []
+    prev_last = start_prev
+    for part in held:
+        n = part.last - part.first + 1
+        pieces = (
+            1
+            if total < PARALLEL_MIN_ROWS or jobs == 1
+            else max(1, n * max(jobs * 8, total // 50000) // total)
+        )
+        for k, (lo, hi) in enumerate(_ranges(n, pieces)):
+            lo, hi = lo + part.first - 1, hi + part.first - 1
+            chunks.append((part, lo, hi, prev_last if k == 0 else None))
+        prev_last = part.log.head_hash
+    fault: tuple[_Part, _RowFault, bytes | None] | None = None
+    rows = done = 0
+    if jobs == 1 or total < PARALLEL_MIN_ROWS:
+        for part, lo, hi, first_prev in chunks:
+            seen, found = _scan(part.path, lo, hi, keys, signatures, part.sealed, first_prev)
+            rows += seen
+            if found is not None:
+                fault = (part, found, first_prev)
+                break
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [
+                pool.submit(_scan, part.path, lo, hi, keys, signatures, part.sealed, first_prev)
+                for part, lo, hi, first_prev in chunks
+            ]
+            for (part, lo, hi, first_prev), future in zip(chunks, futures, strict=True):
+                seen, found = future.result()
+                rows += seen
+                done += hi - lo + 1
+                if progress is not None:
+                    progress(done, total)
+                if found is not None:
+                    fault = (part, found, first_prev)
+                    for later in futures:
+                        later.cancel()
+                    break
+    if fault is not None:
+        part, found, first_prev = fault
+        boundary = first_prev if found.seq == part.first else None
+        failure = classify(part.log, found, keys, boundary)
+        if part.sealed:
+            failure = Failure(
+                failure.seq, failure.reason, f"in segment {part.name}: {failure.detail}"
+            )
+        return failure, rows
+    # Rows past a part's head would have been caught as gaps; count them.
+    return None, max(rows, sum(_count(p.log) for p in held))
 
 
 def _count(log: EventLog) -> int:
@@ -237,7 +433,11 @@ def _count(log: EventLog) -> int:
 
 
 def _check_checkpoints(
-    log: EventLog, checkpoints: list[cp.Checkpoint], keys: Mapping[str, bytes], head: int
+    log: LogChain,
+    checkpoints: list[cp.Checkpoint],
+    keys: Mapping[str, bytes],
+    head: int,
+    first_seq: int = 1,
 ) -> Failure | None:
     for c in checkpoints:
         if c.log_id != log.log_id:
@@ -245,6 +445,8 @@ def _check_checkpoints(
         public = keys.get(c.key_id)
         if public is None or not c.signature_holds(public):
             return Failure(c.seq, CHECKPOINT, "the checkpoint's own signature does not hold")
+        if c.seq < first_seq:
+            continue  # it vouches for rows that were pruned
         if c.seq > head:
             return Failure(
                 head + 1,
@@ -266,8 +468,11 @@ def _recompute(log_id: bytes, row: Any, seq: int) -> bytes:
     return event_hash(log_id, seq, ts_ns, kind.encode(), bytes(body), bytes(prev))
 
 
-def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Failure:
-    """Name the cause of a fault, looking at the whole log once more."""
+def classify(
+    log: EventLog, fault: _RowFault, keys: Mapping[str, bytes], first_prev: bytes | None = None
+) -> Failure:
+    """Name the cause of a fault, looking at the whole file once more; `first_prev` is
+    what the faulty row should link to when the row before it is in another file."""
     log_id = log.log_id
     k = fault.seq
     if fault.check == "text":
@@ -280,6 +485,8 @@ def classify(log: EventLog, fault: _RowFault, keys: Mapping[str, bytes]) -> Fail
     typed = [r for r in all_rows if _misstored(r) is None]
     before = by_seq.get(k - 1)
     prev_hash = before[5] if before is not None and _misstored(before) is None else ZERO_HASH
+    if first_prev is not None:
+        prev_hash = first_prev
     by_hash: dict[bytes, list[int]] = {}
     for r in typed:
         by_hash.setdefault(r[5], []).append(r[0])

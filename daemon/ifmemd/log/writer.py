@@ -8,6 +8,13 @@ projection, subscribers) in seq order, each with the fields it was appended
 with (so the projection need not parse back what was just encoded), and a
 checkpoint is published every `checkpoint_every` events.
 
+Between commits the writer seals the live file into a segment
+(`segments.seal`) when it holds `segment_events` events or its first event is
+`segment_age_s` old, or when `seal()` asks: appends that arrive meanwhile
+wait and go into the new live file. `before_seal` and `after_seal` (given the
+new segment, or None if sealing failed) let readers of the live file close
+and reopen it.
+
 The transaction runs on the event loop's thread: while it waits for its
 fsync (~0.1-0.3 ms), requests that arrive wait in their sockets and then make
 up the next batch together. Handing each commit to a worker thread instead
@@ -20,6 +27,7 @@ is not healthy.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +38,10 @@ from anyio.abc import TaskStatus
 
 from ifmemd.errors import IfmemError, StoreError
 from ifmemd.log import checkpoint as cp
+from ifmemd.log import segments
 from ifmemd.log.eventlog import EventLog, Record
 from ifmemd.log.events import encode
+from ifmemd.log.segments import Segment
 
 
 @dataclass(slots=True)
@@ -44,6 +54,19 @@ class _Batch:
     done: anyio.Event = field(default_factory=anyio.Event)
     records: list[Record] = field(default_factory=list)
     error: IfmemError | None = None
+
+
+# A seal refused (a reader kept the -wal from being folded) is tried again this much later.
+SEAL_RETRY_S = 30.0
+
+
+@dataclass(slots=True)
+class _SealRequest:
+    """A `seal()` waiting for the writer's turn."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    segment: Segment | None = None
+    error: StoreError | None = None
 
 
 class WriterClosedError(IfmemError):
@@ -63,11 +86,22 @@ class LogWriter:
         checkpoint_every: int = 1000,
         checkpoints_path: Path | None = None,
         on_commit: Callable[[list[Record], list[Mapping[str, Any] | None]], None] | None = None,
+        segment_events: int | None = None,
+        segment_age_s: float | None = None,
+        before_seal: Callable[[], None] | None = None,
+        after_seal: Callable[[Segment | None], None] | None = None,
     ) -> None:
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.checkpoints_path = checkpoints_path
         self.on_commit = on_commit
+        self.segment_events = segment_events
+        self.segment_age_s = segment_age_s
+        self.before_seal = before_seal
+        self.after_seal = after_seal
+        self._seal_waiters: list[_SealRequest] = []
+        self._seal_retry_at = 0.0  # after a failed seal, when to try sealing on our own again
+        self._first_ts = self._live_first_ts()
         self._batch = _Batch()
         self.last_error: StoreError | None = None
         self._wakeup = anyio.Event()
@@ -133,6 +167,8 @@ class LogWriter:
         task_status.started()
         try:
             while True:
+                if self._seal_waiters:
+                    self._seal_now()
                 batch = self._batch
                 if not batch.items:
                     if self._closed:
@@ -167,6 +203,10 @@ class LogWriter:
         if self.on_commit is not None:
             self.on_commit(records, batch.fields)
         batch.done.set()
+        if records and not self._first_ts:
+            self._first_ts = records[0].ts_ns
+        if self._seal_due():
+            self._seal_now()
         if self.log.head_seq - self._last_checkpoint >= self.checkpoint_every:
             try:
                 checkpoint = await anyio.to_thread.run_sync(self.write_checkpoint)
@@ -192,6 +232,77 @@ class LogWriter:
         cp.publish(checkpoint, self.checkpoints_path)
         self._last_checkpoint = log.head_seq
         return checkpoint
+
+    # -- sealing -------------------------------------------------------------------
+
+    def _live_first_ts(self) -> int:
+        first = self.log.first_row()
+        return first.ts_ns if first is not None else 0
+
+    def _seal_due(self) -> bool:
+        if time.monotonic() < self._seal_retry_at:
+            return False
+        log = self.log
+        held = log.head_seq - log.first_seq + 1
+        if self.segment_events is not None and held >= self.segment_events:
+            return True
+        age_ns = log.clock() - self._first_ts
+        # A file holding only the `log.sealed` row it was created with is not sealed again.
+        return (
+            self.segment_age_s is not None
+            and self._first_ts > 0
+            and held > 1
+            and age_ns >= self.segment_age_s * 1e9
+        )
+
+    async def seal(self) -> Segment:
+        """Seal the live file now (between commits); the new segment."""
+        if self._closed:
+            raise WriterClosedError()
+        request = _SealRequest()
+        self._seal_waiters.append(request)
+        self._wakeup.set()
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.segment is not None
+        return request.segment
+
+    def _seal_now(self) -> None:
+        """Seal on the writer's own turn: no commit runs meanwhile. Never raises: a
+        failed seal leaves the live file as it was and is reported to whoever asked."""
+        waiters, self._seal_waiters = self._seal_waiters, []
+        segment: Segment | None = None
+        error: StoreError | None = None
+        if self.before_seal is not None:
+            self.before_seal()
+        log = self.log
+        try:
+            self.log, segment, first = segments.seal(log, self.checkpoints_path)
+        except StoreError as e:
+            error = e
+            self._seal_retry_at = time.monotonic() + SEAL_RETRY_S
+            print(f"ifmemd: {e}", file=sys.stderr, flush=True)
+            # Before the move the old file is still the live one; after it,
+            # recovery at the next start continues the log.
+            assert log.signer is not None
+            if log.path.exists():
+                self.log = EventLog.open(log.path, log.signer)
+                self.log.clock = log.clock
+        else:
+            self._last_checkpoint = first.seq - 1
+            self._first_ts = first.ts_ns
+            if self.on_commit is not None:
+                self.on_commit([first], [None])
+        finally:
+            if self.after_seal is not None:
+                self.after_seal(segment)
+        if error is not None and not self.log.path.exists():
+            # Nothing can be appended until the log is continued: stop the writer.
+            self._closed = True
+        for request in waiters:
+            request.segment, request.error = segment, error
+            request.done.set()
 
     async def close(self) -> None:
         """Stop accepting appends; return when everything queued is committed."""

@@ -7,7 +7,9 @@ shard's main loop keeps reading requests and searching its index meanwhile.
 
   supervisor → shard   {"op":"ask", rid, question, k}
                        {"op":"synthesize", rid, question, answers:[{shard,text,citations}]}
-  shard → supervisor   {"type":"answer", rid, text, model, verified, citations, unverified, usage}
+  shard → supervisor   {"type":"model_ready", model, tokens, token_source, load_ms}
+                       (after `ready`: the SDK is imported and the corpus counted)
+                       {"type":"answer", rid, text, model, verified, citations, unverified, usage}
                        {"type":"synthesis", rid, text, citations, invented, model, usage}
                        {"type":"warmed", model, usage}   (a keep-warm call, to be recorded)
                        {"type":"fatal", reason}          (cannot serve: no key, over budget)
@@ -53,13 +55,29 @@ class ModelRunner:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.name = name
+        self.description = description
         self.backend_name: str = settings["backend"]
+        self.model: str = settings["model"]
         self.out = out
         self.clock = clock
         self._slots = threading.BoundedSemaphore(MODEL_WORKERS)
-        # The key is checked before the SDK is loaded: a refusal should not wait for it.
+        # The key is read here, at once: a refusal must not wait for the SDK, which
+        # `load` imports (seconds, for anthropic) after the shard is ready.
         if self.backend_name == "anthropic":
             self._key = read_api_key(ANTHROPIC_KEY_ENV, settings.get("api_key_file"))
+        else:
+            self._key = read_api_key(OPENAI_KEY_ENV, settings.get("api_key_file"), required=False)
+        self.needs_passages = self.backend_name == "openai"
+        self.backend: Any = None
+        # Set once a corpus is loaded into the backend: from then on it can answer.
+        self.usable = threading.Event()
+        self._loading = threading.Lock()
+        self._stop = threading.Event()
+        self._warmer: threading.Thread | None = None
+
+    def _make_backend(self) -> Any:
+        if self.backend_name == "anthropic":
             assert self._key is not None
             try:
                 from ifmemd.shards import (
@@ -67,38 +85,42 @@ class ModelRunner:
                 )
             except ImportError as e:
                 raise BackendMissingError("anthropic", "anthropic", "anthropic") from e
+            return claude.ClaudeBackend(self.name, self.description, self.settings, self._key)
+        from ifmemd.shards import openai_chat
 
-            self.backend: Any = claude.ClaudeBackend(name, description, settings, self._key)
-        else:
-            self._key = read_api_key(OPENAI_KEY_ENV, settings.get("api_key_file"), required=False)
-            from ifmemd.shards import openai_chat
+        return openai_chat.OpenAIBackend(self.name, self.description, self.settings, self._key)
 
-            self.backend = openai_chat.OpenAIBackend(name, description, settings, self._key)
-        self.needs_passages = self.backend_name == "openai"
-        self._stop = threading.Event()
-        self._warmer: threading.Thread | None = None
-        if settings.get("keep_warm") and self.backend_name == "anthropic":
-            self._warmer = threading.Thread(target=self._keep_warm, name="keep-warm", daemon=True)
-            self._warmer.start()
+    def redact(self, text: str) -> str:
+        """`text` with the API key blanked out, fit for stderr and the log."""
+        return redact(text, self._key)
 
     def close(self) -> None:
         """Stop keeping the cache warm and release the backend's connections."""
         self._stop.set()
         if self._warmer is not None:
             self._warmer.join(timeout=5)
-        self.backend.close()
-
-    @property
-    def model(self) -> str:
-        return str(self.backend.model)
+        if self.backend is not None:
+            self.backend.close()
 
     def load(self, chunks: Sequence[Chunk], *, count: bool = True) -> dict[str, Any]:
-        """Hand the backend a new corpus; what `ready` reports about it (raises when over budget).
+        """Hand the backend a new corpus; what `model_ready` reports about it.
 
-        `count=False` estimates the tokens instead of asking the API, for the
-        small, frequent changes of working memory.
+        The first call builds the backend (importing its SDK: BackendMissingError
+        if it is not installed). Raises CorpusOverBudgetError when the corpus is
+        over budget. `count=False` estimates the tokens instead of asking the
+        API, for the small, frequent changes of working memory.
         """
-        return dict(self.backend.load(chunks, count=count))
+        with self._loading:
+            if self.backend is None:
+                self.backend = self._make_backend()
+                if self.settings.get("keep_warm") and self.backend_name == "anthropic":
+                    self._warmer = threading.Thread(
+                        target=self._keep_warm, name="keep-warm", daemon=True
+                    )
+                    self._warmer.start()
+            loaded = dict(self.backend.load(chunks, count=count))
+            self.usable.set()
+            return loaded
 
     def _spawn(self, rid: Any, work: Callable[[], dict[str, Any]]) -> None:
         def run() -> None:

@@ -27,10 +27,13 @@ answering: a search sees the last committed batch.
 
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
-`ifmemd.shards.modelshard`. When it cannot serve at all (no usable key, a corpus over
-its token budget, a backend package not installed) it sends
-`{"type":"fatal", reason}` and exits with status 2;
-restarting would not help, so the supervisor marks it failed.
+`ifmemd.shards.modelshard`. It is `ready` (with `model_status: "loading"`) as
+soon as its index is built, like a local shard; its model comes up after, in
+a background thread (importing the SDK takes seconds, counting the corpus is
+an API call), and it then sends `model_ready`. Until then its index answers.
+When it cannot serve at all (no usable key, a corpus over its token budget, a
+backend package not installed) it sends `{"type":"fatal", reason}` and exits
+with status 2; restarting would not help, so the supervisor marks it failed.
 
 stdin closing (the supervisor is gone) ends the process.
 """
@@ -134,6 +137,10 @@ class Shard:
         # Model-backed shards keep their chunks: the model is sent their text.
         self.model: Any = None
         self.chunks: dict[tuple[str, int, int], Chunk] = {}
+        # Guards `chunks` between the main thread and the model's loading thread;
+        # the version tells that thread the chunks changed while it counted them.
+        self._chunks_lock = threading.Lock()
+        self._chunks_version = 0
 
     def _start_model(self) -> None:
         settings = self.init.get("model")
@@ -146,7 +153,9 @@ class Shard:
 
     def _keep_chunks(self, chunks: list[Chunk]) -> None:
         if self.model is not None:
-            self.chunks = {(c.path, c.start_line, c.end_line): c for c in chunks}
+            with self._chunks_lock:
+                self.chunks = {(c.path, c.start_line, c.end_line): c for c in chunks}
+                self._chunks_version += 1
 
     def load(self) -> None:
         """(Re)load the corpus and build its index, then announce `ready`."""
@@ -176,17 +185,46 @@ class Shard:
         _release_free_memory()
         ready["tokens"] = ready["bytes"] // 4
         if self.model is not None:
-            # Counted by the API when it answers; over the budget raises (a fatal error).
-            extra = self.model.load(list(self.chunks.values()))
-            warning = extra.pop("warning", None)
-            if warning:
-                out.send(
-                    {"type": "warning", "path": f"model:{self.model.model}", "reason": warning}
-                )
-            ready |= extra
+            # Its index answers from now on; the model's own count comes with `model_ready`.
+            ready |= {"model": self.model.model, "token_source": "estimate"}
+            ready["model_status"] = "loading"
         ready["load_ms"] = round((time.perf_counter() - load_start) * 1000, 1)
         self.ready = ready
         out.send({"type": "ready", **ready})
+        if self.model is not None:
+            threading.Thread(target=self._load_model, name="model-load", daemon=True).start()
+
+    def _load_model(self) -> None:
+        """Bring the model up after `ready` (SDK import, token count), then send `model_ready`.
+
+        Runs in its own thread while the main one serves searches. A fatal
+        error (SDK missing, corpus over budget) ends the process from here, as
+        it would have at load: the main thread is blocked reading stdin.
+        """
+        assert self.model is not None
+        model, start = self.model, time.perf_counter()
+        with self._chunks_lock:
+            version, chunks = self._chunks_version, list(self.chunks.values())
+        try:
+            extra = model.load(chunks)  # counted by the API; over the budget raises
+            with self._chunks_lock:
+                if self._chunks_version != version:  # working memory changed meanwhile
+                    model.load(list(self.chunks.values()), count=False)
+        except (BackendMissingError, CorpusOverBudgetError) as e:
+            self.out.send({"type": "fatal", "reason": str(e)})
+            os._exit(FATAL_EXIT)
+        except Exception as e:  # a bug or an SDK surprise: exit so the supervisor restarts us
+            reason = model.redact(f"model load failed: {type(e).__name__}: {e}")
+            print(f"ifmemd shard {self.name!r}: {reason}", file=sys.stderr, flush=True)
+            os._exit(1)
+        warning = extra.pop("warning", None)
+        if warning:
+            self.out.send({"type": "warning", "path": f"model:{model.model}", "reason": warning})
+        load_ms = round((time.perf_counter() - start) * 1000, 1)
+        # A backend that counts nothing (openai: passages go with each question) keeps
+        # the index's estimate.
+        counted = {"tokens": self.ready["tokens"], "token_source": "estimate"} | extra
+        self.out.send({"type": "model_ready", **counted, "load_ms": load_ms})
 
     def _load_files(self) -> dict[str, Any]:
         if self.store is None:
@@ -281,7 +319,7 @@ class Shard:
         elif op == "ask":
             self._ask(msg)
         elif op == "synthesize":
-            if self.model is None:
+            if self.model is None or not self.model.usable.is_set():
                 self._not_a_model_shard(msg)
             else:
                 self.model.synthesize(msg["rid"], str(msg.get("question", "")), msg["answers"])
@@ -312,13 +350,11 @@ class Shard:
         if reload:
             self.load()
         elif self.model is not None:
-            changed = set(paths)
-            self.chunks = {k: c for k, c in self.chunks.items() if k[0] not in changed}
-            self._memory_changed("", self._stored_chunks(paths))
+            self._replace_chunks(set(paths), self._stored_chunks(paths), self.name)
 
     def _ask(self, msg: dict[str, Any]) -> None:
         """A question for the model; the answer comes later, from a worker thread."""
-        if self.model is None:
+        if self.model is None or not self.model.usable.is_set():
             self._not_a_model_shard(msg)
             return
         question = str(msg.get("question", ""))
@@ -333,20 +369,27 @@ class Shard:
         self.model.ask(msg["rid"], question, candidates)
 
     def _not_a_model_shard(self, msg: dict[str, Any]) -> None:
-        self.out.send(
-            {"type": "error", "rid": msg.get("rid"), "message": "this shard has no model backend"}
-        )
+        why = "this shard has no model backend" if self.model is None else "its model is loading"
+        self.out.send({"type": "error", "rid": msg.get("rid"), "message": why})
 
     def _memory_changed(self, path: str, chunks: list[Chunk]) -> None:
+        self._replace_chunks({path}, chunks, path)
+
+    def _replace_chunks(self, paths: set[str], chunks: list[Chunk], where: str) -> None:
+        """The model's copy: the passages of `paths` are now `chunks`."""
         if self.model is None:
             return
-        for key in [k for k in self.chunks if k[0] == path]:
-            del self.chunks[key]
-        self.chunks.update({(c.path, c.start_line, c.end_line): c for c in chunks})
-        try:
-            self.model.load(list(self.chunks.values()), count=False)
-        except IfmemError as e:
-            self.out.send({"type": "warning", "path": path or self.name, "reason": str(e)})
+        with self._chunks_lock:
+            for key in [k for k in self.chunks if k[0] in paths]:
+                del self.chunks[key]
+            self.chunks.update({(c.path, c.start_line, c.end_line): c for c in chunks})
+            self._chunks_version += 1
+            if not self.model.usable.is_set():
+                return  # the loading thread takes the new chunks when it is done
+            try:
+                self.model.load(list(self.chunks.values()), count=False)
+            except IfmemError as e:
+                self.out.send({"type": "warning", "path": where, "reason": str(e)})
 
     def close(self) -> None:
         """Stop following the files, let the writer finish its batch, close the index."""

@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifmemd import __version__
-from ifmemd.config import Config, ConfigError, default_config_path, load_config
+from ifmemd.config import (
+    Config,
+    ConfigError,
+    MissingSettingError,
+    ShardConfig,
+    default_config_path,
+    load_config,
+)
 from ifmemd.errors import IfmemError, KeyFileError
 from ifmemd.log.keys import load_signer
-from ifmemd.system import paths, units
+from ifmemd.system import install, paths, units
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -33,6 +40,13 @@ def _config() -> tuple[Check, Config | None]:
     path = default_config_path()
     try:
         config = load_config(None)
+    except MissingSettingError as e:
+        line = install.EXAMPLE_LINES[(e.backend, e.key)]
+        fix = (
+            f"add the line `{line}` to the [{e.backend}] table of {e.path} (and the "
+            f"[{e.backend}] header above it if the file has none), or to shard {e.shard!r}"
+        )
+        return Check("config", FAIL, str(e), fix), None
     except ConfigError as e:
         return Check("config", FAIL, str(e), f"edit {path}; see ifmem.toml(5)"), None
     where = str(path) if path.exists() else f"{path} absent: defaults"
@@ -149,32 +163,77 @@ def _log() -> Check:
     return Check("log", OK, f"{report.rows} events verify ({path})")
 
 
+def _log_files() -> list[Path]:
+    """Every file the log writes, where they are by default (DESIGN.md: Paths)."""
+    log = paths.log_path()
+    candidates = [
+        log,
+        *(log.with_name(log.name + suffix) for suffix in ("-wal", "-shm", "-journal")),
+        paths.checkpoints_path(),
+        paths.snapshot_path(),
+    ]
+    segments = paths.data_dir() / "segments"
+    if segments.is_dir():
+        candidates += sorted(segments.iterdir())
+    return [p for p in candidates if p.is_file()]
+
+
+def _private_files() -> Check:
+    """The log's files must be private on their own: a copied or moved folder keeps their modes."""
+    files = _log_files()
+    open_to_others = [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    if open_to_others:
+        listed = ", ".join(f"{p} ({stat.S_IMODE(p.stat().st_mode):04o})" for p in open_to_others)
+        return Check(
+            "files",
+            WARN,
+            f"readable by others: {listed}",
+            "chmod go-rwx " + " ".join(str(p) for p in open_to_others),
+        )
+    return Check("files", OK, f"{len(files)} log file(s), none readable by others")
+
+
+def _anthropic_key(config: Config, shard: ShardConfig) -> tuple[str, str] | None:
+    """What keeps a Claude shard from its key, and the fix; None when it has one."""
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return None
+    if shard.api_key_file is None:
+        where = config.source or default_config_path()
+        return (
+            f"{shard.name}: no API key: ANTHROPIC_API_KEY is not set and no api_key_file",
+            f'add the line `api_key_file = "{install.anthropic_key_file()}"` to the '
+            f"[anthropic] table of {where} and write the key into that file (chmod 600), "
+            "or set ANTHROPIC_API_KEY in the daemon's environment",
+        )
+    key_file = Path(shard.api_key_file).expanduser()
+    if not key_file.exists():
+        return (
+            f"{shard.name}: api_key_file {key_file} does not exist",
+            f"write the API key into {key_file}, then `chmod 600 {key_file}`",
+        )
+    if stat.S_IMODE(key_file.stat().st_mode) & 0o077:
+        return f"{shard.name}: {key_file} is readable by others", f"chmod 600 {key_file}"
+    return None
+
+
 def _credentials(config: Config | None) -> Check:
     if config is None:
         return Check("backends", WARN, "config invalid: not checked")
-    problems = []
+    problems: list[str] = []
+    fixes: list[str] = []
     for shard in config.shards:
-        if shard.backend == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
-            key_file = Path(shard.api_key_file).expanduser() if shard.api_key_file else None
-            if key_file is None or not key_file.exists():
-                problems.append(f"{shard.name}: no ANTHROPIC_API_KEY and no api_key_file")
-            elif stat.S_IMODE(key_file.stat().st_mode) & 0o077:
-                problems.append(f"{shard.name}: {key_file} is readable by others")
-        if shard.backend == "openai" and not (shard.base_url or config.openai.base_url):
-            problems.append(f"{shard.name}: no base_url for the openai backend")
+        if shard.backend == "anthropic" and (found := _anthropic_key(config, shard)):
+            problems.append(found[0])
+            if found[1] not in fixes:
+                fixes.append(found[1])
     backends = sorted({s.backend for s in config.shards})
     if problems:
-        return Check(
-            "backends",
-            FAIL,
-            "; ".join(problems),
-            "set ANTHROPIC_API_KEY or api_key_file (0600), or base_url",
-        )
+        return Check("backends", FAIL, "; ".join(problems), "; ".join(fixes))
     return Check("backends", OK, f"credentials present for: {', '.join(backends)}")
 
 
 def run_checks() -> list[Check]:
     """Every check, in order; none raises."""
     config_check, config = _config()
-    steps: list[Callable[[], Check]] = [_key, _units, _daemon, _log]
+    steps: list[Callable[[], Check]] = [_key, _units, _daemon, _log, _private_files]
     return [config_check, *(step() for step in steps), _credentials(config)]

@@ -32,6 +32,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (a rename, a new file) durable."""
+    _fsync_dir(path)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, exclusive: bool = False) -> None:
     """Replace `path` with `data` durably; the file is created with `mode`.
 

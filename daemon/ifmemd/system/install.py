@@ -29,8 +29,38 @@ restart_intensity  = [5, 60] # more restarts than this in that many seconds: sha
 # name = "docs"
 # description = "Project documentation"
 # paths = ["~/notes/**/*.md"]
-# backend = "local"          # local (offline, FTS5)
+# backend = "local"          # local (offline, FTS5) | anthropic (Claude) | openai
+
+# A shard with backend = "anthropic" needs a model and an API key, in its
+# [[shard]] or here for all of them. The key is ANTHROPIC_API_KEY in the
+# daemon's environment, or the first line of api_key_file (chmod 600).
+# [anthropic]
+# model = "{model}"
+# api_key_file = "{key_file}"
 """
+
+# Model names are configuration, never built in: these are only the examples
+# `ifmem init` writes and `ifmem doctor` suggests, as lines to add.
+EXAMPLE_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+EXAMPLE_LINES = {
+    ("anthropic", "model"): f'model = "{EXAMPLE_ANTHROPIC_MODEL}"',
+    ("openai", "model"): 'model = "llama3.1:8b"',
+    ("openai", "base_url"): 'base_url = "http://127.0.0.1:11434/v1"',
+}
+
+
+def anthropic_key_file() -> str:
+    """Where the config `ifmem init` writes suggests keeping the Anthropic key, `~` for home."""
+    path = default_config_path().parent / "anthropic.key"
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def default_config() -> str:
+    """The commented config `ifmem init` writes."""
+    return DEFAULT_CONFIG.replace("{model}", EXAMPLE_ANTHROPIC_MODEL).replace(
+        "{key_file}", anthropic_key_file()
+    )
 
 
 @dataclass
@@ -55,7 +85,7 @@ def _write(path: Path, text: str, force: bool, report: InitReport, mode: int = 0
 def init(force: bool = False, unit_dir: Path | None = None) -> InitReport:
     """Create what a user needs to run ifmem under systemd; never touches the event log."""
     report = InitReport()
-    _write(default_config_path(), DEFAULT_CONFIG, force, report)
+    _write(default_config_path(), default_config(), force, report)
     key_path = paths.key_path()
     existed = key_path.exists()
     report.key_id = load_or_create_signer(key_path).key_id

@@ -1,4 +1,5 @@
-"""Reading a secret file (the signing key, an API key) that only its owner may read."""
+"""Private files: reading a secret one (the signing key, an API key) only its owner may read,
+and creating a file only its owner can read, whatever the umask."""
 
 from __future__ import annotations
 
@@ -45,3 +46,22 @@ def read_private(path: Path | str, limit: int = 64 * 1024) -> bytes:
         return os.read(fd, limit)
     finally:
         os.close(fd)
+
+
+def create_private(path: Path | str) -> bool:
+    """Create `path` empty with mode 0600 unless it exists; True if this call created it.
+
+    For files another library fills (SQLite derives its -wal and -shm modes
+    from the database file's). The mode is set with fchmod, not left to the
+    umask, so it is exactly 0600: private even under umask 000, writable even
+    under umask 0277.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return True

@@ -46,7 +46,9 @@ STATUS: Final = "status"
 RELOAD: Final = "reload"
 STOP: Final = "stop"
 SUBSCRIBE: Final = "subscribe"
-OPS: Final = (ASK, REMEMBER, FORGET, STATUS, RELOAD, STOP, SUBSCRIBE)
+SEAL: Final = "seal"
+PRUNE: Final = "prune"
+OPS: Final = (ASK, REMEMBER, FORGET, STATUS, RELOAD, STOP, SUBSCRIBE, SEAL, PRUNE)
 
 # Error codes, as they appear in `error.code` on the wire.
 BAD_JSON: Final = "bad_json"
@@ -410,6 +412,17 @@ def _check_subscribe(args: dict[str, Any], rid: RequestId) -> None:
             )
 
 
+def _check_prune(args: dict[str, Any], rid: RequestId) -> None:
+    bounds = [k for k in ("before_seq", "before_ns") if k in args]
+    if len(bounds) != 1:
+        raise ProtocolError(BAD_REQUEST, "prune: give exactly one of before_seq and before_ns", rid)
+    value = args[bounds[0]]
+    if not _is_int(value) or value < 1:
+        raise ProtocolError(
+            BAD_REQUEST, f"prune: {bounds[0]} must be a positive integer, got {value!r}", rid
+        )
+
+
 def _no_args(args: dict[str, Any], rid: RequestId) -> None:
     pass
 
@@ -423,6 +436,8 @@ _OP_ARGS: Final = {
     RELOAD: ((), (), _no_args),
     STOP: ((), (), _no_args),
     SUBSCRIBE: ((), ("kinds", "since_seq"), _check_subscribe),
+    SEAL: ((), (), _no_args),
+    PRUNE: ((), ("before_seq", "before_ns"), _check_prune),
 }
 
 

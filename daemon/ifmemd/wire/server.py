@@ -2,8 +2,10 @@
 
 Who is calling is decided once, at accept: the peer's uid (SO_PEERCRED) must
 be the daemon's own, whatever the socket file's mode says; every refusal is
-recorded as `client.denied`. Each connection then serves requests one at a
-time; `subscribe` turns it into an event stream.
+recorded as `client.denied`. A connection's requests are served concurrently
+(at most `MAX_INFLIGHT_PER_CONNECTION` at once) and answered as they finish,
+each echoing its id: a remote shard multiplexes many asks over one SSH
+connection. A subscription streams its events beside them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, er
 ACCEPT_BACKOFF_S = 0.1
 LISTEN_BACKLOG = 512
 HANDSHAKE_TIMEOUT_S = 10.0
+# A client sending faster than it is answered waits (is not read) past this many.
+MAX_INFLIGHT_PER_CONNECTION = 256
 
 Handler = Callable[["Connection", protocol.Request], Awaitable[Any]]
 
@@ -194,13 +198,36 @@ class Server:
             return
         except protocol.ProtocolError:
             return  # server_handshake has answered with the error
-        while True:
-            try:
-                request = protocol.parse_request(await conn.reader.read_message())
-            except protocol.ProtocolError as e:
-                await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
-                continue
-            await self._dispatch(conn, request)
+        room = anyio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
+        # When the client's input ends, even cut mid-line, the requests in flight
+        # still finish (the task group waits for them): an ask is recorded whole,
+        # and answered if the client still reads.
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    request = protocol.parse_request(await conn.reader.read_message())
+                except protocol.ProtocolError as e:
+                    # A client gone meanwhile: the next read finds the end.
+                    with suppress_disconnect():
+                        await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
+                    continue
+                except (
+                    anyio.EndOfStream,
+                    anyio.BrokenResourceError,
+                    protocol.ConnectionClosedError,
+                ):
+                    break
+                await room.acquire()
+                tg.start_soon(self._dispatch_one, conn, request, room)
+
+    async def _dispatch_one(
+        self, conn: Connection, request: protocol.Request, room: anyio.Semaphore
+    ) -> None:
+        try:
+            with suppress_disconnect():
+                await self._dispatch(conn, request)
+        finally:
+            room.release()
 
     async def _dispatch(self, conn: Connection, request: protocol.Request) -> None:
         if request.op == protocol.SUBSCRIBE:
