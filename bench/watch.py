@@ -349,19 +349,21 @@ class Asker:
 
     def __init__(self, d: _daemon.Daemon, stop_file: Path) -> None:
         self.stop_file = stop_file
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--asker", str(d.socket), str(stop_file)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=d.env,
-        )
+        # A file, not a pipe: a pipe nobody reads until the end would fill and stall it.
+        self.out = stop_file.with_suffix(".samples")
+        with self.out.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--asker", str(d.socket), str(stop_file)],
+                stdout=out,
+                env=d.env,
+            )
         self.samples: list[tuple[float, float]] = []
         self.errors = 0
 
     def finish(self) -> None:
         self.stop_file.touch()
-        out, _ = self.proc.communicate(timeout=60)
-        for line in out.splitlines():
+        self.proc.wait(timeout=60)
+        for line in self.out.read_text().splitlines():
             if line.startswith("error"):
                 self.errors += 1
             else:
