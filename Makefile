@@ -43,6 +43,7 @@ bench: $(STAMP) bench-setup deps-apt
 	$(BIN)/python bench/eventlog.py
 	$(BIN)/python bench/realtext.py
 	$(BIN)/python bench/ask.py
+	$(BIN)/python bench/watch.py
 
 # Installable artifacts into dist/ (packaging/README.md); `make deb` needs root.
 .PHONY: wheel deb

@@ -222,7 +222,7 @@ def definitions() -> None:
         hits = index.search(question, rerank.CANDIDATES)
         plan = index._plan(question)
         assert plan is not None
-        alone = [index._where[r][:3] for r, _ in index._rank(plan, rerank.CANDIDATES)]
+        alone = [index._passage(r)[:3] for r, _ in index._rank(plan, rerank.CANDIDATES)]
         ours = [(p.path, p.start_line, p.end_line) for p in hits]
         first = f"{Path(hits[0].path).relative_to(root)}:{hits[0].span[0]}" if hits else "-"
         print(f"  {question:<46}{rank(ours):>6}{rank(alone):>6}  {first}")

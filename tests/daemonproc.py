@@ -145,9 +145,16 @@ class DaemonProc:
     """One `ifmemd` process with its own config, socket and event log."""
 
     def __init__(
-        self, root: Path, config: str, *, socket_dir: Path | None = None, db: Path | None = None
+        self,
+        root: Path,
+        config: str,
+        *,
+        socket_dir: Path | None = None,
+        db: Path | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.root = root
+        self.prefix = list(prefix)  # a command the daemon runs under (e.g. unshare)
         root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "ifmem.toml"
         self.config_path.write_text(config)
@@ -172,6 +179,7 @@ class DaemonProc:
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [
+                    *self.prefix,
                     *ifmemd_command(),
                     "--config",
                     str(self.config_path),

@@ -121,6 +121,12 @@ def forget(memory_id: str, socket: Path | None, as_json: bool) -> None:
         print(f"forgot memory:{result['memory_id']}")
 
 
+POLLING_NOTE = (
+    "inotify watches ran out (fs.inotify.max_user_watches): its files are polled every "
+    "second, so changes take longer to show"
+)
+
+
 def status(socket: Path | None, as_json: bool) -> None:
     result = call(socket, "status", timeout=10.0)
     if as_json:
@@ -130,13 +136,16 @@ def status(socket: Path | None, as_json: bool) -> None:
     print(f"ifmemd {result['version']}  pid {result['pid']}  up {result['uptime_s']} s")
     print(f"log     {log['path']}  seq {log['seq']}  ({log['hash'][:16]}…)")
     print(f"socket  {result['socket']}  clients {result['clients']}  memories {result['memories']}")
-    rows = [("SHARD", "STATUS", "FILES", "TOKENS", "SERVED", "RESTARTS", "RSS MB", "HEARTBEAT")]
+    rows = [
+        ("SHARD", "STATUS", "WATCH", "FILES", "TOKENS", "SERVED", "RESTARTS", "RSS MB", "HEARTBEAT")
+    ]
     for s in result["shards"]:
         model = s.get("model_status")  # a model-backed shard's model comes up after its index
         rows.append(
             (
                 s["name"],
                 s["status"] + (f" (model {model})" if model and model != "ready" else ""),
+                s.get("watch") or "-",
                 str(s["files"]),
                 str(s["tokens"]),
                 str(s["served"]),
@@ -151,6 +160,8 @@ def status(socket: Path | None, as_json: bool) -> None:
     for s in result["shards"]:
         if s.get("failure"):
             print(f"{s['name']}: {s['failure']}")
+        if s.get("watch") == "polling":
+            print(f"{s['name']}: {POLLING_NOTE}")
 
 
 def reload(socket: Path | None, as_json: bool) -> None:

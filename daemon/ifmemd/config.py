@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
+import pathspec
 import platformdirs
 
 from ifmemd.errors import IfmemError
@@ -59,6 +60,9 @@ SHARD_KEYS: Final = (
     "description",
     "kind",
     "paths",
+    "exclude",
+    "respect_gitignore",
+    "watch",
     "backend",
     "max_file_bytes",
     "model",
@@ -194,6 +198,9 @@ class ShardConfig:
     kind: ShardKind = "files"
     description: str = ""
     paths: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # gitignore-style patterns, relative to each path's root
+    respect_gitignore: bool = True
+    watch: bool = True
     backend: Backend = "local"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     model: str | None = None
@@ -661,8 +668,9 @@ class _Parser:
                 self.fail(loc, f'shard {name!r}: paths is required for kind = "files"')
             paths = tuple(self.resolve_path(p) for p in t.string_list("paths"))
         else:
-            if "paths" in data:
-                t.fail("paths", f'shard {name!r}: paths is not used by kind = "memory"')
+            for key in ("paths", "exclude", "respect_gitignore", "watch"):
+                if key in data:
+                    t.fail(key, f'shard {name!r}: {key} is not used by kind = "memory"')
             paths = ()
         backend = t.choice("backend", "local", BACKENDS)
         model, base_url, api_key_file = t.string("model"), t.url("base_url"), t.path("api_key_file")
@@ -711,6 +719,9 @@ class _Parser:
             kind=kind,
             description=t.string("description", "", allow_empty=True) or "",
             paths=paths,
+            exclude=t.pattern_list("exclude"),
+            respect_gitignore=t.boolean("respect_gitignore", True),
+            watch=t.boolean("watch", True),
             backend=backend,
             max_file_bytes=t.integer("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=1),
             model=model,
@@ -904,6 +915,20 @@ class _Table:
                 self.fail(key, f"{key} must hold only strings, not {_toml_type(item)}")
             if not item.strip():
                 self.fail(key, f"{key} must not hold empty strings")
+        return tuple(value)
+
+    def pattern_list(self, key: str) -> tuple[str, ...]:
+        """Gitignore-style patterns (may be empty); one git would reject is refused here."""
+        if key not in self.data:
+            return ()
+        value = self.data[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self._wrong_type(key, "an array of strings")
+        for pattern in value:
+            try:
+                pathspec.GitIgnoreSpec.from_lines([pattern])
+            except ValueError as e:
+                self.fail(key, f"{key}: invalid pattern {pattern!r}: {e}")
         return tuple(value)
 
     def restart_intensity(self, default: RestartIntensity) -> RestartIntensity:

@@ -138,6 +138,7 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "score": 0.0,
                     "coverage": p.coverage,
                     "snippet": p.snippet,
+                    "digest": p.digest,
                 }
             entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))

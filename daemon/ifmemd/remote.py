@@ -288,6 +288,11 @@ class RemoteShard(ShardHandle):
                 p["score"],
                 p.get("coverage", 0.0),
                 p.get("snippet", ""),
+                # The remote's citation is already its span: the whole passage here.
+                p["start_line"],
+                p["end_line"],
+                # The version the remote cut it from ("" from an ifmem before digests).
+                p.get("digest", ""),
             ]
             for p in result["passages"]
         ]

@@ -107,6 +107,8 @@ class ShardHandle:
         self.served = 0
         self.rss_bytes = 0
         self.failure = ""
+        # How its files are watched: "inotify", "polling", "off" (watch = false); None: not yet.
+        self.watch: str | None = None if config.watch else "off"
         self.scope: anyio.CancelScope | None = None
         self._waiters: dict[int, Pending] = {}
         self._next_rid = 0
@@ -241,6 +243,7 @@ class ShardHandle:
             "lines": info.get("lines", 0),
             "tokens": info.get("tokens", 0),
             "load_ms": info.get("load_ms"),
+            **({"watch": self.watch} if self.config.kind == "files" else {}),
             "served": self.served,
             "rss_bytes": self.rss_bytes,
             "heartbeat_age_s": round(max(0.0, self.clock() - self.last_heard), 3),
@@ -395,6 +398,9 @@ class Supervisor:
             "description": cfg.description,
             "kind": cfg.kind,
             "paths": list(cfg.paths),
+            "exclude": list(cfg.exclude),
+            "respect_gitignore": cfg.respect_gitignore,
+            "watch": cfg.watch,
             "max_file_bytes": cfg.max_file_bytes,
             "heartbeat_interval": daemon.heartbeat_interval,
             "memories": self.memories() if cfg.kind == "memory" else [],
@@ -461,6 +467,14 @@ class Supervisor:
                 await self.record(
                     "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}
                 )
+            elif kind == "changed":
+                # One batch of file changes the shard has indexed.
+                await self.record(
+                    "corpus.changed",
+                    {"shard": name, "changed": msg["changed"], "removed": msg["removed"]},
+                )
+            elif kind == "watching":
+                handle.watch = str(msg["mode"])
             elif kind == "fatal":
                 handle.fatal = str(msg.get("reason", "the shard cannot serve"))
             elif kind == "warning":

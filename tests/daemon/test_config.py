@@ -182,6 +182,9 @@ def test_every_key(tmp_path: Path) -> None:
         description = "Source"
         kind = "files"
         paths = ["src/**/*.py", "/abs/*.md"]
+        exclude = ["**/node_modules/**", "*.min.js"]
+        respect_gitignore = false
+        watch = false
         backend = "openai"
         max_file_bytes = 1024
         model = "m"
@@ -207,6 +210,9 @@ def test_every_key(tmp_path: Path) -> None:
             kind="files",
             description="Source",
             paths=(str(tmp_path / "src/**/*.py"), "/abs/*.md"),
+            exclude=("**/node_modules/**", "*.min.js"),
+            respect_gitignore=False,
+            watch=False,
             backend="openai",
             max_file_bytes=1024,
             model="m",
@@ -224,6 +230,7 @@ def test_shard_defaults(tmp_path: Path) -> None:
     assert (shard.kind, shard.backend, shard.description) == ("files", "local", "")
     assert (shard.max_file_bytes, shard.max_tokens) == (DEFAULT_MAX_FILE_BYTES, 180_000)
     assert (shard.model, shard.base_url, shard.api_key_file) == (None, None, None)
+    assert (shard.exclude, shard.respect_gitignore, shard.watch) == ((), True, True)
 
 
 def test_config_keys_cover_every_field() -> None:
@@ -605,6 +612,20 @@ def test_memory_shard_takes_no_paths(tmp_path: Path) -> None:
     assert_refused(
         path, 'paths = ["/x"]', "shard 'working': paths is not used by kind = \"memory\""
     )
+
+
+def test_memory_shard_takes_no_file_settings(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "working"\nkind = "memory"\nwatch = false\n')
+    assert_refused(path, "watch = false", "shard 'working': watch is not used by kind = \"memory\"")
+
+
+def test_exclude_patterns_are_checked(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "a"\npaths = ["/x"]\nexclude = ["ok/**", "\\\\"]\n')
+    err = refused(path)
+    assert err.line == line_of(path, "exclude = ", 1)
+    assert err.reason.startswith("exclude: invalid pattern '\\\\':")
+    path = shard_file(tmp_path, 'name = "a"\npaths = ["/x"]\nexclude = "build"\n')
+    assert_refused(path, "exclude = ", "exclude must be an array of strings, not a string")
 
 
 # --- other sections ----------------------------------------------------------

@@ -19,6 +19,7 @@ PASSAGE = {
     "score": 0.03,
     "coverage": 1.0,
     "snippet": "A lighthouse beacon",
+    "digest": "ef" * 32,
 }
 QUOTE = {"log_id": "ab" * 16, "seq": 7, "hash": "cd" * 32}
 
@@ -46,6 +47,7 @@ async def test_an_answer_becomes_host_prefixed_rows_and_a_quote() -> None:
     reply = handle.outcome(answer(handle, {"ok": True, "result": {"passages": [PASSAGE], **QUOTE}}))
     [p] = handle.passages(reply)
     assert (p.path, p.start_line, p.end_line) == ("buildhost:/srv/docs/beacon.md", 2, 4)
+    assert p.digest == "ef" * 32  # the version the remote cut it from
     assert reply["remote"] == QUOTE
     assert handle.served == 1
 

@@ -26,7 +26,7 @@ def _both(index: Index, question: str) -> tuple[dict[int, float], dict[int, floa
     rows = index._db.execute(
         "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ?", (plan.expression,)
     ).fetchall()
-    return index._scorer.scores(list(plan.terms), index._where), {r: -s for r, s in rows}
+    return index._scorer.scores(list(plan.terms)), {r: -s for r, s in rows}
 
 
 @pytest.mark.parametrize("seed", range(5))

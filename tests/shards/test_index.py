@@ -268,15 +268,15 @@ def test_closed_index_raises_a_named_error() -> None:
     memory = Index()
     memory.add("memory:1", whole_chunk("memory:1", "x marks the spot\n"))
     memory.close()
-    with pytest.raises(SearchIndexError, match=r"^look up term: "):
+    with pytest.raises(SearchIndexError, match=r"^search: "):
         memory.search("spot")
 
 
 def test_passage_row_round_trip() -> None:
-    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5, 4, 5)
-    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text", 4, 5]
+    passage = Passage("/a.md", 3, 9, 1.5, "some text", 0.5, 4, 5, "ab" * 32)
+    assert passage.to_row() == ["/a.md", 3, 9, 1.5, 0.5, "some text", 4, 5, "ab" * 32]
     assert Passage.from_row(json.loads(json.dumps(passage.to_row()))) == passage
-    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x", 3, 9]) == Passage(
+    assert Passage.from_row(["/a.md", 3, 9, 2, 1, "x", 3, 9, ""]) == Passage(
         "/a.md", 3, 9, 2.0, "x", 1.0, 3, 9
     )
 
@@ -284,7 +284,8 @@ def test_passage_row_round_trip() -> None:
 def test_a_row_without_a_span_cites_the_whole_passage() -> None:
     passage = Passage.from_row(["/a.md", 3, 9, 2, 1, "x"])
     assert passage.span == (3, 9)
-    assert Passage("/a.md", 3, 9, 2.0, "x").to_row()[-2:] == [3, 9]
+    assert passage.digest == ""
+    assert Passage("/a.md", 3, 9, 2.0, "x").to_row()[-3:] == [3, 9, ""]
 
 
 @pytest.mark.parametrize(
@@ -302,11 +303,14 @@ def test_a_row_without_a_span_cites_the_whole_passage() -> None:
         ["/a", 1, 1, 0.0, None, ""],
         ["/a", 0, 1, 0.0, 0.0, ""],
         ["/a", 5, 4, 0.0, 0.0, ""],
-        ["/a", 3, 9, 0.0, 0.0, "", 2, 5],
-        ["/a", 3, 9, 0.0, 0.0, "", 5, 10],
-        ["/a", 3, 9, 0.0, 0.0, "", 6, 5],
+        ["/a", 3, 9, 0.0, 0.0, "", 2, 5, ""],
+        ["/a", 3, 9, 0.0, 0.0, "", 5, 10, ""],
+        ["/a", 3, 9, 0.0, 0.0, "", 6, 5, ""],
         ["/a", 3, 9, 0.0, 0.0, "", 4],
-        ["/a", 3, 9, 0.0, 0.0, "", "4", 5],
+        ["/a", 3, 9, 0.0, 0.0, "", 4, 5],
+        ["/a", 3, 9, 0.0, 0.0, "", "4", 5, ""],
+        ["/a", 3, 9, 0.0, 0.0, "", 4, 5, None],
+        ["/a", 3, 9, 0.0, 0.0, "", "ab" * 32],
     ],
 )
 def test_passage_from_bad_row(data: object) -> None:

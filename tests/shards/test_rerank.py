@@ -87,7 +87,7 @@ def test_the_definition_ranks_above_its_uses_and_tests() -> None:
     # bm25 alone puts every test first (they say mkdtemp three times in five lines).
     plan = index._plan("where is mkdtemp implemented")
     assert plan is not None
-    by_bm25 = [index._where[rowid][0] for rowid, _ in index._rank(plan, TESTS)]
+    by_bm25 = [index._passage(rowid)[0] for rowid, _ in index._rank(plan, TESTS)]
     assert set(by_bm25) == {"/lib/test/test_tempfile.py"}
     hits = index.search("where is mkdtemp implemented", 3)
     assert [p.path for p in hits] == [

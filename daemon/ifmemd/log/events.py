@@ -85,6 +85,8 @@ register("shard.exited", "shard code")
 register("shard.restarting", "shard delay_s restarts")
 register("shard.failed", "shard reason")
 register("shard.warning", "shard path reason")
+# One batch of file changes a shard indexed: changed [{path, digest, lines}], removed [path].
+register("corpus.changed", "shard changed removed")
 register("query.received", "qid question shards")
 # Before `query.answered` v2 held every shard's result, each was a row of its own.
 register("shard.answered", "qid shard passages", legacy=True)

@@ -11,9 +11,14 @@ few dozen microseconds for the same passages.
 
 The score is FTS5's bm25 (k1 = 1.2, b = 0.75, idf = ln((N - df + 0.5) / (df +
 0.5)), at least 1e-6), with each passage's length in tokens read from the
-table's `_docsize` shadow table (one varint per column, FTS5's file format),
-so that both rank alike. Everything cached is dropped when the passages
-change (`forget`).
+table's `_docsize` shadow table (one varint per column, FTS5's file format)
+for the passages of a term only, and N and the average length from its
+averages record (`_data` row 1: the row count, then the tokens of each
+column), so that both rank alike and nothing is held per passage of the
+whole table (a shard's index may be on disk and large). A passage deleted
+from a contentless table may linger in its postings until a merge; it has no
+`_docsize` row, and is skipped. Everything cached is dropped when the
+passages change (`forget`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ MAX_CACHED_POSTINGS = 1_000_000
 _INSTANCES = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.{name} USING fts5vocab(main, {table}, 'instance')"
 )
-_POSTINGS = "SELECT doc, count(*) FROM temp.{name} WHERE term = ? GROUP BY doc"
-_SIZES = "SELECT id, sz FROM main.{table}_docsize"
+# The live passages holding a term: how often, and their size record.
+_POSTINGS = (
+    "SELECT v.doc, count(*), d.sz FROM temp.{name} v "
+    "JOIN main.{table}_docsize d ON d.id = v.doc WHERE v.term = ? GROUP BY v.doc"
+)
+_AVERAGES = "SELECT block FROM main.{table}_data WHERE id = 1"
 
 
 class Scorer:
@@ -48,17 +57,15 @@ class Scorer:
         # term → (rowids, bm25 parts), as arrays: a tuple per posting costs 5x more.
         self._postings: dict[str, tuple[array, array]] = {}
         self._cached = 0
-        self._norm: dict[int, float] = {}
+        self._totals: tuple[int, float] | None = None
 
     def forget(self) -> None:
-        """Drop every cached posting and length: the passages changed."""
+        """Drop every cached posting and total: the passages changed."""
         self._postings.clear()
         self._cached = 0
-        self._norm.clear()
+        self._totals = None
 
-    def postings(
-        self, term: str, where: Mapping[int, tuple[str, int, int, str]]
-    ) -> tuple[array, array]:
+    def postings(self, term: str) -> tuple[array, array]:
         """(rowids, parts) of the live passages holding `term` (as indexed): each
         passage's bm25 part for the term before idf, tf * (K1 + 1) / (tf + its
         length term), worked out once."""
@@ -67,34 +74,39 @@ class Scorer:
             if not self._ready:
                 self._db.execute(_INSTANCES.format(name=self._name, table=self._table))
                 self._ready = True
-            rows = self._db.execute(_POSTINGS.format(name=self._name), (term,)).fetchall()
-            norm = self._lengths(where)
-            # Deleted passages may linger in the index until it merges them.
-            rows = [(rowid, tf) for rowid, tf in rows if rowid in where]
-            found = (
-                array("i", [rowid for rowid, _ in rows]),
-                array("d", [tf * (K1 + 1) / (tf + norm[rowid]) for rowid, tf in rows]),
-            )
-            if self._cached + len(rows) > MAX_CACHED_POSTINGS:
+            _, average = self.totals()
+            sql = _POSTINGS.format(name=self._name, table=self._table)
+            rowids, parts = array("i"), array("d")
+            for rowid, tf, size in self._db.execute(sql, (term,)):
+                norm = K1 * (1 - B + B * _varint(size) / average)
+                rowids.append(rowid)
+                parts.append(tf * (K1 + 1) / (tf + norm))
+            found = (rowids, parts)
+            if self._cached + len(rowids) > MAX_CACHED_POSTINGS:
                 self._postings.clear()
                 self._cached = 0
             self._postings[term] = found
-            self._cached += len(rows)
+            self._cached += len(rowids)
         return found
 
+    def totals(self) -> tuple[int, float]:
+        """(live passages, their average length in tokens), from the averages record."""
+        if self._totals is None:
+            row = self._db.execute(_AVERAGES.format(table=self._table)).fetchone()
+            rows, tokens = _varints(row[0], 2) if row and row[0] else (0, 0)
+            self._totals = (rows, tokens / rows if rows and tokens else 1.0)
+        return self._totals
+
     def scores(
-        self,
-        terms: Iterable[str],
-        where: Mapping[int, tuple[str, int, int, str]],
-        weights: Mapping[str, float] | None = None,
+        self, terms: Iterable[str], weights: Mapping[str, float] | None = None
     ) -> dict[int, float]:
         """rowid → bm25 of every live passage holding any of `terms` (higher is
         better), each term's part multiplied by its weight (1 by default)."""
-        n = len(where)
+        n, _ = self.totals()
         acc: dict[int, float] = {}
         get = acc.get
         for term in terms:
-            rowids, parts = self.postings(term, where)
+            rowids, parts = self.postings(term)
             df = len(rowids)
             if not df:
                 continue
@@ -104,16 +116,25 @@ class Scorer:
                 acc[rowid] = get(rowid, 0.0) + weight * part
         return acc
 
-    def _lengths(self, where: Mapping[int, tuple[str, int, int, str]]) -> dict[int, float]:
-        """rowid → bm25's length term K1 * (1 - B + B * tokens / average tokens)."""
-        if not self._norm:
-            rows = self._db.execute(_SIZES.format(table=self._table)).fetchall()
-            lengths = {rowid: _varint(size) for rowid, size in rows if rowid in where}
-            average = sum(lengths.values()) / len(lengths) if lengths else 1.0
-            self._norm = {
-                rowid: K1 * (1 - B + B * length / average) for rowid, length in lengths.items()
-            }
-        return self._norm
+
+def _varints(data: bytes, count: int) -> list[int]:
+    """The first `count` varints of `data` (FTS5's, as SQLite's: 7 bits a byte,
+    high bit set on all but the last, a ninth byte of 8 bits)."""
+    values: list[int] = []
+    at = 0
+    while len(values) < count:
+        value = 0
+        for i in range(9):
+            byte = data[at]
+            at += 1
+            if i == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        values.append(value)
+    return values
 
 
 def _varint(data: bytes) -> int:

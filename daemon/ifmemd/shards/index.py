@@ -1,11 +1,17 @@
-"""Full-text search over a shard's passages, in memory, with SQLite FTS5.
+"""Full-text search over a shard's passages with SQLite FTS5.
 
-An `Index` holds chunks in an in-memory FTS5 table (`porter unicode61`;
-contentless: the texts are kept in a dict beside it, so a hit's text is a
-lookup, not a row fetch) and answers `search(query, k)` with the best
-passages by bm25, each with its citation and a short excerpt. It is built
-once from a corpus (`Index.build`) or grown and shrunk item by item (`add`,
-`remove`) for working memory, whose passages are `memory:<id>`.
+An `Index` searches the tables of `ifmemd.shards.store` (`porter unicode61`;
+the FTS5 table is contentless, the texts are rows of `chunk`, fetched for the
+candidates only, a few dozen a search, with a small cache) and answers
+`search(query, k)` with the best passages, each with its citation, the
+digest of the file version it was cut from, and a short excerpt. It lives in
+memory, built once (`Index.build`) or grown and shrunk item by item (`add`,
+`remove`) for working memory, whose passages are `memory:<id>`; or it reads a
+file shard's on-disk index (`Index(connection)`), which another connection
+writes: each search reads one consistent snapshot, and notices (`PRAGMA
+data_version`) when the writer changed the passages. Nothing is held per
+passage of the whole corpus: a shard's memory is the page cache's, not its
+heap's.
 
 Any user text is a valid query. It is never handed to FTS5's query language:
 it is cut into words by the same tokenizer the index uses, and the words are
@@ -23,8 +29,9 @@ Passages are ranked by bm25 (`ifmemd.shards.bm25`, FTS5's formula over
 cached postings); when the best one lacks some of the question's words, the
 question is expanded with words of the best passages (`ifmemd.shards.expand`,
 RM3) and ranked again. Of a few dozen candidates, `ifmemd.shards.rerank` puts the
-passages defining a name the question uses first and those of test files
-last, and the `k` best are kept.
+passages defining a name the question uses first (the store's `definition`
+table, filled when a passage is stored) and those of test files last, and
+the `k` best are kept.
 
 Only the `k` winners get an excerpt and a coverage (how many of the
 question's words they hold). Both come from one pass over the winner's text.
@@ -47,6 +54,7 @@ import heapq
 import math
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -54,7 +62,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import bm25, expand, rerank
+from ifmemd.shards import bm25, expand, rerank, store
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -70,6 +78,9 @@ HOT_RESULTS = rerank.CANDIDATES
 MAX_CACHED_TERMS = 200_000
 # Stem counts of passages used for feedback (a few kB each).
 MAX_CACHED_VECTORS = 1024
+# Passages (their text, a few kB each) kept after a fetch: a search reads a few
+# dozen candidates, and the same questions come back.
+MAX_CACHED_PASSAGES = 512
 COMMON_FRACTION = 0.5
 SCORE_DIGITS = 9
 SNIPPET_CHARS = 300
@@ -85,9 +96,11 @@ _WORD_AT = re.compile(r"\w*")
 _NEWLINE = re.compile("\n")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # A passage on the shard protocol, in this order (see `Passage.to_row`); a row
-# may stop before the span, which then is the whole passage.
+# may stop before the span, whose lines then are the whole passage, and its
+# digest unknown ("").
 ROW_FIELDS = (
-    "path", "start_line", "end_line", "score", "coverage", "snippet", "span_start", "span_end"
+    "path", "start_line", "end_line", "score", "coverage", "snippet", "span_start", "span_end",
+    "digest",
 )  # fmt: skip
 SHORT_ROW = 6
 
@@ -108,12 +121,13 @@ STOPWORDS = frozenset(
     }
 )  # fmt: skip
 
-_SCHEMA = """
-CREATE VIRTUAL TABLE passage USING fts5(
-    body, tokenize='porter unicode61', content='', contentless_delete=1
-);
-CREATE VIRTUAL TABLE vocab USING fts5vocab(passage, 'row');
-"""
+# Term statistics, per connection (a temp table: never written to the index file).
+_VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, passage, 'row')"
+_PASSAGE = (
+    "SELECT f.path, c.start_line, c.end_line, c.body, f.digest "
+    "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id = ?"
+)
+_DEFINING = "SELECT chunk FROM definition WHERE name = ? LIMIT ?"
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
@@ -163,6 +177,8 @@ class Passage:
     the passage holds (0..1), each word weighted by its rarity in the index
     (bm25's idf): unlike bm25, comparable across shards, which is what the
     coordinator's fusion needs to break ties between shards.
+    `digest` is the BLAKE2b-256 (hex) of the bytes of the file version it was
+    cut from ("" when unknown).
     """
 
     path: str
@@ -173,6 +189,7 @@ class Passage:
     coverage: float = 0.0
     span_start: int = 0  # 0: the span is the whole passage
     span_end: int = 0
+    digest: str = ""
 
     @property
     def citation(self) -> str:
@@ -196,6 +213,7 @@ class Passage:
             self.coverage,
             self.snippet,
             *self.span,
+            self.digest,
         ]
 
     @classmethod
@@ -204,9 +222,9 @@ class Passage:
         if type(row) is not list or len(row) not in (SHORT_ROW, len(ROW_FIELDS)):
             raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
         path, start, end, score, coverage, snippet = row[:SHORT_ROW]
-        span_start, span_end = row[SHORT_ROW:] or (start, end)
-        if type(path) is not str or type(snippet) is not str:
-            raise PassageFormatError("path and snippet must be strings")
+        span_start, span_end, digest = row[SHORT_ROW:] or (start, end, "")
+        if type(path) is not str or type(snippet) is not str or type(digest) is not str:
+            raise PassageFormatError("path, snippet and digest must be strings")
         if type(start) is not int or type(end) is not int or not 1 <= start <= end:
             raise PassageFormatError(f"line range {start!r}-{end!r} is not 1 <= start <= end")
         if (
@@ -219,7 +237,9 @@ class Passage:
             )
         if type(score) not in (int, float) or type(coverage) not in (int, float):
             raise PassageFormatError("score and coverage must be numbers")
-        return cls(path, start, end, float(score), snippet, float(coverage), span_start, span_end)
+        return cls(
+            path, start, end, float(score), snippet, float(coverage), span_start, span_end, digest
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,81 +257,134 @@ class _Query:
 
 
 class Index:
-    """An in-memory FTS5 index of passages, searched by bm25.
+    """An FTS5 index of passages, searched by bm25: in memory, or on a connection given.
 
     Not safe for concurrent use from several threads; a shard serves one
-    query at a time.
+    query at a time (its on-disk index is written through another connection).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, db: apsw.Connection | None = None) -> None:
         try:
-            self._db = apsw.Connection(":memory:")
-            self._db.execute(_SCHEMA)
+            self._db = store.memory_db() if db is None else db
+            self._db.execute(_VOCAB)
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
+            self._data_version = self._version()
         except apsw.Error as e:
-            raise SearchIndexError("create index", str(e)) from e
-        # rowid → (path, start line, end line, text): the FTS5 table keeps no text.
-        self._where: dict[int, tuple[str, int, int, str]] = {}
-        self._rowids: dict[str, list[int]] = {}
-        self._next_rowid = 1
+            raise SearchIndexError("open index", str(e)) from e
+        self._count: int | None = None
         self._doc_freq: dict[str, int] = {}
         self._stems: dict[str, tuple[str, ...]] = {}
         self._hot: dict[str, tuple[int, list[tuple[int, float]]]] = {}
-        self._definitions = rerank.Definitions()
         self._scorer = bm25.Scorer(self._db, "passage")
         self._vectors: dict[int, tuple[frozenset[str], dict[str, float]]] = {}
+        # rowid → (path, start line, end line, text, digest), most recently used last.
+        self._passages: OrderedDict[int, tuple[str, int, int, str, str]] = OrderedDict()
         self._stopstems: frozenset[str] | None = None
 
     @classmethod
-    def build(cls, chunks: Iterable[Chunk]) -> Self:
-        """Make an index of many chunks at once, merged for fast queries."""
+    def build(cls, chunks: Iterable[Chunk], digests: dict[str, str] | None = None) -> Self:
+        """Make an in-memory index of many chunks at once, merged for fast queries.
+
+        `digests` gives each path's file digest (none: "").
+        """
         index = cls()
-        index._insert(chunks, "build index")
+        by_path: dict[str, list[Chunk]] = {}
+        for chunk in chunks:
+            by_path.setdefault(chunk.path, []).append(chunk)
         try:
-            # One b-tree per term instead of many segments: queries read
-            # each posting list in one piece.
-            index._db.execute("INSERT INTO passage(passage) VALUES ('optimize')")
+            with index._db:
+                for path, group in by_path.items():
+                    digest = (digests or {}).get(path, "")
+                    store.replace_file(index._db, store.FileState(path, digest=digest), group)
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
-        index._prewarm()
+        index.optimize()
         index._rank_hot_terms()
         return index
 
-    def add(self, path: str, chunks: Iterable[Chunk]) -> int:
-        """Index `chunks` as the passages of `path`, replacing any it had; return how many."""
+    def optimize(self) -> None:
+        """Merge the index for fast queries and learn its common terms (after a bulk load).
+
+        Terms too common for the postings budget are ranked when first asked
+        for (on a large on-disk index, ranking them all would cost seconds).
+        """
+        try:
+            store.merge(self._db)
+        except apsw.Error as e:
+            raise SearchIndexError("build index", str(e)) from e
+        self.prewarm()
+
+    def prewarm(self) -> None:
+        """Learn the frequencies of common terms now (one scan), not at query time."""
+        self._forget_statistics()
+        self._data_version = self._version()
+        self._prewarm()
+
+    def add(self, path: str, chunks: Iterable[Chunk], digest: str = "") -> int:
+        """Index `chunks` as the passages of `path`, replacing any it had; return how many.
+
+        `digest` is the BLAKE2b-256 (hex) of the text they were cut from.
+        """
         chunks = list(chunks)
         for chunk in chunks:
             if chunk.path != path:
                 raise MisfiledChunkError(path, chunk)
-        self.remove(path)
-        return self._insert(chunks, f"add {path}")
+        try:
+            with self._db:
+                store.replace_file(self._db, store.FileState(path, digest=digest), chunks)
+        except apsw.Error as e:
+            raise SearchIndexError(f"add {path}", str(e)) from e
+        self._forget_statistics()
+        return len(chunks)
 
     def remove(self, path: str) -> int:
         """Drop every passage of `path`; return how many there were."""
-        rowids = self._rowids.pop(path, [])
-        if not rowids:
-            return 0
         try:
             with self._db:
-                self._db.executemany(
-                    "DELETE FROM passage WHERE rowid = ?", ((rowid,) for rowid in rowids)
-                )
+                removed = store.remove_file(self._db, path)
         except apsw.Error as e:
             raise SearchIndexError(f"remove {path}", str(e)) from e
-        for rowid in rowids:
-            del self._where[rowid]
-        self._forget_statistics()
-        return len(rowids)
+        if removed:
+            self._forget_statistics()
+        return removed
+
+    @property
+    def connection(self) -> apsw.Connection:
+        """The connection the index reads (for totals and digests beside searching)."""
+        return self._db
 
     def __len__(self) -> int:
-        return len(self._where)
+        if self._count is None:
+            self._count = self._scalar("SELECT count(*) FROM chunk", ())
+        return self._count
 
     def __contains__(self, path: object) -> bool:
-        return path in self._rowids
+        return bool(
+            self._scalar(
+                "SELECT EXISTS(SELECT 1 FROM chunk WHERE file = "
+                "(SELECT id FROM file WHERE path = ?))",
+                (path,),
+            )
+        )
 
     def paths(self) -> list[str]:
         """Every path with passages in the index, sorted."""
-        return sorted(self._rowids)
+        try:
+            return [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT path FROM file f WHERE EXISTS(SELECT 1 FROM chunk WHERE file = f.id) "
+                    "ORDER BY path"
+                )
+            ]
+        except apsw.Error as e:
+            raise SearchIndexError("list paths", str(e)) from e
+
+    def _scalar(self, sql: str, args: tuple[object, ...]) -> int:
+        try:
+            return self._db.execute(sql, args).fetchone()[0]
+        except apsw.Error as e:
+            raise SearchIndexError("read index", str(e)) from e
 
     def close(self) -> None:
         """Free the index's memory; it cannot be used afterwards."""
@@ -328,20 +401,36 @@ class Index:
 
         Returns [] when the query has no word the index knows.
         """
+        try:
+            # One snapshot: the winners' rows are those of the index they were ranked in.
+            with self._db:
+                return self._search(query, k)
+        except apsw.Error as e:
+            raise SearchIndexError("search", str(e)) from e
+
+    def _search(self, query: str, k: int) -> list[Passage]:
+        if self._version() != self._data_version:
+            # Another connection (the shard's writer) committed a batch of files.
+            self._data_version = self._version()
+            self._forget_statistics(keep_common=True)
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
         names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
-        defining = self._definitions.defining(names, self._where, self._next_rowid)
-        try:
-            # A definition is one passage among many that name the thing, and
-            # often a long one: bm25 may leave it out of the candidates.
-            ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
-        except apsw.Error as e:
-            raise SearchIndexError("search", str(e)) from e
+        defining = self._defining(names)
+        # A definition is one passage among many that name the thing, and
+        # often a long one: bm25 may leave it out of the candidates.
+        ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
+        where: dict[int, tuple[str, int, int, str]] = {}
+        found: dict[int, tuple[str, int, int, str, str]] = {}
+        for rowid, _ in ranked:
+            passage = self._passage(rowid)
+            if passage is not None:  # a cached ranking outlived its passage: never cite it
+                found[rowid] = passage
+                where[rowid] = passage[:4]
         scored = rerank.rerank(
-            [(rowid, -rank) for rowid, rank in ranked],
-            self._where,
+            [(rowid, -rank) for rowid, rank in ranked if rowid in found],
+            where,
             defining,
             rerank.code_names(query[:MAX_QUERY_CHARS]),
             penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
@@ -350,7 +439,7 @@ class Index:
         prefixes = _prefixes(tuple(sorted(covered.items())))
         passages = []
         for rowid, score in scored[:k]:
-            path, start, end, body = self._where[rowid]
+            path, start, end, body, digest = found[rowid]
             hits = self._hits(body, covered, prefixes)
             held = sum(plan.weights[stem] for stem in {stem for _, stem in hits})
             coverage = round(min(1.0, held / plan.total_weight), 4)
@@ -366,9 +455,36 @@ class Index:
                     coverage,
                     start + first,
                     start + last,
+                    digest,
                 )
             )
         return passages
+
+    def _version(self) -> int:
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _passage(self, rowid: int) -> tuple[str, int, int, str, str] | None:
+        """(path, start line, end line, text, digest) of a passage, or None if
+        it is gone; the last MAX_CACHED_PASSAGES are kept until the index changes."""
+        found = self._passages.get(rowid)
+        if found is not None:
+            self._passages.move_to_end(rowid)
+            return found
+        found = self._db.execute(_PASSAGE, (rowid,)).fetchone()
+        if found is not None:
+            if len(self._passages) >= MAX_CACHED_PASSAGES:
+                self._passages.popitem(last=False)
+            self._passages[rowid] = found
+        return found
+
+    def _defining(self, names: Iterable[str]) -> set[int]:
+        """The passages that define any of `names` (each defined in few passages)."""
+        out: set[int] = set()
+        for name in names:
+            rows = self._db.execute(_DEFINING, (name, rerank.MAX_DEFINITIONS + 1)).fetchall()
+            if len(rows) <= rerank.MAX_DEFINITIONS:
+                out.update(row[0] for row in rows)
+        return out
 
     def match_expression(self, query: str) -> str | None:
         """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
@@ -409,14 +525,14 @@ class Index:
 
     def _idf(self, stem: str) -> float:
         """bm25's inverse document frequency of `stem` in this index (> 0)."""
-        n, df = len(self._where), self._df(stem)
+        n, df = len(self), self._df(stem)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def _rank(self, plan: _Query, k: int, include: Iterable[int] = ()) -> list[tuple[int, float]]:
         """(rowid, bm25) of the best `k` matches of the plan, best first, then
         those of `include` that match and are not among them."""
         if plan.postings <= POSTINGS_BUDGET:
-            scores = self._scorer.scores(plan.terms, self._where)
+            scores = self._scorer.scores(plan.terms)
             best = _top(scores, max(k, expand.FEEDBACK_PASSAGES))
             if not best:
                 return []
@@ -435,7 +551,7 @@ class Index:
                     {*plan.terms, *plan.covered},
                 )
                 if extra:
-                    for rowid, score in self._scorer.scores(extra, self._where, extra).items():
+                    for rowid, score in self._scorer.scores(extra, extra).items():
                         scores[rowid] = scores.get(rowid, 0.0) + score
                     best = _top(scores, k)
             return _ranked(scores, best[:k], include)
@@ -449,7 +565,7 @@ class Index:
         ranked = ranked[:k]
         missing = set(include) - {rowid for rowid, _ in ranked}
         if missing:
-            scores = self._scorer.scores(plan.terms, self._where)
+            scores = self._scorer.scores(plan.terms)
             ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
         return ranked
 
@@ -458,11 +574,12 @@ class Index:
         (`expand.telling_words`); cached until the index changes."""
         found = self._vectors.get(rowid)
         if found is None:
-            data = self._where[rowid][3].encode("utf-8", "replace")
+            passage = self._passage(rowid)
+            data = passage[3].encode("utf-8", "replace") if passage else b""
             stems = [token for _, _, token, *_ in self._tokenize(data)]
             found = (
                 frozenset(stems),
-                expand.telling_words(stems, self._df, len(self._where), self._stopword_stems()),
+                expand.telling_words(stems, self._df, len(self), self._stopword_stems()),
             )
             if len(self._vectors) >= MAX_CACHED_VECTORS:
                 self._vectors.clear()
@@ -495,7 +612,7 @@ class Index:
         meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
         stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
         known = self._known(meaningful) or self._known(stopwords)
-        common = COMMON_FRACTION * len(self._where)
+        common = COMMON_FRACTION * len(self)
         pool = [(df, stem) for df, stem in known if df <= common] or known
         chosen: list[tuple[int, str]] = []
         postings = 0
@@ -601,29 +718,24 @@ class Index:
         except apsw.Error as e:
             raise SearchIndexError("tokenize query", str(e)) from e
 
-    def _forget_statistics(self) -> None:
-        """Drop what was learned about terms: the passages changed."""
-        self._doc_freq.clear()
+    def _forget_statistics(self, keep_common: bool = False) -> None:
+        """Drop what was learned about terms and passages: the passages changed.
+
+        `keep_common`: a batch of a few files barely moves the frequency of a
+        common term, which only decides which words to rank by, while looking
+        it up again reads its whole posting list; so those are kept. Rare terms
+        (a word the batch may have added), rankings, postings and texts are
+        always dropped.
+        """
+        if keep_common:
+            self._doc_freq = {t: df for t, df in self._doc_freq.items() if df >= PREWARM_MIN_DOCS}
+        else:
+            self._doc_freq.clear()
         self._hot.clear()
         self._scorer.forget()
         self._vectors.clear()
-
-    def _insert(self, chunks: Iterable[Chunk], operation: str) -> int:
-        chunks = list(chunks)
-        first = self._next_rowid
-        # A passage's context (its file and headings) is searched with it.
-        rows = [(first + i, _searched_text(chunk)) for i, chunk in enumerate(chunks)]
-        try:
-            with self._db:
-                self._db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", rows)
-        except apsw.Error as e:
-            raise SearchIndexError(operation, str(e)) from e
-        for rowid, chunk in enumerate(chunks, start=first):
-            self._where[rowid] = (chunk.path, chunk.start_line, chunk.end_line, chunk.text)
-            self._rowids.setdefault(chunk.path, []).append(rowid)
-        self._next_rowid = first + len(chunks)
-        self._forget_statistics()
-        return len(chunks)
+        self._passages.clear()
+        self._count = None
 
 
 def _top(scores: dict[int, float], k: int) -> list[int]:
@@ -644,10 +756,6 @@ def _ranked(
     kept = set(best)
     ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
     return ranked
-
-
-def _searched_text(chunk: Chunk) -> str:
-    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
 
 
 def _quote(word: str) -> str:

@@ -14,17 +14,17 @@ the rest, then the passages of test files (`test_*.py`, `tests/…`,
 group. A name defined in many passages ("run", "path") is too common to mean
 one of them and is ignored.
 
-Which passages define which names is learned from the passages themselves on
-first use and kept up to date as passages are added (rowids only grow; removed
-ones are skipped when looked up), so a change to a file costs a scan of that
-file's passages, not of the shard.
+Which passages define which names is worked out once per passage, when it is
+stored (`defined_names`, kept in the index's `definition` table by
+`ifmemd.shards.store`), so a change to a file costs a scan of that file's
+passages, not of the shard, and no text is held to answer it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 # How many bm25 candidates are reordered, whatever `k` is.
 CANDIDATES = 32
@@ -33,7 +33,8 @@ CANDIDATES = 32
 MAX_DEFINITIONS = 4
 MIN_NAME_CHARS = 3
 
-_DEFINED = re.compile(
+# What a definition looks like (part of the index's format: it decides what is stored).
+DEFINES = re.compile(
     r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)"
     r"|^([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=)"
     r"|^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)",
@@ -51,7 +52,7 @@ _ABOUT_TESTS = re.compile(r"\b(?:test|tests|testing|tested|unittest|pytest)\b", 
 
 def defined_names(text: str) -> set[str]:
     """The names (lower-cased) a passage defines."""
-    return {next(filter(None, m.groups())).lower() for m in _DEFINED.finditer(text)}
+    return {next(filter(None, m.groups())).lower() for m in DEFINES.finditer(text)}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -84,32 +85,6 @@ def names_in(question: str, stopwords: frozenset[str]) -> set[str]:
         elif len(parts[0]) >= MIN_NAME_CHARS and parts[0] not in stopwords:
             out.add(parts[0])
     return out
-
-
-class Definitions:
-    """Which passages (rowids) define which names, learned as passages come."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, set[int]] = {}
-        self._scanned = 0  # every rowid below this was looked at
-
-    def defining(
-        self, names: Iterable[str], where: Mapping[int, tuple[str, int, int, str]], next_rowid: int
-    ) -> set[int]:
-        """The live passages that define any of `names` (each defined in few passages)."""
-        if self._scanned < next_rowid:
-            for rowid in range(self._scanned, next_rowid):
-                entry = where.get(rowid)
-                if entry is not None:
-                    for name in defined_names(entry[3]):
-                        self._by_name.setdefault(name, set()).add(rowid)
-            self._scanned = next_rowid
-        out: set[int] = set()
-        for name in names:
-            live = [rowid for rowid in self._by_name.get(name, ()) if rowid in where]
-            if len(live) <= MAX_DEFINITIONS:
-                out.update(live)
-        return out
 
 
 def rerank(

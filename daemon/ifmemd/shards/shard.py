@@ -3,17 +3,27 @@
 Run by the supervisor as `python -m ifmemd.shards.shard`. It speaks NDJSON over its
 pipes and never touches the event log: the supervisor records for it.
 
-  supervisor → shard   {"op":"init", name, kind, paths, max_file_bytes,
+  supervisor → shard   {"op":"init", name, kind, paths, exclude, respect_gitignore,
+                        max_file_bytes, watch,
                         heartbeat_interval, memories:[{memory_id,text}]}
                        {"op":"search", rid, query, k}
                        {"op":"add", memory_id, text}   {"op":"remove", memory_id}
-                       {"op":"reload"}  (re-read the corpus; answers with a new "ready")
+                       {"op":"reload"}  (re-check the corpus; answers with a new "ready")
   shard → supervisor   {"type":"warning", path, reason}
                        {"type":"ready", files, lines, bytes, tokens, digest, load_ms}
+                       {"type":"watching", mode}   ("inotify" or "polling")
+                       {"type":"changed", changed:[{path, digest, lines}], removed:[path]}
                        {"type":"heartbeat", rss_bytes, served, uptime_s}
                        {"type":"result", rid, passages:[[path, start_line, end_line,
-                                                        score, coverage, snippet], …]}
+                                                        score, coverage, snippet, digest], …]}
                        {"type":"error", rid, message}
+
+A file shard keeps its index on disk (`ifmemd.shards.store`, under
+`index_dir` if `init` gives one, else the user cache directory): a start
+re-reads only the files that changed since it was written. Unless `watch`
+is false, it then watches its paths (`ifmemd.shards.watcher`) and its writer
+thread (`ifmemd.shards.writer`) applies each change while this thread goes on
+answering: a search sees the last committed batch.
 
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
@@ -33,20 +43,34 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import queue
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
+import apsw
+
 from ifmemd.errors import IfmemError
-from ifmemd.shards.chunker import Chunk, chunk_files, whole_chunk
-from ifmemd.shards.corpus import load_corpus
-from ifmemd.shards.index import Index
+from ifmemd.shards import store
+from ifmemd.shards.chunker import Chunk, whole_chunk
+from ifmemd.shards.corpus import Selection
+from ifmemd.shards.ignore import IgnoreRules
+from ifmemd.shards.index import Index, SearchIndexError
 from ifmemd.shards.llm import ApiKeyError, BackendMissingError, CorpusOverBudgetError
+from ifmemd.shards.sync import Batch, IndexUpdateError, Updater
+from ifmemd.shards.watcher import Watcher
+from ifmemd.shards.writer import IndexWriter
+from ifmemd.system.paths import shard_index_dir
 
 _PR_SET_PDEATHSIG = 1
 FATAL_EXIT = 2
+GIL_SWITCH_S = 0.001
 # How many passages an `openai` shard's search offers its model (the budget may take fewer).
 MODEL_CANDIDATES = 20
 
@@ -102,6 +126,14 @@ class Shard:
         self.served = 0
         self.index = Index()
         self.ready: dict[str, Any] = {}
+        # A file shard's on-disk index, its writer thread and its watcher.
+        self.store: store.Store | None = None
+        self.writer: IndexWriter | None = None
+        self.watcher: Watcher | None = None
+        self.watch_mode = ""
+        self._scratch = ""  # a temporary index directory, when the cache cannot be used
+        # Ops for this thread from the others: stdin's, and the writer's internal ones.
+        self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         # Model-backed shards keep their chunks: the model is sent their text.
         self.model: Any = None
         self.chunks: dict[tuple[str, int, int], Chunk] = {}
@@ -135,7 +167,8 @@ class Shard:
             chunks = [
                 c for m in memories for c in whole_chunk(_memory_path(m["memory_id"]), m["text"])
             ]
-            self.index = Index.build(chunks)
+            digests = {_memory_path(m["memory_id"]): _text_digest(m["text"]) for m in memories}
+            self.index = Index.build(chunks, digests)
             self._keep_chunks(chunks)
             texts = [m["text"] for m in memories]
             ready = {
@@ -194,21 +227,86 @@ class Shard:
         self.out.send({"type": "model_ready", **counted, "load_ms": load_ms})
 
     def _load_files(self) -> dict[str, Any]:
-        init = self.init
-        corpus = load_corpus(init.get("paths", []), max_bytes=init.get("max_file_bytes"))
-        for skipped in corpus.skipped:
-            self.out.send({"type": "warning", "path": skipped.path, "reason": skipped.reason})
-        chunks = chunk_files(corpus.files)
-        self.index = Index.build(chunks)
-        self._keep_chunks(chunks)
-        del chunks
-        totals = corpus.totals
+        if self.store is None:
+            self._open_index()
+        assert self.store is not None
+        if self.model is not None:
+            self._keep_chunks(self._stored_chunks())
+        db = self.index.connection
+        totals = store.totals(db)
         return {
             "files": totals.files,
             "lines": totals.lines,
             "bytes": totals.bytes,
-            "digest": corpus.digest,
+            "digest": store.corpus_digest(db),
         }
+
+    def _open_index(self) -> None:
+        """Open the on-disk index, bring it up to date, and start following the files."""
+        init = self.init
+        try:
+            opened = store.open_store(_index_dir(init))
+        except store.IndexStoreError as e:
+            # No usable cache directory (read-only, full): an index of this run only.
+            self._scratch = tempfile.mkdtemp(prefix="ifmem-index-")
+            self._warn(str(e.path), f"{e}; using {self._scratch}")
+            opened = store.open_store(Path(self._scratch))
+        if opened.rebuilt:
+            self._warn(str(opened.path), f"index rebuilt: {opened.rebuilt}")
+        rules = IgnoreRules(
+            init.get("exclude", []), respect_ignore_files=init.get("respect_gitignore", True)
+        )
+        selection = Selection(init.get("paths", []), rules=rules)
+        updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
+        if opened.fresh:
+            with store.bulk(opened.db):
+                self._report(updater.scan(build=True))
+                store.merge(opened.db)
+        else:
+            self._report(updater.catch_up())
+        self.store = opened
+        self.index = Index(opened.connect())
+        if opened.fresh:
+            self.index.prewarm()
+        self.writer = IndexWriter(updater, self.out.send, self.inbox.put)
+        self.writer.start()
+        roots = selection.roots()
+        if init.get("watch", True) and roots:
+            self.watcher = Watcher(
+                roots,
+                self.writer.changed,
+                self._watching,
+                self._warn,
+                lambda e: self.inbox.put({"op": "_failed", "error": e}),
+            )
+            self.watcher.start()
+
+    def _report(self, batches: Iterator[Batch]) -> None:
+        for batch in batches:
+            for skipped in batch.skipped:
+                self._warn(skipped.path, skipped.reason)
+
+    def _watching(self, mode: str) -> None:
+        """A watch is in place: look again for changes made while it was not."""
+        assert self.writer is not None
+        self.writer.rescan(full=False)
+        if mode != self.watch_mode:
+            self.watch_mode = mode
+            self.out.send({"type": "watching", "mode": mode})
+
+    def _warn(self, path: str, reason: str) -> None:
+        self.out.send({"type": "warning", "path": path, "reason": reason})
+
+    def _stored_chunks(self, paths: list[str] | None = None) -> list[Chunk]:
+        """The passages the index holds (of `paths` only, if given), for a model's copy."""
+        return [
+            Chunk(*row)
+            for row in self.index.connection.execute(
+                "SELECT f.path, c.start_line, c.end_line, c.body FROM chunk c "
+                "JOIN file f ON f.id = c.file ORDER BY f.path, c.start_line"
+            )
+            if paths is None or row[0] in paths
+        ]
 
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
@@ -228,17 +326,31 @@ class Shard:
         elif op == "add":
             path = _memory_path(msg["memory_id"])
             chunks = whole_chunk(path, msg["text"])
-            self.index.add(path, chunks)
+            self.index.add(path, chunks, _text_digest(msg["text"]))
             self._memory_changed(path, chunks)
         elif op == "remove":
             path = _memory_path(msg["memory_id"])
             self.index.remove(path)
             self._memory_changed(path, [])
         elif op == "reload":
-            if self.kind != "memory":
+            if self.writer is not None:
+                # Every file again; the writer posts `_synced`, then `ready` goes.
+                self.writer.rescan(full=True, reply=True)
+            elif self.kind != "memory":
                 self.load()
+        elif op == "_synced":
+            self._synced(msg["paths"], msg["reload"])
+        elif op == "_failed":
+            raise msg["error"]
         else:
             self.out.send({"type": "error", "rid": msg.get("rid"), "message": f"unknown op {op!r}"})
+
+    def _synced(self, paths: list[str], reload: bool) -> None:
+        """The writer committed changes to `paths`: refresh a model's copy; answer a reload."""
+        if reload:
+            self.load()
+        elif self.model is not None:
+            self._replace_chunks(set(paths), self._stored_chunks(paths), self.name)
 
     def _ask(self, msg: dict[str, Any]) -> None:
         """A question for the model; the answer comes later, from a worker thread."""
@@ -261,10 +373,14 @@ class Shard:
         self.out.send({"type": "error", "rid": msg.get("rid"), "message": why})
 
     def _memory_changed(self, path: str, chunks: list[Chunk]) -> None:
+        self._replace_chunks({path}, chunks, path)
+
+    def _replace_chunks(self, paths: set[str], chunks: list[Chunk], where: str) -> None:
+        """The model's copy: the passages of `paths` are now `chunks`."""
         if self.model is None:
             return
         with self._chunks_lock:
-            for key in [k for k in self.chunks if k[0] == path]:
+            for key in [k for k in self.chunks if k[0] in paths]:
                 del self.chunks[key]
             self.chunks.update({(c.path, c.start_line, c.end_line): c for c in chunks})
             self._chunks_version += 1
@@ -273,7 +389,20 @@ class Shard:
             try:
                 self.model.load(list(self.chunks.values()), count=False)
             except IfmemError as e:
-                self.out.send({"type": "warning", "path": path, "reason": str(e)})
+                self.out.send({"type": "warning", "path": where, "reason": str(e)})
+
+    def close(self) -> None:
+        """Stop following the files, let the writer finish its batch, close the index."""
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.index.close()
+        if self.store is not None:
+            # The last connection to close folds the WAL into the index file.
+            self.store.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def heartbeat(self) -> dict[str, Any]:
         return {
@@ -288,6 +417,23 @@ def _memory_path(memory_id: str) -> str:
     return f"memory:{memory_id}"
 
 
+def _text_digest(text: str) -> str:
+    """A remembered note's digest: of its text's UTF-8 bytes, as a file's is of its bytes."""
+    return store.file_digest(text.encode("utf-8", "surrogatepass"))
+
+
+def _index_dir(init: dict[str, Any]) -> Path:
+    """Where a file shard keeps its index: `index_dir` from init, else the user cache."""
+    given = init.get("index_dir")
+    return Path(given) if given else shard_index_dir(init["name"])
+
+
+def _read_stdin(stdin: BinaryIO, inbox: queue.SimpleQueue[dict[str, Any] | None]) -> None:
+    for line in stdin:
+        inbox.put(json.loads(line))
+    inbox.put(None)
+
+
 def _beat(shard: Shard, interval: float) -> None:
     while True:
         shard.out.send(shard.heartbeat())
@@ -297,6 +443,10 @@ def _beat(shard: Shard, interval: float) -> None:
 def main() -> int:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    # A search hands the GIL back and forth with SQLite many times; while the
+    # writer chunks files (pure Python), each hand-back waits out the switch
+    # interval. 1 ms instead of 5 keeps asks fast during a burst of changes.
+    sys.setswitchinterval(GIL_SWITCH_S)
     out = _Out(sys.stdout.buffer)
     stdin = sys.stdin.buffer
     line = stdin.readline()
@@ -310,13 +460,27 @@ def main() -> int:
     ).start()
     try:
         shard.load()
-        for line in stdin:
-            shard.handle(json.loads(line))
+        threading.Thread(
+            target=_read_stdin, args=(stdin, shard.inbox), name="stdin", daemon=True
+        ).start()
+        while (msg := shard.inbox.get()) is not None:
+            shard.handle(msg)
     except (ApiKeyError, BackendMissingError, CorpusOverBudgetError) as e:
         # No key, a key file others can read, a corpus over its budget: a restart
         # would fail the same way. Say why, and let the supervisor mark us failed.
         out.send({"type": "fatal", "reason": str(e)})
         return FATAL_EXIT
+    except (SearchIndexError, IndexUpdateError) as e:
+        # The on-disk index is derived data: a damaged one is thrown away, and
+        # the restart the supervisor gives us builds it anew.
+        if shard.store is not None and isinstance(
+            e.__cause__, apsw.CorruptError | apsw.NotADBError
+        ):
+            store.discard(shard.store.path)
+            e = IndexUpdateError("index damaged", f"{e}; deleted it, to be rebuilt on restart")
+        out.send({"type": "warning", "path": shard.name, "reason": str(e)})
+        return 1
+    shard.close()
     return 0
 
 

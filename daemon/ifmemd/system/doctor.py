@@ -137,6 +137,14 @@ def _daemon() -> Check:
             f"{detail}; unhealthy: {', '.join(bad)}",
             "see `ifmem status`; fix and `ifmem reload`",
         )
+    polling = [s["name"] for s in shards if s.get("watch") == "polling"]
+    if polling:
+        return Check(
+            "daemon",
+            WARN,
+            f"{detail}; inotify watches ran out, polling for changes: {', '.join(polling)}",
+            "raise fs.inotify.max_user_watches (sysctl), then restart the daemon",
+        )
     return Check("daemon", OK, detail)
 
 

@@ -23,6 +23,16 @@ def state_dir() -> Path:
     return platformdirs.user_state_path(APP)
 
 
+def cache_dir() -> Path:
+    """`~/.cache/ifmem`: derived data (shard indexes), safe to delete."""
+    return platformdirs.user_cache_path(APP)
+
+
+def shard_index_dir(shard: str) -> Path:
+    """`~/.cache/ifmem/shards/<name>`: one shard's on-disk index (deleting it means a rebuild)."""
+    return cache_dir() / "shards" / shard
+
+
 def log_path() -> Path:
     """The event log."""
     return data_dir() / "events.db"

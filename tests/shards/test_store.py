@@ -1,0 +1,300 @@
+"""The on-disk index: reopened as it was, rebuilt (never a failure) when it cannot be used,
+and brought up to date by re-reading only the files that changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import apsw
+import pytest
+from ifmemd.shards import corpus as corpus_module
+from ifmemd.shards import store
+from ifmemd.shards.corpus import Selection, open_file
+from ifmemd.shards.ignore import IgnoreRules
+from ifmemd.shards.index import Index
+from ifmemd.shards.sync import Batch, Updater
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+class CountingOpener:
+    """Opens files for real, and remembers which."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def __call__(self, path: str) -> BinaryIO:
+        self.opened.append(path)
+        return open_file(path)
+
+
+def sync(directory: Path, corpus: Path, opener: CountingOpener | None = None) -> list[Batch]:
+    opened = store.open_store(directory)
+    try:
+        updater = Updater(opened.db, Selection([str(corpus)]), opener=opener or open_file)
+        return list(updater.scan(build=opened.fresh))
+    finally:
+        opened.close()
+
+
+def search(directory: Path, query: str) -> list[tuple[str, str]]:
+    opened = store.open_store(directory)
+    try:
+        index = Index(opened.connect())
+        return [(p.path, p.snippet) for p in index.search(query)]
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    write(root / "deploy.md", "# Deploys\n\nDeploys happen on Tuesdays.\n")
+    write(root / "glacier.md", "# Glacier\n\nGlacier ice moves slowly.\n")
+    write(root / "sub" / "valve.py", "class Valve:\n    def open(self):\n        return 1\n")
+    return root
+
+
+def test_a_new_index_is_built_and_reopened_as_it_was(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    first = store.open_store(index_dir)
+    assert first.fresh and not first.rebuilt
+    first.close()
+    sync(index_dir, corpus)
+    again = store.open_store(index_dir)
+    assert not again.fresh and not again.rebuilt
+    assert store.totals(again.db).files == 3
+    again.close()
+    assert search(index_dir, "tuesdays") == [
+        (str(corpus / "deploy.md"), "# Deploys Deploys happen on Tuesdays.")
+    ]
+
+
+def test_an_unchanged_file_is_not_opened_again(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    # Old enough that their mtimes prove them unchanged (not "racily clean").
+    for path in corpus.rglob("*.*"):
+        os.utime(path, ns=(10**18, 10**18))
+    sync(index_dir, corpus)
+    opener = CountingOpener()
+    batches = sync(index_dir, corpus, opener)
+    assert opener.opened == []
+    assert not any(b.changed or b.removed for b in batches)
+
+
+def test_only_changed_new_and_vanished_files_are_touched(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    for path in corpus.rglob("*.*"):
+        os.utime(path, ns=(10**18, 10**18))
+    sync(index_dir, corpus)
+    write(corpus / "deploy.md", "# Deploys\n\nDeploys happen on Thursdays.\n")
+    write(corpus / "new.md", "# Rollback\n\nRoll back with the previous tag.\n")
+    (corpus / "glacier.md").unlink()
+    opener = CountingOpener()
+    batches = sync(index_dir, corpus, opener)
+    assert sorted(opener.opened) == [str(corpus / "deploy.md"), str(corpus / "new.md")]
+    changed = {c["path"]: c for b in batches for c in b.changed}
+    removed = [p for b in batches for p in b.removed]
+    assert set(changed) == {str(corpus / "deploy.md"), str(corpus / "new.md")}
+    assert removed == [str(corpus / "glacier.md")]
+    data = (corpus / "deploy.md").read_bytes()
+    assert changed[str(corpus / "deploy.md")]["digest"] == store.file_digest(data)
+    assert search(index_dir, "tuesdays") == []
+    assert [p for p, _ in search(index_dir, "thursdays")] == [str(corpus / "deploy.md")]
+    assert search(index_dir, "glacier") == []
+    assert [p for p, _ in search(index_dir, "rollback")] == [str(corpus / "new.md")]
+
+
+def test_a_touched_file_with_the_same_bytes_is_not_a_change(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    os.utime(corpus / "deploy.md", ns=(10**18, 10**18))
+    batches = sync(index_dir, corpus)
+    assert not any(b.changed or b.removed for b in batches)
+
+
+def test_passages_carry_the_digest_of_their_file_version(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    opened = store.open_store(index_dir)
+    try:
+        (hit,) = Index(opened.connect()).search("valve")
+    finally:
+        opened.close()
+    assert hit.digest == store.file_digest((corpus / "sub" / "valve.py").read_bytes())
+
+
+def built(tmp_path: Path, corpus: Path) -> Path:
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    return index_dir / store.INDEX_FILE
+
+
+def reopened_reason(path: Path) -> str:
+    opened = store.open_store(path.parent)
+    try:
+        assert opened.fresh
+        assert store.totals(opened.db).files == 0
+        return opened.rebuilt
+    finally:
+        opened.close()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_truncated_index_is_rebuilt(tmp_path: Path, corpus: Path, keep: float) -> None:
+    for i in range(40):  # pages enough that some are lost after the schema's
+        write(corpus / "more" / f"{i}.md", f"# Note {i}\n\n" + "filler words here\n" * 200)
+    path = built(tmp_path, corpus)
+    page = 4096
+    with path.open("r+b") as f:
+        f.truncate(int(path.stat().st_size * keep) // page * page)
+    assert reopened_reason(path)
+    sync(path.parent, corpus)
+    assert [p for p, _ in search(path.parent, "glacier")] == [str(corpus / "glacier.md")]
+
+
+def test_an_index_from_a_future_version_is_rebuilt(tmp_path: Path, corpus: Path) -> None:
+    path = built(tmp_path, corpus)
+    db = apsw.Connection(str(path))
+    db.execute(f"PRAGMA user_version = {store.FORMAT + 1}")
+    db.close()
+    assert reopened_reason(path) == f"format {store.FORMAT + 1}, this ifmem uses {store.FORMAT}"
+
+
+def test_an_index_of_other_chunking_code_is_rebuilt(tmp_path: Path, corpus: Path) -> None:
+    path = built(tmp_path, corpus)
+    db = apsw.Connection(str(path))
+    db.execute("UPDATE meta SET value = 'other' WHERE key = 'code'")
+    db.close()
+    assert reopened_reason(path) == "built by another version of the chunker"
+
+
+def test_garbage_in_place_of_an_index_is_rebuilt(tmp_path: Path, corpus: Path) -> None:
+    path = built(tmp_path, corpus)
+    path.write_bytes(b"not a database at all" * 100)
+    assert reopened_reason(path)
+
+
+def test_a_deleted_index_is_built_again(tmp_path: Path, corpus: Path) -> None:
+    path = built(tmp_path, corpus)
+    for leftover in path.parent.iterdir():
+        leftover.unlink()
+    path.parent.rmdir()
+    batches = sync(path.parent, corpus)
+    assert len([c for b in batches for c in b.changed]) == 3
+
+
+def test_a_reader_sees_each_batch_the_writer_commits(tmp_path: Path, corpus: Path) -> None:
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    opened = store.open_store(index_dir)
+    reader = Index(opened.connect())
+    try:
+        assert reader.search("zebra") == []  # "zebra" now known to be absent
+        assert [p.path for p in reader.search("tuesdays")] == [str(corpus / "deploy.md")]
+        write(corpus / "deploy.md", "# Deploys\n\nA zebra deploys on Thursdays.\n")
+        updater = Updater(opened.db, Selection([str(corpus)]))
+        list(updater.refresh([str(corpus / "deploy.md")]))
+        (hit,) = reader.search("zebra")
+        assert hit.digest == store.file_digest((corpus / "deploy.md").read_bytes())
+        assert reader.search("tuesdays") == []
+    finally:
+        reader.close()
+        opened.close()
+
+
+def test_a_file_read_within_its_mtime_tick_is_checked_again(tmp_path: Path, corpus: Path) -> None:
+    """A write in the same mtime tick as the read could leave the stat as it was: such a
+    racily clean entry is re-read next time, however unchanged its stat looks."""
+    index_dir = tmp_path / "index"
+    old = corpus / "glacier.md"
+    os.utime(old, ns=(10**18, 10**18))
+    sync(index_dir, corpus)  # deploy.md and valve.py were written just now: racy
+    opened = store.open_store(index_dir)
+    try:
+        states = store.file_states(opened.db)
+    finally:
+        opened.close()
+    assert states[str(corpus / "deploy.md")].racy and not states[str(old)].racy
+    racy = states[str(corpus / "deploy.md")]
+    assert not racy.unchanged(os.stat(corpus / "deploy.md"))
+    opener = CountingOpener()
+    sync(index_dir, corpus, opener)
+    assert str(corpus / "deploy.md") in opener.opened and str(old) not in opener.opened
+
+
+def age(root: Path) -> None:
+    """Make every file and directory under `root` old: its stat proves it unchanged."""
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, ns=(10**18, 10**18))
+
+
+def catch_up(directory: Path, corpus: Path, rules: IgnoreRules | None = None) -> list[Batch]:
+    opened = store.open_store(directory)
+    try:
+        selection = Selection([str(corpus)], rules=rules or IgnoreRules())
+        return list(Updater(opened.db, selection).catch_up())
+    finally:
+        opened.close()
+
+
+def full_scan(directory: Path, corpus: Path) -> None:
+    opened = store.open_store(directory)
+    try:
+        list(Updater(opened.db, Selection([str(corpus)], rules=IgnoreRules())).scan())
+    finally:
+        opened.close()
+
+
+def test_a_start_lists_only_the_directories_that_changed(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index_dir = tmp_path / "index"
+    write(corpus / "deeper" / "quiet" / "q.md", "# Quiet\n")
+    age(corpus)
+    full_scan(index_dir, corpus)
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: str) -> Any:
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(corpus_module.os, "scandir", counting_scandir)
+    assert not any(b.changed or b.removed for b in catch_up(index_dir, corpus))
+    assert listed == []
+    new = write(corpus / "sub" / "new.md", "# New\n\nnewword\n")
+    nested = write(corpus / "sub" / "fresh" / "dir" / "n.md", "# Nested\n\nnestedword\n")
+    (corpus / "glacier.md").unlink()
+    batches = catch_up(index_dir, corpus)
+    assert sorted(listed) == [
+        str(corpus),
+        str(corpus / "sub"),
+        str(corpus / "sub" / "fresh"),
+        str(corpus / "sub" / "fresh" / "dir"),
+    ]
+    assert {c["path"] for b in batches for c in b.changed} == {str(new), str(nested)}
+    assert [p for b in batches for p in b.removed] == [str(corpus / "glacier.md")]
+
+
+def test_a_start_after_an_ignore_file_changed_walks_everything(
+    tmp_path: Path, corpus: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    write(corpus / ".ignore", "nothing-yet\n")
+    age(corpus)
+    full_scan(index_dir, corpus)
+    write(corpus / ".ignore", "glacier.md\n")
+    age(corpus)  # even with the old mtime back, its ctime tells
+    batches = catch_up(index_dir, corpus)
+    assert [p for b in batches for p in b.removed] == [str(corpus / "glacier.md")]
+    # A new ignore file in an unchanged tree's directory also counts.
+    write(corpus / "sub" / ".ignore", "valve.py\n")
+    batches = catch_up(index_dir, corpus)
+    assert [p for b in batches for p in b.removed] == [str(corpus / "sub" / "valve.py")]

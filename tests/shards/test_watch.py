@@ -1,0 +1,301 @@
+"""A real shard process follows its files: every kind of change is indexed, reported, and
+never leaves an answer citing text that is no longer there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ifmemd.shards.index import ROW_FIELDS
+from ifmemd.shards.store import file_digest
+from shardproc import ShardProc
+
+# Runs the shard as root of a user namespace of its own: files owned by an unmapped
+# uid are then out of reach of root's DAC override, and inotify limits can be lowered
+# for this namespace alone (/proc/sys/user/max_inotify_watches).
+USERNS = ["unshare", "--user", "--map-root-user"]
+NOBODY = 65534
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def texts(passages: list[list[Any]]) -> str:
+    return " ".join(p[5] for p in passages)
+
+
+def paths(passages: list[list[Any]]) -> set[str]:
+    return {p[0] for p in passages}
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    root = tmp_path / "notes"
+    write(root / "deploy.md", "# Deploys\n\nDeploys happen on Tuesdays.\n")
+    write(root / "sub" / "glacier.md", "# Glacier\n\nGlacier ice moves slowly.\n")
+    return root
+
+
+@pytest.fixture
+def shard(tmp_path: Path, notes: Path) -> Iterator[ShardProc]:
+    proc = ShardProc("notes", [notes], tmp_path / "index")
+    try:
+        proc.ready()
+        assert proc.watching() == "inotify"
+        yield proc
+    finally:
+        proc.close()
+
+
+def changed(shard: ShardProc, path: Path, mark: int) -> dict[str, Any]:
+    """The first `changed` batch since `mark` that holds `path`."""
+    return shard.wait_for(
+        "changed", lambda m: any(c["path"] == str(path) for c in m["changed"]), after=mark
+    )
+
+
+def removed(shard: ShardProc, path: Path, mark: int) -> dict[str, Any]:
+    return shard.wait_for("changed", lambda m: str(path) in m["removed"], after=mark)
+
+
+def test_an_edit_is_indexed_with_its_digest_and_the_old_text_is_gone(
+    shard: ShardProc, notes: Path
+) -> None:
+    assert "Tuesdays" in texts(shard.search("deploys"))
+    mark = shard.count()
+    edited = write(notes / "deploy.md", "# Deploys\n\nDeploys happen on Thursdays.\n")
+    batch = changed(shard, edited, mark)
+    (entry,) = [c for c in batch["changed"] if c["path"] == str(edited)]
+    assert entry == {"path": str(edited), "digest": file_digest(edited.read_bytes()), "lines": 3}
+    hits = shard.search("deploys")
+    assert "Thursdays" in texts(hits) and "Tuesdays" not in texts(hits)
+    assert hits[0][ROW_FIELDS.index("digest")] == file_digest(edited.read_bytes())
+    assert shard.search("tuesdays") == []
+
+
+def test_a_new_file_is_found_and_a_deleted_one_is_gone(shard: ShardProc, notes: Path) -> None:
+    mark = shard.count()
+    new = write(notes / "rollback.md", "# Rollback\n\nRoll back with the previous tag.\n")
+    changed(shard, new, mark)
+    assert paths(shard.search("rollback")) == {str(new)}
+    mark = shard.count()
+    new.unlink()
+    removed(shard, new, mark)
+    assert shard.search("rollback") == []
+
+
+def test_a_rename_moves_the_passages(shard: ShardProc, notes: Path) -> None:
+    mark = shard.count()
+    old, new = notes / "deploy.md", notes / "deployments.md"
+    old.rename(new)
+    removed(shard, old, mark)
+    changed(shard, new, mark)
+    assert paths(shard.search("tuesdays")) == {str(new)}
+
+
+def test_a_directory_moved_away_takes_its_files_and_one_moved_in_brings_them(
+    shard: ShardProc, notes: Path, tmp_path: Path
+) -> None:
+    mark = shard.count()
+    away = tmp_path / "elsewhere"
+    (notes / "sub").rename(away)
+    removed(shard, notes / "sub" / "glacier.md", mark)
+    assert shard.search("glacier") == []
+    mark = shard.count()
+    (away).rename(notes / "moved")
+    changed(shard, notes / "moved" / "glacier.md", mark)
+    assert paths(shard.search("glacier")) == {str(notes / "moved" / "glacier.md")}
+    mark = shard.count()
+    shutil.rmtree(notes / "moved")
+    removed(shard, notes / "moved" / "glacier.md", mark)
+    assert shard.search("glacier") == []
+
+
+def test_a_new_directory_tree_is_watched_too(shard: ShardProc, notes: Path) -> None:
+    mark = shard.count()
+    deep = write(notes / "a" / "b" / "c" / "deep.md", "# Deep\n\nAn abyssal note.\n")
+    changed(shard, deep, mark)
+    mark = shard.count()
+    write(deep, "# Deep\n\nA bathyal note.\n")
+    changed(shard, deep, mark)
+    assert shard.search("abyssal") == []
+    assert paths(shard.search("bathyal")) == {str(deep)}
+
+
+def test_a_file_replaced_by_binary_is_dropped_with_a_warning(shard: ShardProc, notes: Path) -> None:
+    mark = shard.count()
+    target = notes / "deploy.md"
+    target.write_bytes(b"\x00\x01binary Tuesdays\x00")
+    removed(shard, target, mark)
+    warning = shard.wait_for("warning", lambda m: m["path"] == str(target), after=mark)
+    assert "binary" in warning["reason"]
+    assert shard.search("tuesdays") == []
+
+
+def test_a_file_made_unreadable_is_dropped(tmp_path: Path, notes: Path) -> None:
+    proc = ShardProc("notes", [notes], tmp_path / "index", prefix=USERNS)
+    try:
+        proc.ready()
+        proc.watching()
+        assert proc.search("tuesdays")
+        mark = proc.count()
+        target = notes / "deploy.md"
+        # Owned by a uid the shard's namespace does not map: root there cannot override it.
+        os.chown(target, NOBODY, NOBODY)
+        target.chmod(0)
+        removed(proc, target, mark)
+        warning = proc.wait_for("warning", lambda m: m["path"] == str(target), after=mark)
+        assert "Permission denied" in warning["reason"]
+        assert proc.search("tuesdays") == []
+        mark = proc.count()
+        target.chmod(0o644)
+        changed(proc, target, mark)
+        assert proc.search("tuesdays")
+    finally:
+        proc.close()
+
+
+def test_a_symlink_loop_is_walked_once_and_watching_goes_on(tmp_path: Path, notes: Path) -> None:
+    (notes / "sub" / "loop").symlink_to(notes)
+    proc = ShardProc("notes", [notes], tmp_path / "index")
+    try:
+        assert proc.ready()["files"] == 2
+        proc.watching()
+        mark = proc.count()
+        new = write(notes / "sub" / "after.md", "# After\n\nWritten after the loop.\n")
+        changed(proc, new, mark)
+        assert paths(proc.search("loop written")) == {str(new)}
+    finally:
+        proc.close()
+
+
+def test_out_of_inotify_watches_falls_back_to_polling_once(tmp_path: Path, notes: Path) -> None:
+    for i in range(20):
+        write(notes / f"dir{i}" / "n.md", f"# Note {i}\n")
+    limit = ["sh", "-c", 'echo 5 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh"]
+    proc = ShardProc("notes", [notes], tmp_path / "index", prefix=[*USERNS, *limit])
+    try:
+        proc.ready()
+        assert proc.watching() == "polling"
+        (warning,) = [w for w in proc.seen("warning") if "inotify" in w["reason"]]
+        assert "polling" in warning["reason"]
+        mark = proc.count()
+        edited = write(notes / "deploy.md", "# Deploys\n\nDeploys happen on Fridays.\n")
+        changed(proc, edited, mark)
+        assert "Fridays" in texts(proc.search("deploys"))
+        assert len([w for w in proc.seen("warning") if "inotify" in w["reason"]]) == 1
+    finally:
+        proc.close()
+
+
+def test_watch_false_does_not_follow_the_files(tmp_path: Path, notes: Path) -> None:
+    proc = ShardProc("notes", [notes], tmp_path / "index", watch=False)
+    try:
+        proc.ready()
+        write(notes / "deploy.md", "# Deploys\n\nDeploys happen on Fridays.\n")
+        time.sleep(1.5)
+        assert "Tuesdays" in texts(proc.search("deploys"))
+        assert proc.seen("watching") == [] and proc.seen("changed") == []
+        # A reload looks again.
+        mark = proc.count()
+        proc.send({"op": "reload"})
+        proc.wait_for("ready", after=mark)
+        assert "Fridays" in texts(proc.search("deploys"))
+    finally:
+        proc.close()
+
+
+def test_answers_after_each_edit_never_cite_older_text(shard: ShardProc, notes: Path) -> None:
+    target = notes / "deploy.md"
+    for version in range(1, 31):
+        mark = shard.count()
+        write(target, f"# Deploys\n\nDeploys happen in week v{version}x.\n")
+        changed(shard, target, mark)
+        for older in range(1, version):
+            assert shard.search(f"v{older}x") == [], f"version {older} cited after {version}"
+        assert paths(shard.search(f"v{version}x")) == {str(target)}
+
+
+def test_a_burst_of_changes_converges(shard: ShardProc, notes: Path) -> None:
+    for i in range(300):
+        write(notes / "burst" / f"f{i}.md", f"# File {i}\n\nburstword{i}\n")
+    for i in range(0, 300, 2):
+        (notes / "burst" / f"f{i}.md").unlink()
+    shard.wait_until(
+        lambda: shard.search("burstword299") and not shard.search("burstword298"),
+        "the burst to be indexed",
+    )
+    last = {c["path"] for m in shard.seen("changed") for c in m["changed"]}
+    gone = {p for m in shard.seen("changed") for p in m["removed"]}
+    assert all(str(notes / "burst" / f"f{i}.md") in last for i in range(1, 300, 2))
+    # Each file deleted was either never reported or reported removed.
+    for i in range(0, 300, 2):
+        path = str(notes / "burst" / f"f{i}.md")
+        assert path not in last or path in gone
+        assert shard.search(f"burstword{i}") == []
+
+
+def test_sigkill_during_a_batch_leaves_an_index_that_opens_and_converges(
+    tmp_path: Path, notes: Path
+) -> None:
+    for i in range(3000):
+        write(notes / "many" / f"f{i}.md", f"# File {i}\n\nmanyword{i} " + "filler " * 50 + "\n")
+    index_dir = tmp_path / "index"
+    proc = ShardProc("notes", [notes], index_dir)
+    # Kill it while its first build writes batches: some committed, not all.
+    db = index_dir / "index.db"
+    proc.wait_until(
+        lambda: db.exists() and db.stat().st_size > 256 * 1024, "the build's first batches"
+    )
+    proc.kill9()
+    assert proc.seen("ready") == []
+    assert proc.proc.returncode == -signal.SIGKILL
+    again = ShardProc("notes", [notes], index_dir)
+    try:
+        ready = again.ready(timeout=60)
+        assert ready["files"] == 3002
+        assert not [w for w in again.seen("warning") if "rebuilt" in w["reason"]]
+        assert paths(again.search("manyword2999")) == {str(notes / "many" / "f2999.md")}
+        # And once more, killed in the middle of a watched batch.
+        again.watching()
+        for i in range(0, 3000, 3):
+            write(notes / "many" / f"f{i}.md", f"# File {i}\n\nrewritten{i}\n")
+        again.wait_for("changed")
+        again.kill9()
+    finally:
+        again.close()
+    third = ShardProc("notes", [notes], index_dir)
+    try:
+        assert third.ready(timeout=60)["files"] == 3002
+        assert paths(third.search("rewritten2997")) == {str(notes / "many" / "f2997.md")}
+        assert third.search("manyword2997") == []
+    finally:
+        third.close()
+
+
+def test_unshare_is_available() -> None:
+    """The namespace tests need unshare(1) and unprivileged user namespaces."""
+    result = subprocess.run([*USERNS, "true"], capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_unusable_cache_directory_means_a_temporary_index(tmp_path: Path, notes: Path) -> None:
+    blocker = write(tmp_path / "not-a-dir", "a file where the cache should be\n")
+    proc = ShardProc("notes", [notes], blocker / "index")
+    try:
+        assert proc.ready()["files"] == 2
+        (warning,) = [w for w in proc.seen("warning") if "using" in w["reason"]]
+        assert "create index directory" in warning["reason"]
+        assert paths(proc.search("tuesdays")) == {str(notes / "deploy.md")}
+    finally:
+        assert proc.close() == 0
