@@ -209,6 +209,40 @@ def test_a_reader_sees_each_batch_the_writer_commits(tmp_path: Path, corpus: Pat
         opened.close()
 
 
+def test_a_reader_ranks_definitions_first_as_the_writer_changes_them(
+    tmp_path: Path, corpus: Path
+) -> None:
+    # Which passages define a name is stored with them, not learned by a reader
+    # holding every text: a definition the writer adds or removes is seen at once.
+    uses = "".join(f"rotor = spin(rotor, {i})  # spin the rotor\n" for i in range(6))
+    write(
+        corpus / "calls.py", "def turbine():\n" + "".join(f"    {u}" for u in uses.splitlines(True))
+    )
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    opened = store.open_store(index_dir)
+    reader = Index(opened.connect())
+    try:
+        assert [p.path for p in reader.search("where is spin defined", 1)] == [
+            str(corpus / "calls.py")
+        ]
+        defined = write(corpus / "sub" / "rotor.py", "\n\ndef spin(rotor, n):\n    return n\n")
+        list(Updater(opened.db, Selection([str(corpus)])).refresh([str(defined)]))
+        (hit,) = reader.search("where is spin defined", 1)
+        assert (hit.path, hit.span, hit.digest) == (
+            str(defined),
+            (3, 3),
+            store.file_digest(defined.read_bytes()),
+        )
+        defined.unlink()
+        list(Updater(opened.db, Selection([str(corpus)])).refresh([str(defined)]))
+        assert reader.search("where is spin defined", 1)[0].path == str(corpus / "calls.py")
+        assert not opened.db.execute("SELECT 1 FROM definition WHERE name = 'spin'").fetchall()
+    finally:
+        reader.close()
+        opened.close()
+
+
 def test_a_file_read_within_its_mtime_tick_is_checked_again(tmp_path: Path, corpus: Path) -> None:
     """A write in the same mtime tick as the read could leave the stat as it was: such a
     racily clean entry is re-read next time, however unchanged its stat looks."""
