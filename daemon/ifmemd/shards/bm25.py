@@ -75,18 +75,29 @@ class Scorer:
                 self._db.execute(_INSTANCES.format(name=self._name, table=self._table))
                 self._ready = True
             _, average = self.totals()
-            sql = _POSTINGS.format(name=self._name, table=self._table)
-            rowids, parts = array("i"), array("d")
-            for rowid, tf, size in self._db.execute(sql, (term,)):
-                norm = K1 * (1 - B + B * _varint(size) / average)
-                rowids.append(rowid)
-                parts.append(tf * (K1 + 1) / (tf + norm))
-            found = (rowids, parts)
-            if self._cached + len(rowids) > MAX_CACHED_POSTINGS:
+            rows = self._db.execute(
+                _POSTINGS.format(name=self._name, table=self._table), (term,)
+            ).fetchall()
+            # K1 * (1 - B + B * length / average), split so the loop adds and
+            # multiplies once; a length under 128 tokens is its size's only byte.
+            fixed, scale = K1 * (1 - B), K1 * B / average
+            found = (
+                array("i", [rowid for rowid, _, _ in rows]),
+                array(
+                    "d",
+                    [
+                        tf
+                        * (K1 + 1)
+                        / (tf + fixed + scale * (sz[0] if sz[0] < 0x80 else _varint(sz)))
+                        for _, tf, sz in rows
+                    ],
+                ),
+            )
+            if self._cached + len(rows) > MAX_CACHED_POSTINGS:
                 self._postings.clear()
                 self._cached = 0
             self._postings[term] = found
-            self._cached += len(rowids)
+            self._cached += len(rows)
         return found
 
     def totals(self) -> tuple[int, float]:
