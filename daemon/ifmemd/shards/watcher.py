@@ -12,6 +12,11 @@ what a shard falls back to when the kernel's inotify watches run out
 A watched root that vanishes is noticed within `ROOT_CHECK_MS`; the watch is
 set up again on the roots still there, and a root that comes back is
 reported as changed so all it holds is looked at.
+
+Limitation: running out of watches is seen when the watch is set up (at a
+start, or when a root comes back). When directories created later exceed the
+limit, `notify` reports it to no one (watchfiles drops the error), and
+changes under those directories are seen only at the next start or reload.
 """
 
 from __future__ import annotations
