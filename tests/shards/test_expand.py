@@ -81,3 +81,18 @@ def test_a_question_in_the_texts_own_words_is_not_expanded(
     # Nor one whose best passage holds little of it: the shard does not know its subject.
     index.search("tempdir quokka wombat numbat bilby dugong", 3)
     assert len(calls) == 1
+
+
+def test_expansion_words_beyond_the_postings_budget_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A feedback word in too many passages costs more to score than it can add:
+    with a budget below "tempdir"'s postings, expansion cannot reach the answer."""
+    from ifmemd.shards import index as index_module
+
+    index = Index.build(NOTES)
+    assert "/lib/answer.md" in [p.path for p in index.search(QUESTION, 4)]
+    # The question's own words fit (each in at most 2 passages); "tempdir" (in 4) does not.
+    monkeypatch.setattr(index_module, "POSTINGS_BUDGET", 3)
+    index = Index.build(NOTES)
+    assert "/lib/answer.md" not in [p.path for p in index.search(QUESTION, 4)]

@@ -550,6 +550,7 @@ class Index:
                     lambda rowid: self._vector(rowid)[1],
                     {*plan.terms, *plan.covered},
                 )
+                extra = self._affordable(extra)
                 if extra:
                     for rowid, score in self._scorer.scores(extra, extra).items():
                         scores[rowid] = scores.get(rowid, 0.0) + score
@@ -568,6 +569,22 @@ class Index:
             scores = self._scorer.scores(plan.terms)
             ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
         return ranked
+
+    def _affordable(self, extra: dict[str, float]) -> dict[str, float]:
+        """The expansion terms, heaviest first, while their postings fit POSTINGS_BUDGET.
+
+        Scoring costs time for every posting: on a large shard (the standard
+        library: ~200,000 passages) a feedback word can be in tens of thousands
+        of them, and unbounded expansion took asks from ~2 to ~20 ms (p50).
+        """
+        kept: dict[str, float] = {}
+        postings = 0
+        for stem in sorted(extra, key=extra.__getitem__, reverse=True):
+            df = self._df(stem)
+            if postings + df <= POSTINGS_BUDGET:
+                kept[stem] = extra[stem]
+                postings += df
+        return kept
 
     def _vector(self, rowid: int) -> tuple[frozenset[str], dict[str, float]]:
         """A passage's stems, and its words fit for feedback with their weight
