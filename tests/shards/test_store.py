@@ -332,3 +332,17 @@ def test_a_start_after_an_ignore_file_changed_walks_everything(
     write(corpus / "sub" / ".ignore", "valve.py\n")
     batches = catch_up(index_dir, corpus)
     assert [p for b in batches for p in b.removed] == [str(corpus / "sub" / "valve.py")]
+
+
+def test_the_index_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """It holds the user's text: 0600, and so are the -wal and -shm SQLite derives from it."""
+    old = os.umask(0o022)
+    try:
+        opened = store.open_store(tmp_path / "shard")
+        with opened.db:
+            opened.db.execute("INSERT INTO meta(key, value) VALUES ('probe', '1')")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "shard").iterdir()}
+        opened.db.close()
+    finally:
+        os.umask(old)
+    assert "index.db-wal" in modes and set(modes.values()) == {0o600}, modes

@@ -47,6 +47,7 @@ import apsw
 from ifmemd.errors import IfmemError
 from ifmemd.shards import chunker, rerank
 from ifmemd.shards.chunker import Chunk
+from ifmemd.system import privatefile
 
 # Bump when the schema or what a row means changes; an index of another format is rebuilt.
 FORMAT = 3
@@ -417,6 +418,12 @@ def open_store(directory: Path) -> Store:
         except apsw.Error as e:
             reason = f"cannot be opened ({e})"
         discard(path)
+    try:
+        # The passages are the user's text: the file is 0600 whatever the umask
+        # (SQLite gives its -wal and -shm the file's mode), like the event log.
+        privatefile.create_private(path)
+    except OSError as e:
+        raise IndexStoreError("create index", path, e.strerror or str(e)) from e
     try:
         db = _connect(path)
         with db:
