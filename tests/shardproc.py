@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import daemonproc
 import pytest
 
 TIMEOUT_S = 20.0
@@ -123,14 +124,7 @@ class ShardProc:
     def wait_until(
         self, predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT_S
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-            time.sleep(0.05)
+        return daemonproc.wait_for(predicate, timeout, what)
 
     def kill9(self) -> None:
         """SIGKILL the shard, as a crash would."""

@@ -25,7 +25,6 @@ shard fails at once, with ssh's own words in `shard.failed`.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -39,7 +38,6 @@ from anyio.abc import Process
 
 from ifmemd.config import DaemonConfig, RemoteTarget, ShardConfig
 from ifmemd.errors import IfmemError
-from ifmemd.pipewriter import PipeWriter
 from ifmemd.supervisor import (
     STOP_GRACE_S,
     Pending,
@@ -48,6 +46,7 @@ from ifmemd.supervisor import (
     ShardUnavailableError,
     Supervisor,
     _reap,
+    open_child,
 )
 from ifmemd.wire import protocol
 from ifmemd.wire.framing import LineReader
@@ -143,20 +142,10 @@ class RemoteShard(ShardHandle):
         self.fatal = self.exit_reason = ""
         self._stderr.clear()
         self._closed_by_remote = False
-        child_end, our_end = os.pipe()
-        try:
-            process = await anyio.open_process(
-                ssh_command(self.config, self.target),
-                stdin=child_end,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except BaseException:
-            os.close(our_end)
-            raise
-        finally:
-            os.close(child_end)
-        stdin = self.stdin = PipeWriter(our_end)
+        process, stdin = await open_child(
+            ssh_command(self.config, self.target), stderr=subprocess.PIPE
+        )
+        self.stdin = stdin
         self.process, self.pid = process, process.pid
         spawned = self.last_heard = self.clock()
         await supervisor.record(

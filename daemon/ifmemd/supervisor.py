@@ -251,6 +251,24 @@ class ShardHandle:
         }
 
 
+async def open_child(
+    command: list[str], *, stderr: int | None = None
+) -> tuple[Process, PipeWriter]:
+    """Start a shard's process (or a remote's ssh): its stdout a pipe we read,
+    its stdin our own pipe, written without a task switch (see PipeWriter)."""
+    child_end, our_end = os.pipe()
+    try:
+        process = await anyio.open_process(
+            command, stdin=child_end, stdout=subprocess.PIPE, stderr=stderr
+        )
+    except BaseException:
+        os.close(our_end)
+        raise
+    finally:
+        os.close(child_end)
+    return process, PipeWriter(our_end)
+
+
 class Supervisor:
     """All shards of a config, each under its own supervising task."""
 
@@ -372,21 +390,8 @@ class Supervisor:
         # (a new handle's first run), and must be woken by this run's `ready`.
         if handle.ready_event.is_set():
             handle.ready_event = anyio.Event()
-        # Its stdin is our own pipe, written without a task switch (see PipeWriter).
-        child_end, our_end = os.pipe()
-        try:
-            process = await anyio.open_process(
-                [sys.executable, "-m", "ifmemd.shards.shard"],
-                stdin=child_end,
-                stdout=subprocess.PIPE,
-                stderr=None,
-            )
-        except BaseException:
-            os.close(our_end)
-            raise
-        finally:
-            os.close(child_end)
-        stdin = handle.stdin = PipeWriter(our_end)
+        process, stdin = await open_child([sys.executable, "-m", "ifmemd.shards.shard"])
+        handle.stdin = stdin
         handle.process, handle.pid = process, process.pid
         handle.last_heard = self.clock()
         await self.record("shard.spawned", {"shard": handle.name, "pid": process.pid})
