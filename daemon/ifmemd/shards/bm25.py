@@ -65,6 +65,10 @@ class Scorer:
         self._cached = 0
         self._totals = None
 
+    def holds(self, terms: Iterable[str]) -> bool:
+        """Whether the postings of every one of `terms` are cached."""
+        return all(term in self._postings for term in terms)
+
     def postings(self, term: str) -> tuple[array, array]:
         """(rowids, parts) of the live passages holding `term` (as indexed): each
         passage's bm25 part for the term before idf, tf * (K1 + 1) / (tf + its

@@ -53,6 +53,7 @@ import functools
 import heapq
 import math
 import re
+import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -81,6 +82,11 @@ MAX_CACHED_VECTORS = 1024
 # Passages (their text, a few kB each) kept after a fetch: a search reads a few
 # dozen candidates, and the same questions come back.
 MAX_CACHED_PASSAGES = 512
+# For this long after the writer's last batch, a question whose postings are
+# not cached is ranked by FTS5 itself, without feedback: while a `git checkout`
+# commits batch after batch, re-reading a common term's postings into Python
+# at each batch would cost every ask milliseconds a term.
+CHANGING_S = 1.0
 COMMON_FRACTION = 0.5
 SCORE_DIGITS = 9
 SNIPPET_CHARS = 300
@@ -271,6 +277,7 @@ class Index:
             self._data_version = self._version()
         except apsw.Error as e:
             raise SearchIndexError("open index", str(e)) from e
+        self._changed_at = -math.inf  # time.monotonic() of the writer's last batch seen
         self._count: int | None = None
         self._doc_freq: dict[str, int] = {}
         self._stems: dict[str, tuple[str, ...]] = {}
@@ -413,6 +420,7 @@ class Index:
             # Another connection (the shard's writer) committed a batch of files.
             self._data_version = self._version()
             self._forget_statistics(keep_common=True)
+            self._changed_at = time.monotonic()
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
@@ -531,6 +539,9 @@ class Index:
     def _rank(self, plan: _Query, k: int, include: Iterable[int] = ()) -> list[tuple[int, float]]:
         """(rowid, bm25) of the best `k` matches of the plan, best first, then
         those of `include` that match and are not among them."""
+        changing = time.monotonic() - self._changed_at < CHANGING_S
+        if plan.postings <= POSTINGS_BUDGET and changing and not self._scorer.holds(plan.terms):
+            return self._rank_in_fts5(plan, k, include)
         if plan.postings <= POSTINGS_BUDGET:
             scores = self._scorer.scores(plan.terms)
             best = _top(scores, max(k, expand.FEEDBACK_PASSAGES))
@@ -568,6 +579,22 @@ class Index:
         if missing:
             scores = self._scorer.scores(plan.terms)
             ranked += [(rowid, -scores[rowid]) for rowid in sorted(missing) if rowid in scores]
+        return ranked
+
+    def _rank_in_fts5(
+        self, plan: _Query, k: int, include: Iterable[int]
+    ) -> list[tuple[int, float]]:
+        """As `_rank`, by FTS5's own bm25() (the same formula as bm25.Scorer's),
+        reading no postings into Python, and without feedback."""
+        ranked = self._db.execute(_RANK, (plan.expression, k)).fetchall()
+        missing = sorted(set(include) - {rowid for rowid, _ in ranked})
+        if missing:
+            marks = ", ".join("?" * len(missing))
+            ranked += self._db.execute(
+                f"SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? "
+                f"AND rowid IN ({marks}) ORDER BY 2, 1",
+                (plan.expression, *missing),
+            ).fetchall()
         return ranked
 
     def _affordable(self, extra: dict[str, float]) -> dict[str, float]:
