@@ -137,6 +137,10 @@ _DEFINING = "SELECT chunk FROM definition WHERE name = ? LIMIT ?"
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
+_PASSAGES_WRITTEN = (
+    "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'chunk'),"
+    " (SELECT block FROM passage_data WHERE id = 1)"
+)
 _RANK = "SELECT rowid, bm25(passage) FROM passage WHERE passage MATCH ? ORDER BY 2, 1 LIMIT ?"
 _TERM_DOCS = "SELECT doc FROM vocab WHERE term = ?"
 _COMMON_TERMS = "SELECT term, doc FROM vocab WHERE doc >= ?"
@@ -275,6 +279,7 @@ class Index:
             self._db.execute(_VOCAB)
             self._tokenizer = self._db.fts5_tokenizer("porter", ["unicode61"])
             self._data_version = self._version()
+            self._passages_seen = self._passages_written()
         except apsw.Error as e:
             raise SearchIndexError("open index", str(e)) from e
         self._changed_at = -math.inf  # time.monotonic() of the writer's last batch seen
@@ -419,8 +424,13 @@ class Index:
         if self._version() != self._data_version:
             # Another connection (the shard's writer) committed a batch of files.
             self._data_version = self._version()
-            self._forget_statistics(keep_common=True)
-            self._changed_at = time.monotonic()
+            # The writer also commits its own bookkeeping (file states, the
+            # directories it walked): only a change of the passages counts.
+            passages = self._passages_written()
+            if passages != self._passages_seen:
+                self._passages_seen = passages
+                self._forget_statistics(keep_common=True)
+                self._changed_at = time.monotonic()
         plan = self._plan(query)
         if plan is None or k <= 0:
             return []
@@ -467,6 +477,11 @@ class Index:
                 )
             )
         return passages
+
+    def _passages_written(self) -> tuple[Any, ...]:
+        """What changes whenever passages are added or removed: the last chunk id
+        ever given (AUTOINCREMENT: never reused) and FTS5's row and token totals."""
+        return self._db.execute(_PASSAGES_WRITTEN).fetchone()
 
     def _version(self) -> int:
         return self._db.execute("PRAGMA data_version").fetchone()[0]
