@@ -377,3 +377,31 @@ def test_while_the_writer_commits_fts5_ranks_without_reading_postings(
     finally:
         reader.close()
         opened.close()
+
+
+def test_the_writers_bookkeeping_does_not_drop_what_the_reader_learned(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that changes no passage (the walk's record) keeps the postings the
+    reader read; one that changes passages makes it read them anew."""
+    from ifmemd.shards import index as index_module
+
+    monkeypatch.setattr(index_module, "CHANGING_S", 0.0)  # always the Python ranking
+    index_dir = tmp_path / "index"
+    sync(index_dir, corpus)
+    opened = store.open_store(index_dir)
+    reader = Index(opened.connect())
+    try:
+        reader.search("glacier ice", 3)
+        learned = reader._scorer.postings("glacier")
+        with opened.db:
+            store.forget_walk(opened.db)
+        reader.search("glacier ice", 3)
+        assert reader._scorer.postings("glacier") is learned
+        write(corpus / "other.md", "# Other\n\nNothing to see here.\n")
+        list(Updater(opened.db, Selection([str(corpus)])).refresh([str(corpus / "other.md")]))
+        reader.search("glacier ice", 3)
+        assert reader._scorer.postings("glacier") is not learned
+    finally:
+        reader.close()
+        opened.close()
