@@ -58,9 +58,17 @@ def shard(tmp_path: Path, notes: Path) -> Iterator[ShardProc]:
 
 
 def changed(shard: ShardProc, path: Path, mark: int) -> dict[str, Any]:
-    """The first `changed` batch since `mark` that holds `path`."""
+    """The first `changed` batch since `mark` that holds `path` as it is on disk now.
+
+    The watcher may also see a file between its truncation and its writing, and
+    report it indexed as it was then (then again once written): such a batch is
+    not the one a test waits for.
+    """
+    want = file_digest(path.read_bytes())
     return shard.wait_for(
-        "changed", lambda m: any(c["path"] == str(path) for c in m["changed"]), after=mark
+        "changed",
+        lambda m: any(c["path"] == str(path) and c["digest"] == want for c in m["changed"]),
+        after=mark,
     )
 
 
