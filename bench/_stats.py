@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -100,6 +101,34 @@ def cells(r: Row) -> list[str]:
         base += f" ({r.baseline_label})"
     verdict = "-" if r.passed is None else ("PASS" if r.passed else "FAIL")
     return [r.metric, r.show(r.value), base, fmt_ratio(r.ratio), r.target or "-", verdict]
+
+
+@dataclass
+class Result:
+    """One line of a table: a value beside its baseline, in seconds ("s"),
+    megabytes ("MB") or a rate per second ("rate")."""
+
+    metric: str
+    unit: str
+    value: float
+    baseline: float = math.nan
+    baseline_label: str = ""
+    target: str = ""
+    passed: bool | None = None
+
+    @property
+    def ratio(self) -> float:
+        return ratio(self.value, self.baseline)
+
+    def show(self, v: float) -> str:
+        if math.isnan(v):
+            return "-"
+        if self.unit == "s":
+            return fmt_seconds(v)
+        return f"{v:.1f} MB" if self.unit == "MB" else f"{v:,.0f}/s"
+
+    def cells(self) -> list[str]:
+        return cells(self)
 
 
 def table(results: Sequence[Row]) -> str:

@@ -45,7 +45,7 @@ from typing import Any
 
 import _daemon
 import corpus as bench_corpus
-from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
+from _stats import Result, finite, median, note, percentile, table
 from ifmemd.errors import IfmemError
 from ifmemd.wire.protocol import Client
 
@@ -64,29 +64,7 @@ class Sizes:
 
 FULL = Sizes(shard_bytes=400_000, questions=40, rounds=5, load_s=8.0)
 QUICK = Sizes(shard_bytes=60_000, questions=10, rounds=2, load_s=1.5)
-
-
-@dataclass
-class Result:
-    """One line of the table: a value beside its baseline (no targets: this measures a cost)."""
-
-    metric: str
-    unit: str  # "s" or "rate" (per second)
-    value: float
-    baseline: float
-    baseline_label: str = "same shards local"
-    target: str = ""
-    passed: bool | None = None
-
-    @property
-    def ratio(self) -> float:
-        return ratio(self.value, self.baseline)
-
-    def show(self, v: float) -> str:
-        return fmt_seconds(v) if self.unit == "s" else f"{v:,.0f}/s"
-
-    def cells(self) -> list[str]:
-        return cells(self)
+LOCAL = "same shards local"  # every baseline: the same shards, asked directly
 
 
 class Sshd:
@@ -252,6 +230,7 @@ def run(sz: Sizes, work: Path, results: list[Result], details: dict[str, Any]) -
                     "s",
                     percentile(lat["via"], p),
                     percentile(lat["direct"], p),
+                    LOCAL,
                 )
             )
         details["latency_s"] = lat
@@ -266,6 +245,7 @@ def run(sz: Sizes, work: Path, results: list[Result], details: dict[str, Any]) -
                 "rate",
                 median(rates["via"]),
                 median(rates["direct"]),
+                LOCAL,
             )
         )
         details["rates"] = rates

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import _daemon
-from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
+from _stats import Result, finite, fmt_seconds, median, note, percentile, table
 
 REPO = Path(__file__).resolve().parent.parent
 # The last commit before shards kept an on-disk index and watched their files.
@@ -104,31 +104,6 @@ class Sizes:
 
 FULL = Sizes("**/*.py", 3, 10_000, 200, 5_000, 3)
 QUICK = Sizes("json/**/*.py", 1, 1_000, 20, 300, 1)
-
-
-@dataclass
-class Result:
-    """One line of the table."""
-
-    metric: str
-    unit: str  # "s" or "MB"
-    value: float
-    baseline: float = math.nan
-    baseline_label: str = ""
-    target: str = ""
-    passed: bool | None = None
-
-    @property
-    def ratio(self) -> float:
-        return ratio(self.value, self.baseline)
-
-    def show(self, v: float) -> str:
-        if math.isnan(v):
-            return "-"
-        return fmt_seconds(v) if self.unit == "s" else f"{v:.1f} MB"
-
-    def cells(self) -> list[str]:
-        return cells(self)
 
 
 @dataclass
