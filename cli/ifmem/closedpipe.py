@@ -14,12 +14,14 @@ import io
 import os
 import select
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, NoReturn
 
 from ifmem.exits import CLOSED_STDOUT
+
+# Annotations only: `ifmem ask` imports this module, and must start fast.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, NoReturn
 
 _GONE = select.POLLERR | select.POLLHUP
 
@@ -59,8 +61,7 @@ def exit_quietly() -> NoReturn:
     raise SystemExit(CLOSED_STDOUT)
 
 
-@contextmanager
-def quiet_on_closed_stdout() -> Iterator[None]:
+def quiet_on_closed_stdout() -> _QuietOnClosedStdout:
     """Run a command; if stdout's reader has gone, end with 141 instead of a traceback.
 
     stdout is flushed on the way out, so output still buffered when the
@@ -68,21 +69,39 @@ def quiet_on_closed_stdout() -> Iterator[None]:
     A BrokenPipeError with stdout still open (a socket's, say) is not ours to
     hide and propagates.
     """
-    try:
+    return _QuietOnClosedStdout()
+
+
+class _QuietOnClosedStdout:
+    """`quiet_on_closed_stdout`; a class, not `contextlib.contextmanager`:
+    contextlib and what it imports cost the fast path ~1 ms."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
         try:
-            yield
-        finally:
             sys.stdout.flush()
-    except BrokenPipeError:
-        if not stdout_closed():
-            raise
-        exit_quietly()
-    except SystemExit as e:
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            exit_quietly()
+        if isinstance(error, BrokenPipeError) and stdout_closed():
+            exit_quietly()
         # rich (typer's --help) handles a broken pipe itself: it points stdout
         # at /dev/null and exits 1 from inside its `except BrokenPipeError`.
-        if isinstance(e.__context__, BrokenPipeError) and e.code == 1:
+        if (
+            isinstance(error, SystemExit)
+            and isinstance(error.__context__, BrokenPipeError)
+            and error.code == 1
+        ):
             raise SystemExit(CLOSED_STDOUT) from None
-        raise
+        return False
 
 
 def exit_when_stdout_closes() -> None:
@@ -94,6 +113,8 @@ def exit_when_stdout_closes() -> None:
     process itself; there is nothing to clean up (the log is open read-only,
     and what was printed went with the reader).
     """
+    import threading
+
     fd = _fileno(sys.stdout)
     if fd is None:
         return

@@ -8,7 +8,11 @@ follows for the user.
 
 from __future__ import annotations
 
-from pathlib import Path
+# Annotations only: pathlib (and the `re` it imports) is loaded when an error
+# that names a file is raised, not by `ifmem ask` at every start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class IfmemError(Exception):
@@ -26,6 +30,12 @@ class IfmemError(Exception):
         return (_rebuild, (type(self), args, kwargs))
 
 
+def _path(path: Path | str) -> Path:
+    from pathlib import Path
+
+    return Path(path)
+
+
 def _rebuild(cls: type[IfmemError], args: tuple[object, ...], kwargs: dict) -> IfmemError:
     return cls(*args, **kwargs)
 
@@ -35,7 +45,7 @@ class StoreError(IfmemError):
 
     def __init__(self, operation: str, path: Path | str, reason: str) -> None:
         self.operation = operation
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         super().__init__(f"{operation}: {path}: {reason}")
 
@@ -62,7 +72,7 @@ class KeyFileError(IfmemError):
     """Raised when the signing key cannot be read, created, or is not private."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         super().__init__(f"signing key {path}: {reason}")
 

@@ -183,3 +183,20 @@ def test_the_installed_command(daemon: dp.DaemonProc, tmp_path: Path) -> None:
     )
     assert gone.returncode == 3
     assert "ifmem daemon" in gone.stderr
+
+
+def test_a_real_ask_imports_only_what_it_needs(daemon: dp.DaemonProc) -> None:
+    # `ifmem ask` must cost at most 3x a bare `python -c pass` (issue 13): each
+    # of these would cost it milliseconds (bench/README.md, "Real text").
+    code = (
+        "import sys\n"
+        f"sys.argv = ['ifmem', 'ask', '--socket', {str(daemon.socket_path)!r}, 'lighthouse']\n"
+        "from ifmem.entry import main\n"
+        "main()\n"
+        "slow = ('json', 're', 'argparse', 'pathlib', 'typing', 'socket', 'enum', 'contextlib',"
+        " 'platformdirs', 'typer', 'anyio', 'apsw')\n"
+        "print('imported:', *sorted(m for m in slow if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "beacon.md" in out.stdout
+    assert out.stdout.splitlines()[-1] == "imported:"

@@ -59,3 +59,52 @@ def test_ask_never_imports_typer_or_heavy_modules(tmp_path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "values", "shards", "flags", "argument"),
+    [
+        (["q"], {}, None, set(), "q"),
+        (["--json", "q"], {}, None, {"as_json"}, "q"),
+        (["q", "-k", "3"], {"k": "3"}, None, set(), "q"),
+        (["-k3", "q"], {"k": "3"}, None, set(), "q"),
+        (["--timeout=2.5", "q"], {"timeout": "2.5"}, None, set(), "q"),
+        (["--socket", "/s", "--socket", "/t", "q"], {"socket": "/t"}, None, set(), "q"),
+        (["-s", "docs", "--shard=code", "-sweb", "q"], {}, ["docs", "code", "web"], set(), "q"),
+        (["--", "-k is a flag"], {}, None, set(), "-k is a flag"),
+        (["-"], {}, None, set(), "-"),
+    ],
+)
+def test_fast_parser_reads_the_plain_forms(
+    argv: list[str],
+    values: dict[str, str],
+    shards: list[str] | None,
+    flags: set[str],
+    argument: str,
+) -> None:
+    parsed = fast.parse("ask", argv)
+    assert parsed.values == values
+    assert parsed.repeated.get("shard") == shards
+    assert parsed.flags == flags
+    assert parsed.argument == argument
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ask", "q", "extra"],  # one question only
+        ["ask", "-k", "three", "q"],  # not a number: typer's message
+        ["ask", "q", "-k"],  # no value
+        ["ask", "--socket=", "q"],
+        ["ask", "-k", "-1", "q"],
+        ["ask", "--sock", "/s", "q"],  # argparse would take a prefix; typer does not
+        ["ask", "-h", "q"],
+        ["ask", "--json=yes", "q"],
+        ["ask", "--timeout", "0", "q"],
+        ["status", "extra"],
+        ["status", "-k", "3"],  # not an option of status
+        ["proxy", "--json"],
+    ],
+)
+def test_fast_parser_falls_back_on_anything_else(argv: list[str]) -> None:
+    assert fast.run(argv) is False

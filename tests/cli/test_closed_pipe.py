@@ -50,7 +50,7 @@ def run_into_closed_pipe(argv: list[str], env: dict[str, str]) -> subprocess.Com
 
 
 COMMANDS = {
-    # the argparse fast path (cli/ifmem/fast.py)
+    # the fast path (cli/ifmem/fast.py)
     "ask": ["ask", "lighthouse beacon"],
     "ask --json": ["ask", "--json", "lighthouse beacon"],
     "status": ["status"],

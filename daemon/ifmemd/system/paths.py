@@ -1,30 +1,40 @@
 """Where ifmem keeps its files (platformdirs, app name `ifmem`; XDG variables override).
 
-The config file's path lives in `config.default_config_path`.
+The config file's path lives in `config.default_config_path`. The socket's
+location needs neither platformdirs nor pathlib (`socket_location`): `ifmem
+ask` reads only that, and must start fast (cli/ifmem/fast.py).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import platformdirs
+# Annotations only (never evaluated: `from __future__ import annotations`).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 APP = "ifmem"
 
 
 def data_dir() -> Path:
     """`~/.local/share/ifmem`: the event log and the signing key."""
+    import platformdirs
+
     return platformdirs.user_data_path(APP)
 
 
 def state_dir() -> Path:
     """`~/.local/state/ifmem`: checkpoints and snapshots."""
+    import platformdirs
+
     return platformdirs.user_state_path(APP)
 
 
 def cache_dir() -> Path:
     """`~/.cache/ifmem`: derived data (shard indexes), safe to delete."""
+    import platformdirs
+
     return platformdirs.user_cache_path(APP)
 
 
@@ -55,8 +65,15 @@ def snapshot_path() -> Path:
 
 def socket_path() -> Path:
     """The daemon's socket: `IFMEM_SOCKET`, else `$XDG_RUNTIME_DIR/ifmem/ifmem.sock`."""
+    from pathlib import Path
+
+    return Path(socket_location())
+
+
+def socket_location() -> str:
+    """`socket_path()` as a string, worked out without pathlib."""
     env = os.environ.get("IFMEM_SOCKET")
     if env:
-        return Path(env)
+        return env
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return Path(runtime) / APP / "ifmem.sock"
+    return f"{runtime}/{APP}/ifmem.sock"

@@ -15,15 +15,21 @@ it to talk to the daemon and must start fast. The daemon's async reader lives in
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Final, NamedTuple
 
 from ifmemd.errors import IfmemError
+from ifmemd.wire import jsonline
+
+# Annotations only (never evaluated: `from __future__ import annotations`):
+# typing, pathlib and socket (and json: see `jsonline`) would cost every
+# `ifmem ask` process ~10 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any, Final
 
 PROTO: Final = "ifmem"
 VERSION: Final = 1
@@ -115,6 +121,8 @@ class DaemonUnreachableError(IfmemError):
     """Raised when no daemon accepts connections on the socket path."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
+        from pathlib import Path
+
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"cannot reach ifmemd at {path}: {reason}; {_START_HINT}")
@@ -209,14 +217,10 @@ class LineBuffer:
             )
 
 
-# One encoder, reused (json.dumps with options builds a new one every call).
-# ASCII-only output: a lone surrogate read from a peer can be echoed back safely.
-_WIRE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def encode(obj: dict[str, Any]) -> bytes:
     """Serialise one message as compact JSON plus newline, refusing lines over `MAX_LINE`."""
-    data = _WIRE.encode(obj).encode()
+    # ASCII-only output: a lone surrogate read from a peer can be echoed back safely.
+    data = jsonline.dumps(obj, ascii=True).encode()
     if len(data) > MAX_LINE:
         raise ProtocolError(
             LINE_TOO_LONG,
@@ -226,10 +230,6 @@ def encode(obj: dict[str, Any]) -> bytes:
     return data + b"\n"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def decode_line(line: bytes) -> dict[str, Any]:
     """Parse one line (without its newline) into a JSON object, or raise `ProtocolError`."""
     try:
@@ -237,7 +237,7 @@ def decode_line(line: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ProtocolError(BAD_JSON, f"line is not valid UTF-8 (byte {e.start})") from e
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = jsonline.loads(text)  # NaN and Infinity are refused
     except RecursionError as e:
         raise ProtocolError(BAD_JSON, "JSON nested too deeply") from e
     except ValueError as e:
@@ -284,7 +284,7 @@ def server_hello_error(code: str, message: str) -> dict[str, Any]:
 
 def negotiate(hello: dict[str, Any]) -> int:
     """Pick the highest version both sides speak from a client hello, or raise `ProtocolError`."""
-    expected = json.dumps(client_hello(), separators=(",", ":"))
+    expected = jsonline.dumps(client_hello())
     if hello.get("proto") != PROTO:
         raise ProtocolError(
             BAD_HANDSHAKE,
@@ -332,14 +332,28 @@ def _fresh_id() -> str:
     return os.urandom(16).hex()
 
 
-# A NamedTuple, not a dataclass: `dataclasses` (and the `inspect` it pulls in)
-# would cost every `ifmem ask` process ~5 ms of start-up.
-class Request(NamedTuple):
+# A plain class, not a dataclass or a NamedTuple: `dataclasses` (and the
+# `inspect` it pulls in) or `typing` would cost every `ifmem ask` process
+# milliseconds of start-up.
+class Request:
     """One validated client request: its id, its op and the op's arguments."""
 
-    id: RequestId
-    op: str
-    args: dict[str, Any]
+    __slots__ = ("args", "id", "op")
+
+    def __init__(self, id: RequestId, op: str, args: dict[str, Any]) -> None:
+        self.id = id
+        self.op = op
+        self.args = args
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.id, self.op, self.args) == (other.id, other.op, other.args)
+
+    __hash__ = None  # type: ignore[assignment]  # `args` is a dict: unhashable, as a tuple of it is
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id!r}, op={self.op!r}, args={self.args!r})"
 
 
 def _is_int(value: object) -> bool:
@@ -530,10 +544,10 @@ class Client:
     """
 
     def __init__(self, path: Path | str, timeout: float | None = 30.0) -> None:
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self.timeout = timeout
         self.version: int | None = None
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._lines = LineBuffer()
         self._connect()
 
@@ -554,10 +568,12 @@ class Client:
         return self._sock is None
 
     def _connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # `_socket`, not `socket`: the wrapper class adds nothing used here and
+        # its module imports enum and selectors.
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            sock.connect(str(self.path))
+            sock.connect(self.path)
         except TimeoutError as e:
             sock.close()
             raise DaemonUnreachableError(
@@ -576,7 +592,7 @@ class Client:
             if not shook_hands:
                 self.close()
 
-    def _handshake(self, sock: socket.socket) -> int:
+    def _handshake(self, sock: _socket.socket) -> int:
         try:
             sock.sendall(encode(client_hello()))
         except TimeoutError as e:
@@ -636,7 +652,7 @@ class Client:
                 raise ConnectionClosedError(f"ifmemd closed the connection before answering {op}")
             self._lines.feed(data)
 
-    def _require(self) -> socket.socket:
+    def _require(self) -> _socket.socket:
         if self._sock is None:
             raise ConnectionClosedError("the client is closed")
         return self._sock

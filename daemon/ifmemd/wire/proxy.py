@@ -42,7 +42,7 @@ def _pump_in(stdin_fd: int, sock: socket.socket) -> None:
         return
 
 
-def run(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
+def run(path: Path | str, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
     """Relay bytes between the fds and the daemon at `path` until the daemon closes.
 
     Raises DaemonUnreachableError when no daemon accepts the connection.
