@@ -51,6 +51,7 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import json
 import math
 import re
 import time
@@ -132,6 +133,11 @@ _VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, pa
 _PASSAGE = (
     "SELECT f.path, c.start_line, c.end_line, c.body, f.digest "
     "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id = ?"
+)
+# Many passages at once: their rowids as a JSON array (one statement, whatever their number).
+_PASSAGES = (
+    "SELECT c.id, f.path, c.start_line, c.end_line, c.body, f.digest "
+    "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id IN (SELECT value FROM json_each(?))"
 )
 _DEFINING = "SELECT chunk FROM definition WHERE name = ? LIMIT ?"
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
@@ -439,13 +445,9 @@ class Index:
         # A definition is one passage among many that name the thing, and
         # often a long one: bm25 may leave it out of the candidates.
         ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
-        where: dict[int, tuple[str, int, int, str]] = {}
-        found: dict[int, tuple[str, int, int, str, str]] = {}
-        for rowid, _ in ranked:
-            passage = self._passage(rowid)
-            if passage is not None:  # a cached ranking outlived its passage: never cite it
-                found[rowid] = passage
-                where[rowid] = passage[:4]
+        # A cached ranking may outlive a passage: one not found is never cited.
+        found = self._passages_of([rowid for rowid, _ in ranked])
+        where = {rowid: passage[:4] for rowid, passage in found.items()}
         scored = rerank.rerank(
             [(rowid, -rank) for rowid, rank in ranked if rowid in found],
             where,
@@ -498,6 +500,28 @@ class Index:
             if len(self._passages) >= MAX_CACHED_PASSAGES:
                 self._passages.popitem(last=False)
             self._passages[rowid] = found
+        return found
+
+    def _passages_of(self, rowids: list[int]) -> dict[int, tuple[str, int, int, str, str]]:
+        """`_passage` of each of `rowids` that exists, those not cached read in one query
+        (a query per passage cost a search on real text ~0.1 ms: ~20 of its ~30
+        candidates miss the cache)."""
+        cache = self._passages
+        found: dict[int, tuple[str, int, int, str, str]] = {}
+        missing = []
+        for rowid in rowids:
+            passage = cache.get(rowid)
+            if passage is None:
+                missing.append(rowid)
+            else:
+                cache.move_to_end(rowid)
+                found[rowid] = passage
+        if missing:
+            for rowid, *row in self._db.execute(_PASSAGES, (json.dumps(missing),)):
+                passage = found[rowid] = tuple(row)  # type: ignore[assignment]
+                if len(cache) >= MAX_CACHED_PASSAGES:
+                    cache.popitem(last=False)
+                cache[rowid] = passage  # type: ignore[assignment]
         return found
 
     def _defining(self, names: Iterable[str]) -> set[int]:
