@@ -35,15 +35,21 @@ When it cannot serve at all (no usable key, a corpus over its token budget, a
 backend package not installed) it sends `{"type":"fatal", reason}` and exits
 with status 2; restarting would not help, so the supervisor marks it failed.
 
-stdin closing (the supervisor is gone) ends the process.
+stdin closing (the supervisor is gone) ends the process. The main thread reads
+stdin itself and answers each search as soon as it has read it; the writer
+and the watcher post their ops to it through `Inbox`, which wakes it through a
+pipe. (A reader thread handing each line over cost every search two thread
+wake-ups, and under load a reader wanting the GIL in the middle of a search.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import queue
+import select
 import shutil
 import signal
 import sys
@@ -71,11 +77,59 @@ from ifmemd.system.paths import shard_index_dir
 _PR_SET_PDEATHSIG = 1
 FATAL_EXIT = 2
 GIL_SWITCH_S = 0.001
+PIPE_READ = 1 << 16
 # How many passages an `openai` shard's search offers its model (the budget may take fewer).
 MODEL_CANDIDATES = 20
 
 # One encoder, reused (json.dumps with options builds a new one every call).
 _PIPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class Inbox:
+    """Ops for the main thread from the others (the writer's, a watcher's failure).
+
+    `put` queues an op and writes a byte to a pipe whose read end (`fd`) the
+    main thread polls beside stdin; `take` returns what was queued.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.fd, self._wake = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._wake, False)
+
+    def put(self, msg: dict[str, Any]) -> None:
+        self._queue.put(msg)
+        # A full pipe already holds a wake-up the main thread has not read.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake, b"!")
+
+    def take(self) -> list[dict[str, Any]]:
+        """The ops queued so far, oldest first."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 4096):
+                pass
+        out = []
+        while not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        return out
+
+
+class _Lines:
+    """The lines of a pipe read with os.read: what a buffered reader would do,
+    without hiding bytes it read ahead from `poll`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._rest = b""
+
+    def read(self) -> list[bytes] | None:
+        """The whole lines one read brought (maybe none); None at end of file."""
+        data = os.read(self.fd, PIPE_READ)
+        if not data:
+            return None
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        return lines
 
 
 class _Out:
@@ -132,8 +186,8 @@ class Shard:
         self.watcher: Watcher | None = None
         self.watch_mode = ""
         self._scratch = ""  # a temporary index directory, when the cache cannot be used
-        # Ops for this thread from the others: stdin's, and the writer's internal ones.
-        self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        # Ops for this thread from the others: the writer's and the watcher's.
+        self.inbox = Inbox()
         # Model-backed shards keep their chunks: the model is sent their text.
         self.model: Any = None
         self.chunks: dict[tuple[str, int, int], Chunk] = {}
@@ -428,10 +482,22 @@ def _index_dir(init: dict[str, Any]) -> Path:
     return Path(given) if given else shard_index_dir(init["name"])
 
 
-def _read_stdin(stdin: BinaryIO, inbox: queue.SimpleQueue[dict[str, Any] | None]) -> None:
-    for line in stdin:
-        inbox.put(json.loads(line))
-    inbox.put(None)
+def _serve(shard: Shard, stdin: _Lines) -> None:
+    """Answer stdin's ops and the inbox's until stdin closes."""
+    poller = select.poll()
+    poller.register(stdin.fd, select.POLLIN)
+    poller.register(shard.inbox.fd, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == shard.inbox.fd:
+                for msg in shard.inbox.take():
+                    shard.handle(msg)
+                continue
+            lines = stdin.read()
+            if lines is None:
+                return
+            for line in lines:
+                shard.handle(json.loads(line))
 
 
 def _beat(shard: Shard, interval: float) -> None:
@@ -448,11 +514,13 @@ def main() -> int:
     # interval. 1 ms instead of 5 keeps asks fast during a burst of changes.
     sys.setswitchinterval(GIL_SWITCH_S)
     out = _Out(sys.stdout.buffer)
-    stdin = sys.stdin.buffer
-    line = stdin.readline()
-    if not line:
+    stdin = _Lines(sys.stdin.fileno())
+    lines: list[bytes] | None = []
+    while lines == []:
+        lines = stdin.read()
+    if not lines:
         return 0
-    init = json.loads(line)
+    init = json.loads(lines[0])
     shard = Shard(init, out)
     # Beat from the start: a long load is not a hang.
     threading.Thread(
@@ -460,11 +528,10 @@ def main() -> int:
     ).start()
     try:
         shard.load()
-        threading.Thread(
-            target=_read_stdin, args=(stdin, shard.inbox), name="stdin", daemon=True
-        ).start()
-        while (msg := shard.inbox.get()) is not None:
-            shard.handle(msg)
+        # Ops that came with the init line (a memory shard's first `add`, say).
+        for line in lines[1:]:
+            shard.handle(json.loads(line))
+        _serve(shard, stdin)
     except (ApiKeyError, BackendMissingError, CorpusOverBudgetError) as e:
         # No key, a key file others can read, a corpus over its budget: a restart
         # would fail the same way. Say why, and let the supervisor mark us failed.
