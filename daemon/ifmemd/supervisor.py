@@ -12,7 +12,6 @@ own process (`ShardHandle.run_once`): a remote shard's is `ssh` (see
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from ifmemd.config import Config, DaemonConfig, ShardConfig
 from ifmemd.errors import IfmemError
 from ifmemd.pipewriter import PipeWriter
 from ifmemd.restart import RestartPolicy, heartbeat_overdue
+from ifmemd.shards import pipejson
 from ifmemd.shards.index import Passage
 from ifmemd.wire.framing import LineReader
 
@@ -35,9 +35,6 @@ Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 HandleFactory = Callable[[ShardConfig, DaemonConfig, Callable[[], float]], "ShardHandle"]
 SHARD_STDOUT_MAX_LINE = 16 << 20
 STOP_GRACE_S = 2.0
-
-# One encoder, reused (json.dumps with options builds a new one every call).
-_PIPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class ShardUnavailableError(IfmemError):
@@ -144,7 +141,7 @@ class ShardHandle:
         stdin = self.stdin
         if self.process is None or stdin is None or stdin.closed:
             raise ShardUnavailableError(self.name, f"not running ({self.status})")
-        data = _PIPE_JSON.encode(obj).encode() + b"\n"
+        data = pipejson.dumps(obj)
         try:
             await stdin.send(data)
         except OSError as e:
@@ -442,7 +439,7 @@ class Supervisor:
         name = handle.name
         while True:
             try:
-                msg = json.loads(await reader.read_line())
+                msg = pipejson.loads(await reader.read_line())
             except (anyio.EndOfStream, anyio.BrokenResourceError, IfmemError):
                 return
             handle.last_heard = self.clock()

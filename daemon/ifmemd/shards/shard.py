@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import queue
 import select
@@ -63,7 +62,7 @@ from typing import Any, BinaryIO
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import store
+from ifmemd.shards import pipejson, store
 from ifmemd.shards.chunker import Chunk, whole_chunk
 from ifmemd.shards.corpus import Selection
 from ifmemd.shards.ignore import IgnoreRules
@@ -80,9 +79,6 @@ GIL_SWITCH_S = 0.001
 PIPE_READ = 1 << 16
 # How many passages an `openai` shard's search offers its model (the budget may take fewer).
 MODEL_CANDIDATES = 20
-
-# One encoder, reused (json.dumps with options builds a new one every call).
-_PIPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class Inbox:
@@ -140,7 +136,7 @@ class _Out:
         self._lock = threading.Lock()
 
     def send(self, obj: dict[str, Any]) -> None:
-        data = _PIPE_JSON.encode(obj).encode() + b"\n"
+        data = pipejson.dumps(obj)
         with self._lock:
             self._stream.write(data)
             self._stream.flush()
@@ -497,7 +493,7 @@ def _serve(shard: Shard, stdin: _Lines) -> None:
             if lines is None:
                 return
             for line in lines:
-                shard.handle(json.loads(line))
+                shard.handle(pipejson.loads(line))
 
 
 def _beat(shard: Shard, interval: float) -> None:
@@ -520,7 +516,7 @@ def main() -> int:
         lines = stdin.read()
     if not lines:
         return 0
-    init = json.loads(lines[0])
+    init = pipejson.loads(lines[0])
     shard = Shard(init, out)
     # Beat from the start: a long load is not a hang.
     threading.Thread(
@@ -530,7 +526,7 @@ def main() -> int:
         shard.load()
         # Ops that came with the init line (a memory shard's first `add`, say).
         for line in lines[1:]:
-            shard.handle(json.loads(line))
+            shard.handle(pipejson.loads(line))
         _serve(shard, stdin)
     except (ApiKeyError, BackendMissingError, CorpusOverBudgetError) as e:
         # No key, a key file others can read, a corpus over its budget: a restart
