@@ -169,17 +169,54 @@ def speed(
         pids = {"daemon": daemon.proc.pid, **{s["name"]: s["pid"] for s in status["shards"]}}
         out["load"] = ask.load_run(daemon.socket, qfile, sz, work, pids)
         note(f"`ifmem ask` as a process, {sz.cli_runs} runs…")
-        cli, floor = [], []
-        for i in range(sz.cli_runs):
-            q = questions[i % len(questions)]
-            cmd = [str(ask.BIN / "ifmem"), "ask", "--socket", str(daemon.socket), q.text]
-            cli.append(ask.wall(cmd, env=daemon.env))
-            floor.append(ask.wall([sys.executable, "-c", "pass"]))
-        out["cli"] = {"median": statistics.median(cli), "floor": statistics.median(floor)}
+        out["cli"] = cli_runs(daemon, questions, sz.cli_runs, work)
         out["shards"] = daemon.shard_events()
     finally:
         daemon.stop()
     return answers, out
+
+
+def cli_runs(
+    daemon: ask.Daemon, questions: Sequence[gold.Labelled], runs: int, work: Path
+) -> dict[str, float]:
+    """Median wall time of `ifmem ask` as a whole process, beside `python -c pass`.
+
+    `median`: as installed, ifmem's modules compiled to bytecode (pip and the
+    .deb compile them; an editable install does when Python may write its
+    caches). `median_source`: from a copy of them without bytecode and with
+    PYTHONDONTWRITEBYTECODE set, so every run compiles them (an editable
+    install on a machine that sets it). Runs of the three alternate.
+    """
+    import compileall
+
+    import ifmem
+    import ifmemd
+
+    packages = [Path(ifmemd.__file__).parent, Path(ifmem.__file__).parent]
+    for package in packages:
+        compileall.compile_dir(package, quiet=1)
+    source = work / "cli-source"
+    for package in packages:
+        shutil.copytree(
+            package, source / package.name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    from_source = {
+        **daemon.env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    cli, cli_source, floor = [], [], []
+    for i in range(runs):
+        q = questions[i % len(questions)]
+        cmd = [str(ask.BIN / "ifmem"), "ask", "--socket", str(daemon.socket), q.text]
+        cli.append(ask.wall(cmd, env=daemon.env))
+        cli_source.append(ask.wall(cmd, env=from_source))
+        floor.append(ask.wall([sys.executable, "-c", "pass"]))
+    return {
+        "median": statistics.median(cli),
+        "median_source": statistics.median(cli_source),
+        "floor": statistics.median(floor),
+    }
 
 
 # (question, file, line of the definition) over the standard-library tree.
@@ -252,10 +289,14 @@ def report(doc: dict[str, Any]) -> None:
         ("ask p99, 1 client, in daemon", s["ask"]["p99"], s["rg"]["p99"], "≤ 8 ms"),
         ("`ifmem ask` whole process", s["cli"]["median"], s["cli"]["floor"], "≤ 3× floor"),
     ]
+    if "median_source" in s["cli"]:
+        rows.append(
+            ("  the same, no bytecode cache", s["cli"]["median_source"], s["cli"]["floor"], "")
+        )
     for name, v, base, target in rows:
         print(
             f"  {name:<32}{fmt_seconds(v):>10}  baseline {fmt_seconds(base):>9}  "
-            f"ratio {ratio(v, base):6.3g}  target {target}"
+            f"ratio {ratio(v, base):6.3g}" + (f"  target {target}" if target else "")
         )
     load = s["load"]
     print(
@@ -268,7 +309,7 @@ def report(doc: dict[str, Any]) -> None:
         + ", ".join(f"{n} {fmt_seconds(v)}" for n, v in load["cpu_per_ask_s"].items())
     )
     print("  baseline for p50/p99: rg over the same four trees, same questions, same run;")
-    print("  for `ifmem ask`: `python -c pass`")
+    print("  for `ifmem ask`: `python -c pass`; ifmem's modules compiled to bytecode as installed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
