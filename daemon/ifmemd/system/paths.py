@@ -76,4 +76,4 @@ def socket_location() -> str:
     if env:
         return env
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return f"{runtime}/{APP}/ifmem.sock"
+    return os.path.join(runtime, APP, "ifmem.sock")
