@@ -257,7 +257,14 @@ async def _ask_model(handle: ShardHandle, question: str, k: int) -> ShardAnswer:
             return ShardAnswer(handle.name, missing=f"model unavailable: {e.reason}")
         ms = round((time.perf_counter() - start) * 1000, 2)
         passages = tuple(
-            Passage(c["path"], c["start_line"], c["end_line"], 1.0 / n, c.get("cited_text", ""))
+            Passage(
+                c["path"],
+                c["start_line"],
+                c["end_line"],
+                1.0 / n,
+                c.get("cited_text", ""),
+                digest=c.get("digest", ""),
+            )
             for n, c in enumerate(reply.get("citations", []), 1)
         )
         return ShardAnswer(handle.name, passages, ms=ms, reply=reply)
