@@ -117,6 +117,11 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
     tie (it is not comparable across corpora: a tiny shard scores near zero).
     So each contribution is weighted by the passage's coverage of the
     question's content words, which is comparable: (COVERAGE_FLOOR + coverage).
+    A passage of a shard that ranks by meaning says how like the question it
+    is (the cosine of their vectors, comparable across such shards: one
+    model); that similarity then stands in for the floor, so that a passage
+    in other words than the question, which covers little of it, still
+    counts by what it means: (similarity + coverage).
     """
     fused: dict[tuple[str, int, int], dict[str, Any]] = {}
     for answer in answers:
@@ -140,7 +145,10 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "snippet": p.snippet,
                     "digest": p.digest,
                 }
-            entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
+                if p.similarity is not None:
+                    entry["similarity"] = p.similarity
+            like = COVERAGE_FLOOR if p.similarity is None else p.similarity
+            entry["score"] += (like + p.coverage) / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))
     for entry in ranked:
         entry["score"] = round(entry["score"], 6)
