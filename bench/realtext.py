@@ -54,6 +54,8 @@ from _stats import finite, fmt_seconds, note, percentile, ratio
 from corpus import ShardTree
 
 K = ask.K
+# Rounds of every question timed in --in-process (CPU time of the shards' searches).
+IN_PROCESS_ROUNDS = 5
 MB = 1e6
 
 
@@ -61,22 +63,43 @@ def cited(answer: dict[str, Any]) -> list[gold.Cited]:
     return [gold.Cited(p["path"], p["start_line"], p["end_line"]) for p in answer["passages"]]
 
 
-def in_process_answers(trees: Sequence[ShardTree], questions: Sequence[gold.Labelled]) -> list:
-    """Each question's fused top K from indexes built here, as the coordinator fuses them."""
+def in_process_answers(
+    trees: Sequence[ShardTree], questions: Sequence[gold.Labelled], semantic: bool
+) -> tuple[list, dict[str, Any]]:
+    """Each question's fused top K from indexes built here, as the coordinator fuses them,
+    and the CPU time of the four searches of an ask (the first pass warms the caches)."""
     from ifmemd.coordinator import ShardAnswer, fuse
     from ifmemd.shards.chunker import chunk_files
     from ifmemd.shards.corpus import load_corpus
     from ifmemd.shards.index import Index
 
+    embedder = None
+    if semantic:
+        from ifmemd.shards import semantic as dense
+
+        embedder = dense.embedder()
     indexes = {}
+    started = time.process_time()
     for tree in trees:
         corpus = load_corpus([str(tree.path)])
-        indexes[tree.name] = Index.build(chunk_files(corpus.files))
+        indexes[tree.name] = Index.build(chunk_files(corpus.files), embedder=embedder)
+    build_s = time.process_time() - started
     out = []
     for q in questions:
         answers = [ShardAnswer(name, tuple(ix.search(q.text, K))) for name, ix in indexes.items()]
         out.append({"passages": fuse(answers, K)})
-    return out
+    cpu: list[float] = []
+    for _ in range(IN_PROCESS_ROUNDS):
+        for q in questions:
+            t0 = time.process_time()
+            for ix in indexes.values():
+                ix.search(q.text, K)
+            cpu.append(time.process_time() - t0)
+    return out, {
+        "build_cpu_s": build_s,
+        "search_cpu_p50": percentile(cpu, 50),
+        "search_cpu_p99": percentile(cpu, 99),
+    }
 
 
 def passage_lines(trees: Sequence[ShardTree]) -> list[int]:
@@ -250,6 +273,13 @@ def report(doc: dict[str, Any]) -> None:
         f"  lines per citation: median {statistics.median(lines):.0f}; "
         f"passages of the corpus: median {doc['passage_lines_median']:.0f} lines"
     )
+    cost = doc.get("in_process")
+    if cost:
+        print(
+            f"CPU of the 4 shards' searches per ask, in process: p50 "
+            f"{fmt_seconds(cost['search_cpu_p50'])}, p99 {fmt_seconds(cost['search_cpu_p99'])} "
+            f"({IN_PROCESS_ROUNDS} rounds); building the 4 indexes: {cost['build_cpu_s']:.1f} s CPU"
+        )
     s = doc.get("speed")
     if not s:
         return
@@ -282,6 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter load run")
     ap.add_argument("--in-process", action="store_true", help="quality only, no daemon")
+    ap.add_argument(
+        "--semantic",
+        action="store_true",
+        help="shards rank by meaning too (semantic = true; needs ifmem[semantic])",
+    )
     ap.add_argument(
         "--definitions", action="store_true", help="definitions first, over the stdlib tree"
     )
@@ -325,8 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc["questions_file"] = str(args.questions)
         doc["skipped_questions"] = len(labelled) - len(questions)
         doc["passage_lines_median"] = statistics.median(passage_lines(trees))
+        doc["semantic"] = args.semantic
         if args.in_process:
-            answers = in_process_answers(trees, questions)
+            answers, doc["in_process"] = in_process_answers(trees, questions, args.semantic)
         else:
             answers, doc["speed"] = speed(work, trees, questions, sz, rg)
         doc["quality"] = quality(questions, answers, rg, trees)
@@ -351,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["seconds"] = time.perf_counter() - started
     print(
         f"ifmem on real text — {'in-process' if args.in_process else 'daemon'}"
-        f"{', quick' if args.quick else ''}; k={K}"
+        f"{', quick' if args.quick else ''}{', semantic' if args.semantic else ''}; k={K}"
     )
     print(
         f"machine: {info['cpu']}, {info['cores']} cores; load average (1 min) "
