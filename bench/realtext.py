@@ -146,6 +146,7 @@ def speed(
     questions: Sequence[gold.Labelled],
     sz: ask.Sizes,
     rg: str | None,
+    semantic: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The daemon's answers (first, untimed pass) and the speed figures beside rg's."""
     qfile = work / "questions.json"
@@ -164,7 +165,7 @@ def speed(
         )
     )
     dirs = [t.path for t in trees]
-    daemon = ask.Daemon(work / "d4", trees, sz.heartbeat)
+    daemon = ask.Daemon(work / "d4", trees, sz.heartbeat, semantic=semantic)
     out: dict[str, Any] = {}
     try:
         out["all_ready_s"] = daemon.start(sz.ready_timeout)
@@ -364,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.in_process:
             answers, doc["in_process"] = in_process_answers(trees, questions, args.semantic)
         else:
-            answers, doc["speed"] = speed(work, trees, questions, sz, rg)
+            answers, doc["speed"] = speed(work, trees, questions, sz, rg, args.semantic)
         doc["quality"] = quality(questions, answers, rg, trees)
         doc["questions"] = [
             {

@@ -66,6 +66,16 @@ def test_texts_alike_in_meaning_are_closer(embedder: semantic.Embedder) -> None:
     assert float(near @ query) > float(far @ query) + 0.1
 
 
+def test_a_question_is_steered_by_the_words_that_weigh(embedder: semantic.Embedder) -> None:
+    sort = embedder.embed_one("sort")
+    only_sort = embedder.embed_one("how do I sort?", lambda w: 1.0 if w == "sort" else 0.0)
+    assert float(only_sort @ sort) > 0.999
+    even = embedder.embed_one("how do I sort?")
+    assert float(even @ sort) < 0.9
+    # Punctuation is no word: it weighs nothing.
+    assert float(embedder.embed_one("sort?", lambda w: 1.0) @ sort) > 0.999
+
+
 def test_rank_fusion_puts_what_both_rankings_like_first() -> None:
     fused = semantic.fuse([1, 2, 3], [3, 9])
     assert max(fused, key=fused.__getitem__) == 3

@@ -6,8 +6,10 @@ find what it does not match. With `semantic = true` in its `[[shard]]`, a
 shard also keeps a vector of each passage (the mean of its tokens' static
 embeddings, of unit length), written beside the passage by the index writer
 (`ifmemd.shards.store`); a search then ranks every passage by the cosine of
-its vector with the question's (one matrix product, `Vectors.top`) and fuses
-that ranking with bm25's by reciprocal rank fusion (`fuse`).
+its vector with the question's (one matrix product, `Vectors.rank`) and fuses
+that ranking with bm25's by reciprocal rank fusion (`fuse`). The question's
+tokens are weighed by the idf of their words in the shard's own index (the
+index passes `weigh`), so that its telling words steer its vector.
 
 The embeddings are WordLlama's `l2_supercat` 256-dimension token embeddings
 and their tokenizer, both shipped inside the `wordllama` wheel (MIT): the
@@ -23,10 +25,12 @@ numpy is imported only by the functions that need it: a shard without
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -56,6 +60,7 @@ CANDIDATES = 32
 # it brings in passages bm25 missed without pushing out those bm25 is sure of.
 FUSION_K = 5
 DENSE_WEIGHT = 0.5
+_WORD = re.compile(r"\w+")
 # The bytes of one stored vector: little-endian half floats (the embeddings'
 # own precision).
 _DTYPE = "<f2"
@@ -98,14 +103,13 @@ class Embedder:
         reason = missing()
         if reason:
             raise SemanticUnavailableError(reason)
-        np = _numpy()
+        _numpy()  # first: it sets how numpy is loaded
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         root = _package_root()
-        self._table = np.ascontiguousarray(
-            load_file(str(root.joinpath(*_WEIGHTS)))[_TENSOR], dtype=np.float32
-        )
+        # Half floats as shipped (16 MB); the rows a text uses are widened.
+        self._table = load_file(str(root.joinpath(*_WEIGHTS)))[_TENSOR]
         self._tokenizer = Tokenizer.from_file(str(root.joinpath(*_TOKENIZER)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -116,24 +120,56 @@ class Embedder:
         encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         for i, enc in enumerate(encoded):
             if enc.ids:
-                out[i] = self._table[np.asarray(enc.ids)].mean(axis=0)
+                out[i] = self._table[enc.ids].astype(np.float32).mean(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
 
-    def embed_one(self, text: str) -> np.ndarray:
-        """`embed` of one text (a question), without the batch's overhead."""
+    def embed_one(self, text: str, weigh: Callable[[str], float] | None = None) -> np.ndarray:
+        """`embed` of one text (a question), without the batch's overhead.
+
+        `weigh`: each token counts as much as the word it is part of weighs
+        (a token outside words, punctuation, not at all) instead of evenly.
+        """
         np = _numpy()
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        encoded = self._tokenizer.encode(text, add_special_tokens=False)
+        ids = encoded.ids
         if not ids:
             return np.zeros(DIM, dtype=np.float32)
-        vector = self._table[ids].mean(axis=0)
+        rows = self._table[ids].astype(np.float32)
+        if weigh is None:
+            vector = rows.mean(axis=0)
+        else:
+            weights = np.asarray(_token_weights(text, encoded.offsets, weigh), dtype=np.float32)
+            total = float(weights.sum())
+            vector = weights @ rows / total if total > 0 else rows.mean(axis=0)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
     def blobs(self, texts: Sequence[str]) -> list[bytes]:
         """The vectors of `texts` as the index stores them."""
         return [row.astype(_DTYPE).tobytes() for row in self.embed(texts)]
+
+
+def _token_weights(
+    text: str, offsets: Sequence[tuple[int, int]], weigh: Callable[[str], float]
+) -> list[float]:
+    """The weight of each token (by its character span in `text`): its word's."""
+    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+    starts = [start for start, _, _ in words]
+    weighed: dict[str, float] = {}
+    out = []
+    for begin, end in offsets:
+        # The word holding the token's last character (a token may begin with a space).
+        i = bisect.bisect_right(starts, max(begin, end - 1)) - 1
+        if i < 0 or end - 1 >= words[i][1]:
+            out.append(0.0)
+            continue
+        word = words[i][2]
+        if word not in weighed:
+            weighed[word] = weigh(word)
+        out.append(weighed[word])
+    return out
 
 
 def _numpy() -> ModuleType:
@@ -148,7 +184,7 @@ def _numpy() -> ModuleType:
 
 @functools.cache
 def embedder() -> Embedder:
-    """The process's one embedder (its table is 32 MB: loaded once, on first use)."""
+    """The process's one embedder (its table is 16 MB: loaded once, on first use)."""
     return Embedder()
 
 
