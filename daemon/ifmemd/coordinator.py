@@ -39,7 +39,11 @@ MODEL_SLACK_S = 5.0
 # would make an ask's record several times larger), as an array of values in
 # this order, which the answer names once as `passage_fields`: an ask's record
 # would otherwise repeat the same five keys for each of some twenty passages.
-LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
+# Nor the similarity of a shard ranking by meaning: the passages the client got
+# carry it in the answer, and an ask's record keeps the shape it had without it.
+LOGGED_PASSAGE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Passage) if f.name not in ("snippet", "similarity")
+)
 
 
 @dataclass(frozen=True, slots=True)
