@@ -488,7 +488,7 @@ class Index:
         if plan is None or k <= 0:
             return []
         names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
-        defining = self._defining(names)
+        defining = self._defining(names) | self._defining_prose(query[:MAX_QUERY_CHARS])
         # A definition is one passage among many that name the thing, and
         # often a long one: bm25 may leave it out of the candidates.
         ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
@@ -608,6 +608,20 @@ class Index:
             if len(rows) <= rerank.MAX_DEFINITIONS:
                 out.update(row[0] for row in rows)
         return out
+
+    def _defining_prose(self, query: str) -> set[int]:
+        """For "what is X?": the few passages saying "X is", "X are" or "what is X"
+        (prose defines a thing so, or poses the question as a heading)."""
+        subject = rerank.subject_asked(query)
+        if subject is None:
+            return set()
+        words = " + ".join(_quote(w) for w in subject.split())
+        phrases = [f'{words} + "is"', f'{words} + "are"', f'"what" + "is" + {words}']
+        rows = self._db.execute(
+            "SELECT rowid FROM passage WHERE passage MATCH ? LIMIT ?",
+            (" OR ".join(f"({p})" for p in phrases), rerank.MAX_DEFINITIONS + 1),
+        ).fetchall()
+        return {row[0] for row in rows} if len(rows) <= rerank.MAX_DEFINITIONS else set()
 
     def match_expression(self, query: str) -> str | None:
         """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
