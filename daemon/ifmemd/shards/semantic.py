@@ -57,7 +57,8 @@ CANDIDATES = 32
 # Reciprocal rank fusion: a passage scores 1 / (FUSION_K + its bm25 rank) +
 # DENSE_WEIGHT / (FUSION_K + its dense rank). The dense ranking alone is worse
 # than bm25's on the real-text questions (bench/README.md), so it counts half:
-# it brings in passages bm25 missed without pushing out those bm25 is sure of.
+# it lifts bm25's candidates that also mean what the question means, and a
+# passage found by meaning alone joins those bm25 ranked below its fifth.
 FUSION_K = 5
 DENSE_WEIGHT = 0.5
 _WORD = re.compile(r"\w+")
@@ -192,9 +193,9 @@ class Vectors:
     """A shard's passage vectors in memory, for one matrix product a question.
 
     Read from the index's `vector` table; `extend` adds the rows of passages
-    stored since (chunk ids only grow), and passages removed since stay
-    until `stale` says the next `load` should start over: a search only cites
-    passages it can still read.
+    stored since (chunk ids only grow). Those of passages removed since stay
+    until the index reads them all anew (`Index._passage_vectors`): a search
+    only cites passages it can still read.
     """
 
     def __init__(self) -> None:
