@@ -39,7 +39,11 @@ MODEL_SLACK_S = 5.0
 # would make an ask's record several times larger), as an array of values in
 # this order, which the answer names once as `passage_fields`: an ask's record
 # would otherwise repeat the same five keys for each of some twenty passages.
-LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
+# Nor the similarity of a shard ranking by meaning: the passages the client got
+# carry it in the answer, and an ask's record keeps the shape it had without it.
+LOGGED_PASSAGE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Passage) if f.name not in ("snippet", "similarity")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,11 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
     tie (it is not comparable across corpora: a tiny shard scores near zero).
     So each contribution is weighted by the passage's coverage of the
     question's content words, which is comparable: (COVERAGE_FLOOR + coverage).
+    A passage of a shard that ranks by meaning says how like the question it
+    is (the cosine of their vectors, comparable across such shards: one
+    model); that similarity then stands in for the floor, so that a passage
+    in other words than the question, which covers little of it, still
+    counts by what it means: (similarity + coverage).
     """
     fused: dict[tuple[str, int, int], dict[str, Any]] = {}
     for answer in answers:
@@ -140,7 +149,10 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "snippet": p.snippet,
                     "digest": p.digest,
                 }
-            entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
+                if p.similarity is not None:
+                    entry["similarity"] = p.similarity
+            like = COVERAGE_FLOOR if p.similarity is None else p.similarity
+            entry["score"] += (like + p.coverage) / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))
     for entry in ranked:
         entry["score"] = round(entry["score"], 6)

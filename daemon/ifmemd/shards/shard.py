@@ -57,7 +57,7 @@ from typing import Any, BinaryIO
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import store
+from ifmemd.shards import semantic, store
 from ifmemd.shards.chunker import Chunk, whole_chunk
 from ifmemd.shards.corpus import Selection
 from ifmemd.shards.ignore import IgnoreRules
@@ -171,7 +171,7 @@ class Shard:
                 c for m in memories for c in whole_chunk(_memory_path(m["memory_id"]), m["text"])
             ]
             digests = {_memory_path(m["memory_id"]): _text_digest(m["text"]) for m in memories}
-            self.index = Index.build(chunks, digests)
+            self.index = Index.build(chunks, digests, self._embedder())
             self._keep_chunks(chunks, digests)
             texts = [m["text"] for m in memories]
             ready = {
@@ -244,23 +244,34 @@ class Shard:
             "digest": store.corpus_digest(db),
         }
 
+    def _embedder(self) -> semantic.Embedder | None:
+        """The embedder of a shard that ranks by meaning too (`semantic = true`), else None."""
+        return semantic.embedder() if self.init.get("semantic") else None
+
     def _open_index(self) -> None:
         """Open the on-disk index, bring it up to date, and start following the files."""
         init = self.init
+        embedder = self._embedder()
+        vectors = semantic.MODEL if embedder is not None else ""
         try:
-            opened = store.open_store(_index_dir(init))
+            opened = store.open_store(_index_dir(init), vectors)
         except store.IndexStoreError as e:
             # No usable cache directory (read-only, full): an index of this run only.
             self._scratch = tempfile.mkdtemp(prefix="ifmem-index-")
             self._warn(str(e.path), f"{e}; using {self._scratch}")
-            opened = store.open_store(Path(self._scratch))
+            opened = store.open_store(Path(self._scratch), vectors)
         if opened.rebuilt:
             self._warn(str(opened.path), f"index rebuilt: {opened.rebuilt}")
         rules = IgnoreRules(
             init.get("exclude", []), respect_ignore_files=init.get("respect_gitignore", True)
         )
         selection = Selection(init.get("paths", []), rules=rules)
-        updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
+        updater = Updater(
+            opened.db,
+            selection,
+            max_bytes=init.get("max_file_bytes"),
+            embed=None if embedder is None else embedder.blobs,
+        )
         if opened.fresh:
             with store.bulk(opened.db):
                 self._report(updater.scan(build=True))
@@ -268,7 +279,7 @@ class Shard:
         else:
             self._report(updater.catch_up())
         self.store = opened
-        self.index = Index(opened.connect())
+        self.index = Index(opened.connect(), embedder)
         if opened.fresh:
             self.index.prewarm()
         self.writer = IndexWriter(updater, self.out.send, self.inbox.put)
