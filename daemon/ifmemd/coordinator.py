@@ -17,6 +17,7 @@ that names its shards skips routing: the user chose.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailable
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
 COVERAGE_FLOOR = 0.25
+# Each passage of a remote's (already fused) answer weighs at most this much of the one
+# before it: strictly less, so that no tie lets the path order reorder the remote's list.
+REMOTE_STEP = 1 - 1e-6
 MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
@@ -129,6 +133,7 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
     """
     fused: dict[tuple[str, int, int], dict[str, Any]] = {}
     for answer in answers:
+        cap = math.inf
         for rank, p in enumerate(answer.passages, 1):
             key = (p.path, p.start_line, p.end_line)
             entry = fused.get(key)
@@ -152,7 +157,15 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                 if p.similarity is not None:
                     entry["similarity"] = p.similarity
             like = COVERAGE_FLOOR if p.similarity is None else p.similarity
-            entry["score"] += (like + p.coverage) / (RRF_K + rank)
+            weight = (like + p.coverage) / (RRF_K + rank)
+            if answer.remote is not None:
+                # A remote's answer was fused by its own coordinator, by this formula: its
+                # order is final. Weighed by coverage again, it would be reordered (fusing
+                # is not idempotent), and the same shards would rank one way locally and
+                # another through ssh. So its weights only ever decrease down its list.
+                weight = min(weight, cap)
+                cap = weight * REMOTE_STEP
+            entry["score"] += weight
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))
     for entry in ranked:
         entry["score"] = round(entry["score"], 6)

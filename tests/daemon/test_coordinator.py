@@ -65,6 +65,23 @@ def test_fusion_weighs_a_similarity_in_place_of_the_coverage_floor() -> None:
     assert all("similarity" not in e for e in plain)
 
 
+def test_fusion_keeps_the_order_of_a_remote_answer_which_was_fused_already() -> None:
+    # The remote's coordinator ranked these by the same formula; by coverage
+    # alone the third would come first here.
+    ranked = (
+        p("host:/a.md", coverage=0.2),
+        p("host:/b.md", coverage=0.2),
+        p("host:/c.md", coverage=1.0),
+    )
+    remote = {"log_id": "ab" * 16, "seq": 7, "hash": "cd" * 32}
+    fused = fuse([ShardAnswer("far", ranked, remote=remote), ShardAnswer("working")], 3)
+    assert [e["path"] for e in fused] == ["host:/a.md", "host:/b.md", "host:/c.md"]
+    assert fused[0]["score"] == round(0.45 / (RRF_K + 1), 6)
+    # A local shard's list is weighed by coverage as before.
+    local = fuse([ShardAnswer("near", ranked)], 3)
+    assert local[0]["path"] == "host:/c.md"
+
+
 def test_fusion_of_nothing_is_empty() -> None:
     assert fuse([ShardAnswer("a"), ShardAnswer("b", missing="down")], 5) == []
 
