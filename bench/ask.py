@@ -155,8 +155,8 @@ def rg_once(rg: str, q: Question, dirs: Sequence[Path]) -> tuple[float, int]:
 # -- a daemon under test --------------------------------------------------------------------
 
 
-def shard_config(trees: Sequence[ShardTree], heartbeat: float) -> str:
-    """ifmem.toml for a daemon over `trees`, one shard each."""
+def shard_config(trees: Sequence[ShardTree], heartbeat: float, semantic: bool = False) -> str:
+    """ifmem.toml for a daemon over `trees`, one shard each (`semantic`: ranking by meaning)."""
     lines = ["[daemon]", f"heartbeat_interval = {heartbeat:g}", "heartbeat_timeout = 120", ""]
     for tree in trees:
         lines += [
@@ -164,6 +164,7 @@ def shard_config(trees: Sequence[ShardTree], heartbeat: float) -> str:
             f"name = {json.dumps(tree.name)}",
             f"description = {json.dumps(tree.description)}",
             f"paths = [{json.dumps(str(tree.path))}]",
+            *(["semantic = true"] if semantic else []),
             "",
         ]
     return "\n".join(lines)
@@ -178,8 +179,9 @@ class Daemon(_daemon.Daemon):
         shards: Sequence[ShardTree],
         heartbeat: float,
         db_dir: Path | None = None,
+        semantic: bool = False,
     ) -> None:
-        super().__init__(home, shard_config(shards, heartbeat), db_dir=db_dir)
+        super().__init__(home, shard_config(shards, heartbeat, semantic), db_dir=db_dir)
         self.heartbeat = heartbeat
 
     def shard_events(self) -> dict[str, dict[str, float]]:

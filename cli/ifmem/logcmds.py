@@ -124,11 +124,17 @@ def _follow(elog: Any, last: int, emit: Callable[[dict[str, Any]], None]) -> Non
     while True:
         last = _follow_daemon(elog.path, last, emit)
         # No daemon (or another log's daemon): catch up from the file, then try again.
+        # A seal moves the live file away: read on into the new one.
+        elog.refresh_head()
         version = elog.data_version()
         for row in elog.rows(last):
             last = row[0]
             emit(_row(row).to_json())
-        while elog.data_version() == version and not _daemon_serves(elog.path):
+        while (
+            elog.data_version() == version
+            and not elog.sealed_meanwhile()
+            and not _daemon_serves(elog.path)
+        ):
             time.sleep(FOLLOW_POLL_S)
 
 

@@ -27,6 +27,7 @@ import pathspec
 import platformdirs
 
 from ifmemd.errors import IfmemError
+from ifmemd.shards import semantic as ranking
 
 CONFIG_ENV: Final = "IFMEM_CONFIG"
 APP_NAME: Final = "ifmem"
@@ -65,6 +66,7 @@ SHARD_KEYS: Final = (
     "watch",
     "backend",
     "max_file_bytes",
+    "semantic",
     "model",
     "max_tokens",
     "base_url",
@@ -203,6 +205,7 @@ class ShardConfig:
     watch: bool = True
     backend: Backend = "local"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    semantic: bool = False  # rank by meaning too (ifmemd.shards.semantic)
     model: str | None = None
     max_tokens: int = 180_000
     base_url: str | None = None
@@ -714,6 +717,14 @@ class _Parser:
             for key in ("cache_ttl", "keep_warm"):
                 if key in data:
                     t.fail(key, f'shard {name!r}: {key} is only used by backend = "anthropic"')
+        semantic = t.boolean("semantic", False)
+        if semantic and (reason := ranking.missing()):
+            t.fail(
+                "semantic",
+                f"shard {name!r}: semantic = true needs the optional extra "
+                f"ifmem[{ranking.EXTRA}], and {reason}: install it with "
+                f"`pip install 'ifmem[{ranking.EXTRA}]'`, or set semantic = false",
+            )
         return ShardConfig(
             name=name,
             kind=kind,
@@ -724,6 +735,7 @@ class _Parser:
             watch=t.boolean("watch", True),
             backend=backend,
             max_file_bytes=t.integer("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=1),
+            semantic=semantic,
             model=model,
             max_tokens=t.integer("max_tokens", 180_000, minimum=1),
             base_url=base_url,

@@ -17,6 +17,7 @@ that names its shards skips routing: the user chose.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ from ifmemd.supervisor import Pending, ReplyGroup, ShardHandle, ShardUnavailable
 RRF_K = 60
 # A passage matching none of the question's words still counts a little (rank alone).
 COVERAGE_FLOOR = 0.25
+# Each passage of a remote's (already fused) answer weighs at most this much of the one
+# before it: strictly less, so that no tie lets the path order reorder the remote's list.
+REMOTE_STEP = 1 - 1e-6
 MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
@@ -39,7 +43,11 @@ MODEL_SLACK_S = 5.0
 # would make an ask's record several times larger), as an array of values in
 # this order, which the answer names once as `passage_fields`: an ask's record
 # would otherwise repeat the same five keys for each of some twenty passages.
-LOGGED_PASSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Passage) if f.name != "snippet")
+# Nor the similarity of a shard ranking by meaning: the passages the client got
+# carry it in the answer, and an ask's record keeps the shape it had without it.
+LOGGED_PASSAGE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Passage) if f.name not in ("snippet", "similarity")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +125,15 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
     tie (it is not comparable across corpora: a tiny shard scores near zero).
     So each contribution is weighted by the passage's coverage of the
     question's content words, which is comparable: (COVERAGE_FLOOR + coverage).
+    A passage of a shard that ranks by meaning says how like the question it
+    is (the cosine of their vectors, comparable across such shards: one
+    model); that similarity then stands in for the floor, so that a passage
+    in other words than the question, which covers little of it, still
+    counts by what it means: (similarity + coverage).
     """
     fused: dict[tuple[str, int, int], dict[str, Any]] = {}
     for answer in answers:
+        cap = math.inf
         for rank, p in enumerate(answer.passages, 1):
             key = (p.path, p.start_line, p.end_line)
             entry = fused.get(key)
@@ -140,7 +154,18 @@ def fuse(answers: list[ShardAnswer], k: int) -> list[dict[str, Any]]:
                     "snippet": p.snippet,
                     "digest": p.digest,
                 }
-            entry["score"] += (COVERAGE_FLOOR + p.coverage) / (RRF_K + rank)
+                if p.similarity is not None:
+                    entry["similarity"] = p.similarity
+            like = COVERAGE_FLOOR if p.similarity is None else p.similarity
+            weight = (like + p.coverage) / (RRF_K + rank)
+            if answer.remote is not None:
+                # A remote's answer was fused by its own coordinator, by this formula: its
+                # order is final. Weighed by coverage again, it would be reordered (fusing
+                # is not idempotent), and the same shards would rank one way locally and
+                # another through ssh. So its weights only ever decrease down its list.
+                weight = min(weight, cap)
+                cap = weight * REMOTE_STEP
+            entry["score"] += weight
     ranked = sorted(fused.values(), key=lambda e: (-e["score"], e["path"], e["start_line"]))
     for entry in ranked:
         entry["score"] = round(entry["score"], 6)
@@ -257,7 +282,14 @@ async def _ask_model(handle: ShardHandle, question: str, k: int) -> ShardAnswer:
             return ShardAnswer(handle.name, missing=f"model unavailable: {e.reason}")
         ms = round((time.perf_counter() - start) * 1000, 2)
         passages = tuple(
-            Passage(c["path"], c["start_line"], c["end_line"], 1.0 / n, c.get("cited_text", ""))
+            Passage(
+                c["path"],
+                c["start_line"],
+                c["end_line"],
+                1.0 / n,
+                c.get("cited_text", ""),
+                digest=c.get("digest", ""),
+            )
             for n, c in enumerate(reply.get("citations", []), 1)
         )
         return ShardAnswer(handle.name, passages, ms=ms, reply=reply)

@@ -282,6 +282,8 @@ class RemoteShard(ShardHandle):
                 p["end_line"],
                 # The version the remote cut it from ("" from an ifmem before digests).
                 p.get("digest", ""),
+                # How like the question it is, when the remote's shard ranks by meaning.
+                *([p["similarity"]] if "similarity" in p else []),
             ]
             for p in result["passages"]
         ]

@@ -404,6 +404,7 @@ class Supervisor:
             "respect_gitignore": cfg.respect_gitignore,
             "watch": cfg.watch,
             "max_file_bytes": cfg.max_file_bytes,
+            "semantic": cfg.semantic,
             "heartbeat_interval": daemon.heartbeat_interval,
             "memories": self.memories() if cfg.kind == "memory" else [],
         }

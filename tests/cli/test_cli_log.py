@@ -23,6 +23,7 @@ from freezegun import freeze_time
 from ifmem.main import app
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.keys import Signer
+from ifmemd.log.maintenance import seal_files
 from logfactory import encode
 from typer.testing import CliRunner
 
@@ -259,6 +260,13 @@ def test_log_follow_prints_new_events(db: Path, signer: Signer) -> None:
             assert 'memory_id="m3" text="live"' in line
             append(db, signer, "memory.forgotten", {"memory_id": "m3"})
             assert ROW.match(next_line(5)).group(1) == "11"
+            assert lines.empty()
+            # A seal moves the live file into a segment: following goes on in the new one.
+            seal_files(db, signer, None, compress=False)
+            append(db, signer, "memory.remembered", {"memory_id": "m4", "text": "after the seal"})
+            line = next_line(5)
+            assert 'memory_id="m4"' in line, line
+            assert int(ROW.match(line).group(1)) > 11
             assert lines.empty()
         finally:
             follower.send_signal(signal.SIGINT)

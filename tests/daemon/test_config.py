@@ -845,3 +845,42 @@ def test_remote_shards_must_be_shard_names(tmp_path: Path) -> None:
 def test_working_cannot_be_remote(tmp_path: Path) -> None:
     path = shard_file(tmp_path, 'name = "working"\nremote = "ssh://h"\n')
     assert_refused(path, "remote =", "shard 'working' holds this host's working memory")
+
+
+# --- ranking by meaning --------------------------------------------------------
+
+
+def test_semantic_is_off_unless_asked_for(tmp_path: Path) -> None:
+    config = load_config(shard_file(tmp_path, 'name = "docs"\npaths = ["/d"]\nsemantic = true\n'))
+    assert config.shard("docs").semantic is True
+    assert config.shard("ok").semantic is False
+
+
+def test_semantic_without_its_extra_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ifmemd.shards import semantic
+
+    monkeypatch.setattr(
+        semantic, "missing", lambda: "the Python package 'wordllama' is not installed"
+    )
+    path = shard_file(tmp_path, 'name = "docs"\npaths = ["/d"]\nsemantic = true\n')
+    assert_refused(
+        path,
+        "semantic =",
+        "shard 'docs': semantic = true needs the optional extra ifmem[semantic], and the "
+        "Python package 'wordllama' is not installed: install it with "
+        "`pip install 'ifmem[semantic]'`, or set semantic = false",
+    )
+    off = shard_file(tmp_path, 'name = "docs"\npaths = ["/d"]\nsemantic = false\n')
+    assert load_config(off).shard("docs").semantic is False
+
+
+def test_a_remote_shard_leaves_semantic_to_its_host(tmp_path: Path) -> None:
+    path = shard_file(tmp_path, 'name = "team"\nremote = "ssh://h"\nsemantic = true\n')
+    assert_refused(
+        path,
+        "semantic =",
+        "shard 'team': semantic is not used by a remote shard "
+        "(the remote host's own config says it)",
+    )

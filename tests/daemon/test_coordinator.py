@@ -44,6 +44,44 @@ def test_fusion_merges_the_same_passage_from_two_shards_and_cuts_at_k() -> None:
     assert fused[0]["score"] == round(2 * 0.75 / (RRF_K + 1), 6)
 
 
+def test_fusion_weighs_a_similarity_in_place_of_the_coverage_floor() -> None:
+    # Two shards ranking by meaning: the passage like the question in meaning
+    # wins though it covers fewer of its words.
+    like = dataclasses.replace(p("/stdlib/tempfile.py", coverage=0.2), similarity=0.7)
+    unlike = dataclasses.replace(p("/man/find.1.txt", coverage=0.5), similarity=0.1)
+    fused = fuse([ShardAnswer("man", (unlike,)), ShardAnswer("stdlib", (like,))], 2)
+    assert [e["citation"] for e in fused] == ["/stdlib/tempfile.py:1-3", "/man/find.1.txt:1-3"]
+    assert fused[0]["score"] == round((0.7 + 0.2) / (RRF_K + 1), 6)
+    assert fused[0]["similarity"] == 0.7
+    # Without similarities, coverage decides, and the answer has no such field.
+    plain = fuse(
+        [
+            ShardAnswer("man", (p("/man/find.1.txt", coverage=0.5),)),
+            ShardAnswer("stdlib", (p("/stdlib/tempfile.py", coverage=0.2),)),
+        ],
+        2,
+    )
+    assert plain[0]["citation"] == "/man/find.1.txt:1-3"
+    assert all("similarity" not in e for e in plain)
+
+
+def test_fusion_keeps_the_order_of_a_remote_answer_which_was_fused_already() -> None:
+    # The remote's coordinator ranked these by the same formula; by coverage
+    # alone the third would come first here.
+    ranked = (
+        p("host:/a.md", coverage=0.2),
+        p("host:/b.md", coverage=0.2),
+        p("host:/c.md", coverage=1.0),
+    )
+    remote = {"log_id": "ab" * 16, "seq": 7, "hash": "cd" * 32}
+    fused = fuse([ShardAnswer("far", ranked, remote=remote), ShardAnswer("working")], 3)
+    assert [e["path"] for e in fused] == ["host:/a.md", "host:/b.md", "host:/c.md"]
+    assert fused[0]["score"] == round(0.45 / (RRF_K + 1), 6)
+    # A local shard's list is weighed by coverage as before.
+    local = fuse([ShardAnswer("near", ranked)], 3)
+    assert local[0]["path"] == "host:/c.md"
+
+
 def test_fusion_of_nothing_is_empty() -> None:
     assert fuse([ShardAnswer("a"), ShardAnswer("b", missing="down")], 5) == []
 

@@ -7,6 +7,7 @@ shard process); tests run in file order and each leaves the fake as it found it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -113,6 +114,16 @@ def _answered(daemon: dp.DaemonProc, qid: str) -> dict[str, dict[str, Any]]:
     return daemon.shard_results(qid)
 
 
+def _digest(path: str) -> str:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=32).hexdigest()
+
+
+def _logged_digests(daemon: dp.DaemonProc, qid: str) -> list[str]:
+    """The digests of the passages `query.answered` records for `qid`."""
+    [body] = [b for _, _, b in daemon.events("query.answered") if b["qid"] == qid]
+    return [p["digest"] for p in body["passages"]]
+
+
 def test_model_shards_are_ready_and_count_their_corpus(world: dict) -> None:
     status = world["daemon"].status()
     shards = {s["name"]: s for s in status["shards"]}
@@ -144,6 +155,12 @@ def test_an_answer_cites_the_exact_lines(world: dict, fake: FakeAnthropic) -> No
     assert body["mode"] == "model" and body["model"] == MODEL
     assert body["usage"]["cache_creation_input_tokens"] > 0 and body["verified"] is True
     assert body["citations"][0]["citation"] == f"{beacon}:4-4"
+    # Each citation names the version of the file the model was given, in reply and log.
+    version = _digest(beacon)
+    assert answer["citations"][0]["digest"] == version
+    assert result["passages"][0]["digest"] == version
+    assert body["citations"][0]["digest"] == version
+    assert _logged_digests(daemon, "q-wick") == [version]
 
 
 def test_the_second_question_reads_the_corpus_from_the_cache(world: dict) -> None:
@@ -182,6 +199,8 @@ def test_an_edited_corpus_is_cached_afresh_after_reload(world: dict) -> None:
     assert body["usage"]["cache_read_input_tokens"] == 0
     glacier = str(world["dirs"]["docs"] / "glacier.md")
     assert body["citations"][0]["citation"] == f"{glacier}:5-5"
+    assert body["citations"][0]["digest"] == _digest(glacier)  # the edited version
+    assert _logged_digests(daemon, "q-crevasse") == [_digest(glacier)]
 
 
 def test_a_citation_that_maps_to_nothing_is_flagged_unverified(

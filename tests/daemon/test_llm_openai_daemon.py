@@ -3,6 +3,7 @@ with `[n]` references checked, tokens recorded, and answers merged by `synthesiz
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def test_answers_cite_numbered_passages_and_are_merged(
     assert docs["verified"] and docs["model"] == "llama-fake"
     assert docs["citations"][0]["citation"].endswith("beacon.md:1-3")
     assert docs["text"].endswith("[1]")
+    beacon = Path(docs["citations"][0]["path"])
+    # The citation names the version of the file the model was given.
+    assert (
+        docs["citations"][0]["digest"]
+        == hashlib.blake2b(beacon.read_bytes(), digest_size=32).hexdigest()
+    )
     synthesis = result["synthesis"]
     assert {c["citation"].rsplit("/", 1)[1] for c in synthesis["citations"]} == {
         "beacon.md:1-3",

@@ -50,6 +50,16 @@ async def test_an_answer_becomes_host_prefixed_rows_and_a_quote() -> None:
     assert p.digest == "ef" * 32  # the version the remote cut it from
     assert reply["remote"] == QUOTE
     assert handle.served == 1
+    assert p.similarity is None  # the remote's shards do not rank by meaning
+
+
+@pytest.mark.anyio
+async def test_a_remote_passage_found_by_meaning_keeps_its_similarity() -> None:
+    handle = remote_shard()
+    found = {**PASSAGE, "similarity": 0.62}
+    reply = handle.outcome(answer(handle, {"ok": True, "result": {"passages": [found], **QUOTE}}))
+    [p] = handle.passages(reply)
+    assert p.similarity == 0.62
 
 
 @pytest.mark.anyio

@@ -365,7 +365,7 @@ def test_keep_warm_renews_the_cache_just_before_it_expires(
     )
     try:
         runner.load(chunks())
-        runner.ask(1, "fog", [])
+        runner.ask(1, "fog", [], {})
         answer = sink.wait("answer")
         assert answer["rid"] == 1 and answer["verified"]
         time.sleep(0.2)
@@ -390,7 +390,7 @@ def test_a_failed_model_call_answers_with_an_error_not_silence(
     try:
         runner.load(chunks())
         fake.fail_next(529)
-        runner.ask(5, "fog", [])
+        runner.ask(5, "fog", [], {})
         error = sink.wait("error")
         assert error["rid"] == 5 and "529 overloaded_error" in error["message"]
     finally:

@@ -148,3 +148,32 @@ def test_a_name_written_as_code_is_matched_as_written() -> None:
     )
     assert index.search("What is PROMPT_COMMAND used for?", 1)[0].path == "/b.txt"
     assert index.search("What is the prompt command used for?", 1)[0].path == "/a.txt"
+
+
+@pytest.mark.parametrize(
+    ("question", "subject"),
+    [
+        ("What is a dpkg trigger?", "dpkg trigger"),
+        ("what are capabilities", "capabilities"),
+        ("What is libffi?", "libffi"),
+        ("What is the /var/tmp directory for?", None),
+        ("What is PROMPT_COMMAND used for?", None),
+        ("How is a trigger activated?", None),
+    ],
+)
+def test_the_subject_of_a_what_is_question(question: str, subject: str | None) -> None:
+    assert rerank.subject_asked(question) == subject
+
+
+def test_the_passage_saying_what_a_thing_is_ranks_first() -> None:
+    uses = [
+        Chunk(f"/spec/use{i}.txt", 1, 1, f"Each dpkg trigger runs; trigger {i} and trigger "
+              f"names, trigger files and the dpkg trigger queue, trigger by trigger.")
+        for i in range(6)
+    ]  # fmt: skip
+    says = Chunk("/spec/intro.txt", 1, 1, "A dpkg trigger is a way for one package to "
+                 "record events that interest another.")  # fmt: skip
+    index = Index.build([*uses, says])
+    assert index.search("What is a dpkg trigger?", 3)[0].path == "/spec/intro.txt"
+    # The same words, not asking what it is: bm25's order.
+    assert index.search("dpkg trigger", 3)[0].path != "/spec/intro.txt"

@@ -160,13 +160,16 @@ class LogChain:
             return self.live.public_keys()
         return self.part(self.segments[-1]).public_keys()
 
+    def sealed_meanwhile(self) -> bool:
+        """Whether the live file was moved away (sealed) or replaced since it was opened."""
+        try:
+            return os.stat(self.path).st_ino != self._live_ino
+        except FileNotFoundError:
+            return self.live is not None
+
     def refresh_head(self) -> None:
         """Re-read the head; reopen the parts if the live file was sealed meanwhile."""
-        try:
-            replaced = os.stat(self.path).st_ino != self._live_ino
-        except FileNotFoundError:
-            replaced = self.live is not None
-        if replaced:
+        if self.sealed_meanwhile():
             self._close_parts()
             self._load()
         elif self.live is not None:

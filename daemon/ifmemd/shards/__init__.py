@@ -2,8 +2,8 @@
 
 Lives here: the shard process and its pipe protocol (`shard`), reading files
 (`corpus`), cutting them into cited passages (`chunker`), full-text search
-(`index`), and the model backends (`llm`, `claude`, `openai_chat`,
-`modelshard`).
+(`index`), ranking by meaning (`semantic`, optional), and the model
+backends (`llm`, `claude`, `openai_chat`, `modelshard`).
 
 May import: `ifmemd.errors`, the low-level helpers of `ifmemd.system`, and
 each other. Never `ifmemd.wire` (a shard talks only to its supervisor, over

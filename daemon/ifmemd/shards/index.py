@@ -33,6 +33,11 @@ passages defining a name the question uses first (the store's `definition`
 table, filled when a passage is stored) and those of test files last, and
 the `k` best are kept.
 
+A shard with `semantic = true` (`ifmemd.shards.semantic`) also ranks every
+passage by the similarity of its vector to the question's, and fuses that
+ranking with bm25's before the second stage; each winner then says its
+similarity, which, unlike bm25, the coordinator can compare across shards.
+
 Only the `k` winners get an excerpt and a coverage (how many of the
 question's words they hold). Both come from one pass over the winner's text.
 Where Python's str splits and folds words as unicode61 does (ASCII, and text
@@ -64,7 +69,7 @@ from typing import Any, Self
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import bm25, expand, rerank, store
+from ifmemd.shards import bm25, expand, rerank, semantic, store
 from ifmemd.shards.chunker import Chunk
 
 MAX_QUERY_CHARS = 64 * 1024
@@ -90,6 +95,14 @@ MAX_CACHED_PASSAGES = 512
 CHANGING_S = 1.0
 COMMON_FRACTION = 0.5
 SCORE_DIGITS = 9
+# When ranking by meaning, a passage holding less of the question than this
+# (coverage) is cited whole: it may have been found by what it means, and the
+# few question words it holds say nothing of where in it the answer is. (A
+# passage bm25 alone found was found by those words: their span is cited.)
+MIN_SPAN_COVERAGE = 0.4
+# Passage vectors of removed passages are dropped (the vectors re-read) once
+# they are this share of those held.
+MAX_STALE_VECTORS = 0.1
 SNIPPET_CHARS = 300
 # An excerpt shows about this many characters of the passage (~24 words),
 # starting a little before the densest run of the question's words.
@@ -107,9 +120,11 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # digest unknown ("").
 ROW_FIELDS = (
     "path", "start_line", "end_line", "score", "coverage", "snippet", "span_start", "span_end",
-    "digest",
+    "digest", "similarity",
 )  # fmt: skip
 SHORT_ROW = 6
+# A shard that does not rank by meaning stops before the similarity.
+LEXICAL_ROW = 9
 
 STOPWORDS = frozenset(
     {
@@ -194,7 +209,9 @@ class Passage:
     (bm25's idf): unlike bm25, comparable across shards, which is what the
     coordinator's fusion needs to break ties between shards.
     `digest` is the BLAKE2b-256 (hex) of the bytes of the file version it was
-    cut from ("" when unknown).
+    cut from ("" when unknown). `similarity` is the cosine of its vector with
+    the question's (-1..1) when its shard ranks by meaning, else None; with
+    it, `score` is the shard's fusion of its bm25 and dense rankings.
     """
 
     path: str
@@ -206,6 +223,7 @@ class Passage:
     span_start: int = 0  # 0: the span is the whole passage
     span_end: int = 0
     digest: str = ""
+    similarity: float | None = None
 
     @property
     def citation(self) -> str:
@@ -221,7 +239,7 @@ class Passage:
 
     def to_row(self) -> list[Any]:
         """The passage as the shard protocol sends it: a JSON array, cheap to parse."""
-        return [
+        row = [
             self.path,
             self.start_line,
             self.end_line,
@@ -231,14 +249,20 @@ class Passage:
             *self.span,
             self.digest,
         ]
+        if self.similarity is not None:
+            row.append(self.similarity)
+        return row
 
     @classmethod
     def from_row(cls, row: Any) -> Passage:
-        """Read back what `to_row` wrote (or its first six fields), checking every field."""
-        if type(row) is not list or len(row) not in (SHORT_ROW, len(ROW_FIELDS)):
+        """Read back what `to_row` wrote (or its first six or nine fields), checking every field."""
+        if type(row) is not list or len(row) not in (SHORT_ROW, LEXICAL_ROW, len(ROW_FIELDS)):
             raise PassageFormatError(f"expected an array [{', '.join(ROW_FIELDS)}]")
         path, start, end, score, coverage, snippet = row[:SHORT_ROW]
-        span_start, span_end, digest = row[SHORT_ROW:] or (start, end, "")
+        span_start, span_end, digest = row[SHORT_ROW:LEXICAL_ROW] or (start, end, "")
+        similarity = row[LEXICAL_ROW] if len(row) > LEXICAL_ROW else None
+        if similarity is not None and type(similarity) not in (int, float):
+            raise PassageFormatError("similarity must be a number")
         if type(path) is not str or type(snippet) is not str or type(digest) is not str:
             raise PassageFormatError("path, snippet and digest must be strings")
         if type(start) is not int or type(end) is not int or not 1 <= start <= end:
@@ -254,7 +278,16 @@ class Passage:
         if type(score) not in (int, float) or type(coverage) not in (int, float):
             raise PassageFormatError("score and coverage must be numbers")
         return cls(
-            path, start, end, float(score), snippet, float(coverage), span_start, span_end, digest
+            path,
+            start,
+            end,
+            float(score),
+            snippet,
+            float(coverage),
+            span_start,
+            span_end,
+            digest,
+            None if similarity is None else float(similarity),
         )
 
 
@@ -279,7 +312,10 @@ class Index:
     query at a time (its on-disk index is written through another connection).
     """
 
-    def __init__(self, db: apsw.Connection | None = None) -> None:
+    def __init__(
+        self, db: apsw.Connection | None = None, embedder: semantic.Embedder | None = None
+    ) -> None:
+        """`embedder`: rank by meaning too (the index's passages have vectors)."""
         try:
             self._db = store.memory_db() if db is None else db
             self._db.execute(_VOCAB)
@@ -298,14 +334,23 @@ class Index:
         # rowid → (path, start line, end line, text, digest), most recently used last.
         self._passages: OrderedDict[int, tuple[str, int, int, str, str]] = OrderedDict()
         self._stopstems: frozenset[str] | None = None
+        self._embedder = embedder
+        # The passages' vectors, read when first searched, then kept up to date.
+        self._dense: semantic.Vectors | None = None
+        self._dense_current = False
 
     @classmethod
-    def build(cls, chunks: Iterable[Chunk], digests: dict[str, str] | None = None) -> Self:
+    def build(
+        cls,
+        chunks: Iterable[Chunk],
+        digests: dict[str, str] | None = None,
+        embedder: semantic.Embedder | None = None,
+    ) -> Self:
         """Make an in-memory index of many chunks at once, merged for fast queries.
 
-        `digests` gives each path's file digest (none: "").
+        `digests` gives each path's file digest (none: ""); `embedder`: rank by meaning too.
         """
-        index = cls()
+        index = cls(embedder=embedder)
         by_path: dict[str, list[Chunk]] = {}
         for chunk in chunks:
             by_path.setdefault(chunk.path, []).append(chunk)
@@ -313,7 +358,9 @@ class Index:
             with index._db:
                 for path, group in by_path.items():
                     digest = (digests or {}).get(path, "")
-                    store.replace_file(index._db, store.FileState(path, digest=digest), group)
+                    store.replace_file(
+                        index._db, store.FileState(path, digest=digest), group, index._embed
+                    )
         except apsw.Error as e:
             raise SearchIndexError("build index", str(e)) from e
         index.optimize()
@@ -349,7 +396,9 @@ class Index:
                 raise MisfiledChunkError(path, chunk)
         try:
             with self._db:
-                store.replace_file(self._db, store.FileState(path, digest=digest), chunks)
+                store.replace_file(
+                    self._db, store.FileState(path, digest=digest), chunks, self._embed
+                )
         except apsw.Error as e:
             raise SearchIndexError(f"add {path}", str(e)) from e
         self._forget_statistics()
@@ -365,6 +414,10 @@ class Index:
         if removed:
             self._forget_statistics()
         return removed
+
+    @property
+    def _embed(self) -> store.Embed | None:
+        return None if self._embedder is None else self._embedder.blobs
 
     @property
     def connection(self) -> apsw.Connection:
@@ -441,15 +494,26 @@ class Index:
         if plan is None or k <= 0:
             return []
         names = rerank.names_in(query[:MAX_QUERY_CHARS], STOPWORDS)
-        defining = self._defining(names)
+        defining = self._defining(names) | self._defining_prose(query[:MAX_QUERY_CHARS])
         # A definition is one passage among many that name the thing, and
         # often a long one: bm25 may leave it out of the candidates.
         ranked = self._rank(plan, max(k, rerank.CANDIDATES), defining)
+        # (rowid, score): higher is better.
+        candidates = [(rowid, -rank) for rowid, rank in ranked]
+        dense: semantic.Ranking | None = None
+        if self._embedder is not None:
+            dense = self._rank_dense(query[:MAX_QUERY_CHARS])
+            fused = semantic.fuse([rowid for rowid, _ in candidates], dense.best)
+            # As many candidates as bm25 alone gives the second stage (and the
+            # definitions, wherever they are): no more passages to read.
+            ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+            kept = max(k, rerank.CANDIDATES)
+            candidates = ordered[:kept] + [item for item in ordered[kept:] if item[0] in defining]
         # A cached ranking may outlive a passage: one not found is never cited.
-        found = self._passages_of([rowid for rowid, _ in ranked])
+        found = self._passages_of([rowid for rowid, _ in candidates])
         where = {rowid: passage[:4] for rowid, passage in found.items()}
         scored = rerank.rerank(
-            [(rowid, -rank) for rowid, rank in ranked if rowid in found],
+            [(rowid, score) for rowid, score in candidates if rowid in found],
             where,
             defining,
             rerank.code_names(query[:MAX_QUERY_CHARS]),
@@ -463,7 +527,8 @@ class Index:
             hits = self._hits(body, covered, prefixes)
             held = sum(plan.weights[stem] for stem in {stem for _, stem in hits})
             coverage = round(min(1.0, held / plan.total_weight), 4)
-            first, last = _span(body, hits)
+            narrow = dense is None or coverage >= MIN_SPAN_COVERAGE
+            first, last = _span(body, hits if narrow else [])
             passages.append(
                 Passage(
                     path,
@@ -476,9 +541,44 @@ class Index:
                     start + first,
                     start + last,
                     digest,
+                    None if dense is None else _rounded(dense.similarity(rowid)),
                 )
             )
         return passages
+
+    def _rank_dense(self, query: str) -> semantic.Ranking:
+        """Every passage by the similarity of its vector to the question's: the best few."""
+        assert self._embedder is not None
+        vectors = self._passage_vectors()
+        # The question's words weigh by how telling they are here, as in bm25:
+        # "how do I" would otherwise pull toward every passage of how-tos.
+        question = self._embedder.embed_one(query, self._word_weight)
+        return vectors.rank(question, semantic.CANDIDATES)
+
+    def _word_weight(self, word: str) -> float:
+        """How much a question's word tells here: its idf in this index (the most
+        for a word the index lacks), the mean over its stems."""
+        stems = self._stems_of(word.lower())
+        return sum(self._idf(stem) for stem in stems) / len(stems) if stems else 0.0
+
+    def _passage_vectors(self) -> semantic.Vectors:
+        """The passages' vectors, brought up to date with the index.
+
+        New passages have higher ids than any held (AUTOINCREMENT), so only
+        theirs are read; those of removed passages are dropped by reading all
+        again once they are MAX_STALE_VECTORS of what is held.
+        """
+        if self._dense is not None and self._dense_current:
+            return self._dense
+        if self._dense is None or len(self._dense) > (1 + MAX_STALE_VECTORS) * len(self):
+            self._dense = semantic.Vectors()
+        self._dense.extend(
+            self._db.execute(
+                "SELECT chunk, v FROM vector WHERE chunk > ? ORDER BY chunk", (self._dense.last,)
+            )
+        )
+        self._dense_current = True
+        return self._dense
 
     def _passages_written(self) -> tuple[Any, ...]:
         """What changes whenever passages are added or removed: the last chunk id
@@ -532,6 +632,20 @@ class Index:
             if len(rows) <= rerank.MAX_DEFINITIONS:
                 out.update(row[0] for row in rows)
         return out
+
+    def _defining_prose(self, query: str) -> set[int]:
+        """For "what is X?": the few passages saying "X is", "X are" or "what is X"
+        (prose defines a thing so, or poses the question as a heading)."""
+        subject = rerank.subject_asked(query)
+        if subject is None:
+            return set()
+        words = " + ".join(_quote(w) for w in subject.split())
+        phrases = [f'{words} + "is"', f'{words} + "are"', f'"what" + "is" + {words}']
+        rows = self._db.execute(
+            "SELECT rowid FROM passage WHERE passage MATCH ? LIMIT ?",
+            (" OR ".join(f"({p})" for p in phrases), rerank.MAX_DEFINITIONS + 1),
+        ).fetchall()
+        return {row[0] for row in rows} if len(rows) <= rerank.MAX_DEFINITIONS else set()
 
     def match_expression(self, query: str) -> str | None:
         """The FTS5 query `search` runs for `query`, or None when nothing is searchable."""
@@ -819,6 +933,7 @@ class Index:
         self._vectors.clear()
         self._passages.clear()
         self._count = None
+        self._dense_current = False
 
 
 def _top(scores: dict[int, float], k: int) -> list[int]:
@@ -839,6 +954,10 @@ def _ranked(
     kept = set(best)
     ranked += [(r, -scores[r]) for r in sorted(include) if r in scores and r not in kept]
     return ranked
+
+
+def _rounded(similarity: float | None) -> float | None:
+    return None if similarity is None else round(similarity, 4)
 
 
 def _quote(word: str) -> str:

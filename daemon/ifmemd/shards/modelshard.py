@@ -136,12 +136,19 @@ class ModelRunner:
 
         threading.Thread(target=run, name=f"model-{rid}", daemon=True).start()
 
-    def ask(self, rid: Any, question: str, candidates: Sequence[Chunk]) -> None:
+    def ask(
+        self, rid: Any, question: str, candidates: Sequence[Chunk], digests: dict[str, str]
+    ) -> None:
+        """Ask the model in a worker thread; its citations carry the `digests` (path →
+        digest) of the file versions the model was given, for the log's auditor."""
+
         def work() -> dict[str, Any]:
             if self.needs_passages:
                 answer: Answer = self.backend.ask(question, candidates)
             else:
                 answer = self.backend.ask(question)
+            for c in answer.citations:
+                c["digest"] = digests.get(c["path"], "")
             return {"type": "answer", **answer.to_json()}
 
         self._spawn(rid, work)

@@ -11,8 +11,10 @@ holding, as written, a name the question writes as code (`PROMPT_COMMAND`,
 `basicConfig`: the tokenizer cuts the first into two common words), then
 the rest, then the passages of test files (`test_*.py`, `tests/…`,
 `conftest.py`…) unless the question is about tests; by bm25 within each
-group. A name defined in many passages ("run", "path") is too common to mean
-one of them and is ignored.
+group. Prose defines a thing in words: for "what is X?", the few passages
+saying "X is", "X are" or "what is X" (`subject_asked`; the index finds
+them by phrase) count as its definitions. A name defined in many passages
+("run", "path") is too common to mean one of them and is ignored.
 
 Which passages define which names is worked out once per passage, when it is
 stored (`defined_names`, kept in the index's `definition` table by
@@ -48,6 +50,20 @@ _NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 # A name written as code: with an underscore, or a capital inside a word.
 _CODE_NAME = re.compile(r"\b(?:[A-Za-z]\w*_\w*[A-Za-z0-9]|[a-z]+[A-Z]\w*|[A-Z]{2,}[a-z]\w*)\b")
 _ABOUT_TESTS = re.compile(r"\b(?:test|tests|testing|tested|unittest|pytest)\b", re.I)
+
+
+# "What is a dpkg trigger?", "what are capabilities": a question asking what a thing is.
+_WHAT_IS = re.compile(
+    r"^\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?"
+    r"([A-Za-z0-9_][\w.+-]*(?:\s+[\w.+-]+){0,3})(?<!\sfor)\s*\??\s*$",
+    re.I,
+)
+
+
+def subject_asked(question: str) -> str | None:
+    """The thing a "what is X?" question asks about (X, at most four words), or None."""
+    match = _WHAT_IS.match(question)
+    return match.group(1) if match else None
 
 
 def defined_names(text: str) -> set[str]:

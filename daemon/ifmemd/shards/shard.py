@@ -62,7 +62,7 @@ from typing import Any, BinaryIO
 import apsw
 
 from ifmemd.errors import IfmemError
-from ifmemd.shards import pipejson, store
+from ifmemd.shards import pipejson, semantic, store
 from ifmemd.shards.chunker import Chunk, whole_chunk
 from ifmemd.shards.corpus import Selection
 from ifmemd.shards.ignore import IgnoreRules
@@ -187,6 +187,8 @@ class Shard:
         # Model-backed shards keep their chunks: the model is sent their text.
         self.model: Any = None
         self.chunks: dict[tuple[str, int, int], Chunk] = {}
+        # path → digest of the file version `chunks` were cut from (for the model's citations).
+        self.digests: dict[str, str] = {}
         # Guards `chunks` between the main thread and the model's loading thread;
         # the version tells that thread the chunks changed while it counted them.
         self._chunks_lock = threading.Lock()
@@ -201,10 +203,11 @@ class Shard:
                 self.name, self.init.get("description", ""), settings, self.out
             )
 
-    def _keep_chunks(self, chunks: list[Chunk]) -> None:
+    def _keep_chunks(self, chunks: list[Chunk], digests: dict[str, str]) -> None:
         if self.model is not None:
             with self._chunks_lock:
                 self.chunks = {(c.path, c.start_line, c.end_line): c for c in chunks}
+                self.digests = dict(digests)
                 self._chunks_version += 1
 
     def load(self) -> None:
@@ -218,8 +221,8 @@ class Shard:
                 c for m in memories for c in whole_chunk(_memory_path(m["memory_id"]), m["text"])
             ]
             digests = {_memory_path(m["memory_id"]): _text_digest(m["text"]) for m in memories}
-            self.index = Index.build(chunks, digests)
-            self._keep_chunks(chunks)
+            self.index = Index.build(chunks, digests, self._embedder())
+            self._keep_chunks(chunks, digests)
             texts = [m["text"] for m in memories]
             ready = {
                 "files": len(memories),
@@ -281,7 +284,7 @@ class Shard:
             self._open_index()
         assert self.store is not None
         if self.model is not None:
-            self._keep_chunks(self._stored_chunks())
+            self._keep_chunks(self._stored_chunks(), self._stored_digests())
         db = self.index.connection
         totals = store.totals(db)
         return {
@@ -291,23 +294,34 @@ class Shard:
             "digest": store.corpus_digest(db),
         }
 
+    def _embedder(self) -> semantic.Embedder | None:
+        """The embedder of a shard that ranks by meaning too (`semantic = true`), else None."""
+        return semantic.embedder() if self.init.get("semantic") else None
+
     def _open_index(self) -> None:
         """Open the on-disk index, bring it up to date, and start following the files."""
         init = self.init
+        embedder = self._embedder()
+        vectors = semantic.MODEL if embedder is not None else ""
         try:
-            opened = store.open_store(_index_dir(init))
+            opened = store.open_store(_index_dir(init), vectors)
         except store.IndexStoreError as e:
             # No usable cache directory (read-only, full): an index of this run only.
             self._scratch = tempfile.mkdtemp(prefix="ifmem-index-")
             self._warn(str(e.path), f"{e}; using {self._scratch}")
-            opened = store.open_store(Path(self._scratch))
+            opened = store.open_store(Path(self._scratch), vectors)
         if opened.rebuilt:
             self._warn(str(opened.path), f"index rebuilt: {opened.rebuilt}")
         rules = IgnoreRules(
             init.get("exclude", []), respect_ignore_files=init.get("respect_gitignore", True)
         )
         selection = Selection(init.get("paths", []), rules=rules)
-        updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
+        updater = Updater(
+            opened.db,
+            selection,
+            max_bytes=init.get("max_file_bytes"),
+            embed=None if embedder is None else embedder.blobs,
+        )
         if opened.fresh:
             with store.bulk(opened.db):
                 self._report(updater.scan(build=True))
@@ -315,7 +329,7 @@ class Shard:
         else:
             self._report(updater.catch_up())
         self.store = opened
-        self.index = Index(opened.connect())
+        self.index = Index(opened.connect(), embedder)
         if opened.fresh:
             self.index.prewarm()
         self.writer = IndexWriter(updater, self.out.send, self.inbox.put)
@@ -358,6 +372,14 @@ class Shard:
             if paths is None or row[0] in paths
         ]
 
+    def _stored_digests(self, paths: list[str] | None = None) -> dict[str, str]:
+        """path → digest of the file version the index holds (of `paths` only, if given)."""
+        return {
+            path: digest
+            for path, digest in self.index.connection.execute("SELECT path, digest FROM file")
+            if paths is None or path in paths
+        }
+
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "search":
@@ -376,12 +398,13 @@ class Shard:
         elif op == "add":
             path = _memory_path(msg["memory_id"])
             chunks = whole_chunk(path, msg["text"])
-            self.index.add(path, chunks, _text_digest(msg["text"]))
-            self._memory_changed(path, chunks)
+            digest = _text_digest(msg["text"])
+            self.index.add(path, chunks, digest)
+            self._memory_changed(path, chunks, digest)
         elif op == "remove":
             path = _memory_path(msg["memory_id"])
             self.index.remove(path)
-            self._memory_changed(path, [])
+            self._memory_changed(path, [], "")
         elif op == "reload":
             if self.writer is not None:
                 # Every file again; the writer posts `_synced`, then `ready` goes.
@@ -400,7 +423,9 @@ class Shard:
         if reload:
             self.load()
         elif self.model is not None:
-            self._replace_chunks(set(paths), self._stored_chunks(paths), self.name)
+            self._replace_chunks(
+                set(paths), self._stored_chunks(paths), self._stored_digests(paths), self.name
+            )
 
     def _ask(self, msg: dict[str, Any]) -> None:
         """A question for the model; the answer comes later, from a worker thread."""
@@ -415,24 +440,31 @@ class Shard:
             candidates = [
                 c for p in hits if (c := self.chunks.get((p.path, p.start_line, p.end_line)))
             ]
+        with self._chunks_lock:
+            digests = dict(self.digests)  # the versions the model holds now
         self.served += 1
-        self.model.ask(msg["rid"], question, candidates)
+        self.model.ask(msg["rid"], question, candidates, digests)
 
     def _not_a_model_shard(self, msg: dict[str, Any]) -> None:
         why = "this shard has no model backend" if self.model is None else "its model is loading"
         self.out.send({"type": "error", "rid": msg.get("rid"), "message": why})
 
-    def _memory_changed(self, path: str, chunks: list[Chunk]) -> None:
-        self._replace_chunks({path}, chunks, path)
+    def _memory_changed(self, path: str, chunks: list[Chunk], digest: str) -> None:
+        self._replace_chunks({path}, chunks, {path: digest} if chunks else {}, path)
 
-    def _replace_chunks(self, paths: set[str], chunks: list[Chunk], where: str) -> None:
-        """The model's copy: the passages of `paths` are now `chunks`."""
+    def _replace_chunks(
+        self, paths: set[str], chunks: list[Chunk], digests: dict[str, str], where: str
+    ) -> None:
+        """The model's copy: the passages of `paths` are now `chunks`, cut from `digests`."""
         if self.model is None:
             return
         with self._chunks_lock:
             for key in [k for k in self.chunks if k[0] in paths]:
                 del self.chunks[key]
             self.chunks.update({(c.path, c.start_line, c.end_line): c for c in chunks})
+            for path in paths:
+                self.digests.pop(path, None)
+            self.digests.update(digests)
             self._chunks_version += 1
             if not self.model.usable.is_set():
                 return  # the loading thread takes the new chunks when it is done

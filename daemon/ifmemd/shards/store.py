@@ -17,15 +17,19 @@ the posting lists it needs and the text of its `k` winners, nothing else.
     definition  which names each chunk defines (`rerank.defined_names`), worked
              out once when the chunk is stored: a search looks the question's
              names up here instead of holding every text to scan
+    vector   a shard with `semantic = true`: each chunk's vector
+             (`ifmemd.shards.semantic`), made when the chunk is stored
     dir      every directory the last full walk listed, with its mtime (0: list
              it again): one whose mtime is unchanged has the same entries, so a
              start lists only the directories that changed (git's untracked cache)
     rule_file  the ignore files the walk read, with their stat signature
-    meta     format, the chunking code's fingerprint, and the selection (paths,
-             rules) the dir table was made for
+    meta     format, the chunking code's fingerprint, the model of the vectors
+             ("" for none), and the selection (paths, rules) the dir table was
+             made for
 
 The index is derived data. A file that is missing, truncated, corrupt, of
-another format, or built by other chunking code is deleted and built anew:
+another format, built by other chunking code, or with other vectors than the
+shard asks for (`semantic` turned on or off) is deleted and built anew:
 `open_store` says why in `Store.rebuilt`, and never fails for that reason.
 Writes are WAL transactions, so a shard killed mid-batch leaves the last
 committed state, which the next scan brings up to date.
@@ -37,7 +41,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -50,7 +54,7 @@ from ifmemd.shards.chunker import Chunk
 from ifmemd.system import privatefile
 
 # Bump when the schema or what a row means changes; an index of another format is rebuilt.
-FORMAT = 3
+FORMAT = 4
 APPLICATION_ID = 0x69666D78  # "ifmx"
 INDEX_FILE = "index.db"
 TOKENIZER = "porter unicode61"
@@ -90,6 +94,7 @@ CREATE TABLE IF NOT EXISTS definition(
     PRIMARY KEY(name, chunk)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS definition_chunk ON definition(chunk);
+CREATE TABLE IF NOT EXISTS vector(chunk INTEGER PRIMARY KEY, v BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dir(path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_file(path TEXT PRIMARY KEY, signature TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS file_inode ON file(ino);
@@ -206,12 +211,25 @@ def create_schema(db: apsw.Connection) -> None:
     db.execute(SCHEMA)
 
 
-def replace_file(db: apsw.Connection, state: FileState, chunks: list[Chunk]) -> None:
-    """Make `state` and `chunks` what the index holds of one file (in the caller's transaction)."""
-    replace_files(db, [(state, chunks)])
+# Texts → their vectors as stored (`semantic.Embedder.blobs`).
+Embed = Callable[[Sequence[str]], list[bytes]]
 
 
-def replace_files(db: apsw.Connection, files: list[tuple[FileState, list[Chunk]]]) -> None:
+def replace_file(
+    db: apsw.Connection, state: FileState, chunks: list[Chunk], embed: Embed | None = None
+) -> None:
+    """Make `state` and `chunks` what the index holds of one file (in the caller's transaction).
+
+    `embed`: a shard ranking by meaning stores each chunk's vector too.
+    """
+    replace_files(db, [(state, chunks)], embed)
+
+
+def replace_files(
+    db: apsw.Connection,
+    files: list[tuple[FileState, list[Chunk]]],
+    embed: Embed | None = None,
+) -> None:
     """`replace_file` for many files at once (in the caller's transaction)."""
     rows: list[tuple[int, int, int, str]] = []
     searched: list[str] = []
@@ -240,6 +258,11 @@ def replace_files(db: apsw.Connection, files: list[tuple[FileState, list[Chunk]]
             for name in sorted(rerank.defined_names(r[3]))
         ),
     )
+    if embed is not None:
+        db.executemany(
+            "INSERT INTO vector(chunk, v) VALUES (?, ?)",
+            ((first + i, blob) for i, blob in enumerate(embed(searched))),
+        )
 
 
 def searched_text(chunk: Chunk) -> str:
@@ -286,6 +309,7 @@ def remove_passages(db: apsw.Connection, path: str) -> int:
     if ids:
         db.executemany("DELETE FROM passage WHERE rowid = ?", ((i,) for i in ids))
         db.executemany("DELETE FROM definition WHERE chunk = ?", ((i,) for i in ids))
+        db.executemany("DELETE FROM vector WHERE chunk = ?", ((i,) for i in ids))
         db.execute("DELETE FROM chunk WHERE file = ?", row)
     return len(ids)
 
@@ -397,9 +421,10 @@ def memory_db() -> apsw.Connection:
     return db
 
 
-def open_store(directory: Path) -> Store:
+def open_store(directory: Path, vectors: str = "") -> Store:
     """Open (or create, or rebuild) the index in `directory`; never fails for a bad index file.
 
+    `vectors` names the model of the passages' vectors ("": none are kept).
     Raises IndexStoreError only when the directory or a new file cannot be made at all.
     """
     path = directory / INDEX_FILE
@@ -411,7 +436,7 @@ def open_store(directory: Path) -> Store:
     if path.exists():
         try:
             db = _connect(path)
-            reason = _why_unusable(path, db)
+            reason = _why_unusable(path, db, vectors)
             if not reason:
                 return Store(path, db)
             db.close()
@@ -431,6 +456,7 @@ def open_store(directory: Path) -> Store:
             db.execute(f"PRAGMA user_version = {FORMAT}")
             create_schema(db)
             db.execute("INSERT INTO meta(key, value) VALUES ('code', ?)", (code_fingerprint(),))
+            db.execute("INSERT INTO meta(key, value) VALUES ('vectors', ?)", (vectors,))
     except apsw.Error as e:
         raise IndexStoreError("create index", path, str(e)) from e
     return Store(path, db, rebuilt=reason, fresh=True)
@@ -449,7 +475,7 @@ def _connect(path: Path) -> apsw.Connection:
     return db
 
 
-def _why_unusable(path: Path, db: apsw.Connection) -> str:
+def _why_unusable(path: Path, db: apsw.Connection, vectors: str) -> str:
     """Why an existing index file cannot be used as it is, or "" if it can."""
     if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
         return "not an ifmem shard index"
@@ -465,6 +491,10 @@ def _why_unusable(path: Path, db: apsw.Connection) -> str:
     row = db.execute("SELECT value FROM meta WHERE key = 'code'").fetchone()
     if row is None or row[0] != code_fingerprint():
         return "built by another version of the chunker"
+    row = db.execute("SELECT value FROM meta WHERE key = 'vectors'").fetchone()
+    held = row[0] if row else ""
+    if held != vectors:
+        return f"its passage vectors are {held or 'none'}, the shard asks for {vectors or 'none'}"
     return ""
 
 

@@ -83,8 +83,11 @@ class Updater:
         max_bytes: int | None = None,
         opener: Opener = open_file,
         clock: Callable[[], int] = time.time_ns,
+        embed: store.Embed | None = None,
     ) -> None:
         self.db = db
+        # A shard ranking by meaning stores each new passage's vector with it.
+        self.embed = embed
         self.selection = selection
         self.max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         self.opener = opener
@@ -284,7 +287,7 @@ class Updater:
             with self.db:
                 for item in items:
                     item.apply(self.db, batch, replaced)
-                store.replace_files(self.db, replaced)
+                store.replace_files(self.db, replaced, self.embed)
         except apsw.Error as e:
             raise IndexUpdateError("update index", str(e)) from e
         return batch

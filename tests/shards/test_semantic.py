@@ -1,0 +1,197 @@
+"""Ranking by meaning (`semantic = true`): the embedder runs offline from the
+wordllama wheel, each passage's vector is kept beside it in the index, and a
+search fuses the dense ranking with bm25's."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from ifmemd.shards import semantic, store
+from ifmemd.shards.chunker import Chunk
+from ifmemd.shards.corpus import Selection
+from ifmemd.shards.index import Index, Passage
+from ifmemd.shards.sync import Updater
+
+# A question in other words than its answer (/tempdir.md shares no word with
+# it), among passages that share its words but not its meaning.
+QUESTION = "How do I make a throwaway folder that deletes itself when I am done with it?"
+TEXTS = {
+    "/tempdir.md": (
+        "TemporaryDirectory creates a scratch directory; it is removed with all its "
+        "files when the with block ends."
+    ),
+    "/make.md": "make reads the Makefile in the current directory and builds the targets it names.",
+    "/itself.md": "The installer deletes itself when it is done and leaves a log file behind.",
+    "/folder.md": "A folder in the sidebar shows the files of a directory.",
+    "/net.md": "The socket is closed when the connection ends.",
+    "/disk.md": "Files are written to disk in blocks of four kilobytes.",
+    "/color.md": "The terminal shows errors in red and warnings in yellow.",
+    "/time.md": "Dates are printed in the local time zone unless UTC is asked for.",
+}
+CHUNKS = [Chunk(path, 1, 1, text) for path, text in TEXTS.items()]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> semantic.Embedder:
+    return semantic.embedder()
+
+
+def test_the_embedder_loads_from_the_wheel_without_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the embedder opened a network connection: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert semantic.missing() == ""
+    fresh = semantic.Embedder()
+    vectors = fresh.embed(["a temporary directory", "", "a throwaway folder"])
+    assert vectors.shape == (3, semantic.DIM)
+    assert abs(float((vectors[0] ** 2).sum()) - 1) < 1e-4
+    assert not vectors[1].any()  # a text without tokens has no direction
+    # Read from the package's files: wordllama itself (whose loader downloads
+    # a missing file, and whose import configures the root logger) never runs.
+    assert "wordllama" not in sys.modules
+
+
+def test_texts_alike_in_meaning_are_closer(embedder: semantic.Embedder) -> None:
+    query = embedder.embed_one("a throwaway folder that deletes itself")
+    near, far = embedder.embed(["a temporary directory", "a network socket connection"])
+    assert float(near @ query) > float(far @ query) + 0.1
+
+
+def test_a_question_is_steered_by_the_words_that_weigh(embedder: semantic.Embedder) -> None:
+    sort = embedder.embed_one("sort")
+    only_sort = embedder.embed_one("how do I sort?", lambda w: 1.0 if w == "sort" else 0.0)
+    assert float(only_sort @ sort) > 0.999
+    even = embedder.embed_one("how do I sort?")
+    assert float(even @ sort) < 0.9
+    # Punctuation is no word: it weighs nothing.
+    assert float(embedder.embed_one("sort?", lambda w: 1.0) @ sort) > 0.999
+
+
+def test_rank_fusion_puts_what_both_rankings_like_first() -> None:
+    fused = semantic.fuse([1, 2, 3], [3, 9])
+    assert max(fused, key=fused.__getitem__) == 3
+    # Found by meaning alone, it ranks below bm25's first: the dense ranking weighs less.
+    assert fused[1] > fused[9] > 0
+
+
+def test_a_passage_in_other_words_is_found_by_meaning_only(
+    embedder: semantic.Embedder,
+) -> None:
+    lexical = Index.build(CHUNKS)
+    assert "/tempdir.md" not in [p.path for p in lexical.search(QUESTION, len(CHUNKS))]
+    dense = Index.build(CHUNKS, embedder=embedder)
+    found = {p.path: p for p in dense.search(QUESTION, len(CHUNKS))}
+    assert "/tempdir.md" in found
+    unrelated = ("/net.md", "/time.md", "/color.md")
+    assert all(found["/tempdir.md"].similarity > found[p].similarity for p in unrelated)
+
+
+def test_only_a_shard_ranking_by_meaning_gives_similarities(
+    embedder: semantic.Embedder,
+) -> None:
+    lexical = Index.build(CHUNKS).search(QUESTION, 3)
+    assert lexical and all(p.similarity is None for p in lexical)
+    assert all(len(p.to_row()) == 9 for p in lexical)  # the row older coordinators read
+    dense = Index.build(CHUNKS, embedder=embedder).search(QUESTION, 3)
+    assert all(-1 <= p.similarity <= 1 for p in dense)
+    assert [Passage.from_row(p.to_row()) for p in dense] == dense
+
+
+def test_a_passage_holding_little_of_the_question_is_cited_whole(
+    embedder: semantic.Embedder,
+) -> None:
+    body = "".join(f"line {n} of an unrelated note\n" for n in range(1, 6))
+    body = body.replace("line 3 of", "line 3 mentions a folder, of")
+    chunks = [Chunk("/note.md", 10, 14, body), *CHUNKS[1:]]
+    (lexical,) = [p for p in Index.build(chunks).search(QUESTION, 8) if p.path == "/note.md"]
+    assert lexical.span == (12, 12)  # bm25 found it by that word: its line is cited
+    found = Index.build(chunks, embedder=embedder).search(QUESTION, 8)
+    (dense,) = [p for p in found if p.path == "/note.md"]
+    assert dense.coverage < 0.4
+    assert dense.span == (10, 14)
+
+
+def test_vectors_follow_the_passages_added_and_removed(embedder: semantic.Embedder) -> None:
+    index = Index.build(CHUNKS[1:], embedder=embedder)
+    before = {p.path for p in index.search(QUESTION, len(CHUNKS))}
+    assert "/tempdir.md" not in before
+    index.add("/tempdir.md", CHUNKS[:1])
+    assert "/tempdir.md" in {p.path for p in index.search(QUESTION, len(CHUNKS))}
+    index.remove("/tempdir.md")
+    assert "/tempdir.md" not in {p.path for p in index.search(QUESTION, len(CHUNKS))}
+    held = index.connection.execute("SELECT count(*) FROM vector").fetchone()[0]
+    assert held == len(CHUNKS) - 1
+
+
+def test_the_index_writer_stores_a_vector_per_passage(
+    tmp_path: Path, embedder: semantic.Embedder
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for path, text in TEXTS.items():
+        (corpus / path.lstrip("/")).write_text(text + "\n")
+    opened = store.open_store(tmp_path / "index", semantic.MODEL)
+    list(Updater(opened.db, Selection([str(corpus)]), embed=embedder.blobs).scan(build=True))
+    db = opened.db
+    chunks = db.execute("SELECT count(*) FROM chunk").fetchone()[0]
+    assert chunks == len(TEXTS)
+    assert db.execute("SELECT count(*) FROM vector").fetchone()[0] == chunks
+    found = Index(opened.connect(), embedder).search(QUESTION, len(TEXTS))
+    assert any(p.path.endswith("/tempdir.md") for p in found)
+    opened.close()
+
+
+@pytest.mark.parametrize(("built", "wanted"), [("", semantic.MODEL), (semantic.MODEL, "")])
+def test_an_index_with_other_vectors_is_rebuilt(tmp_path: Path, built: str, wanted: str) -> None:
+    first = store.open_store(tmp_path, built)
+    first.close()
+    again = store.open_store(tmp_path, wanted)
+    assert again.fresh
+    assert "passage vectors" in again.rebuilt
+    again.close()
+    same = store.open_store(tmp_path, wanted)
+    assert not same.rebuilt and not same.fresh
+    same.close()
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = semantic.importlib.util.find_spec
+
+    def without_wordllama(name: str, *args: object) -> object:
+        return None if name == "wordllama" else real(name, *args)
+
+    monkeypatch.setattr(semantic.importlib.util, "find_spec", without_wordllama)
+    assert "'wordllama' is not installed" in semantic.missing()
+    with pytest.raises(semantic.SemanticUnavailableError, match=r"ifmem\[semantic\]"):
+        semantic.Embedder()
+
+
+def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> None:
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for path, text in TEXTS.items():
+        (corpus / path.lstrip("/")).write_text(text + "\n")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        proc.ready()
+        rows = proc.search(QUESTION, len(TEXTS))
+        found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
+        assert "tempdir.md" in found
+        assert found["tempdir.md"].similarity > found["time.md"].similarity
+    finally:
+        proc.close()
+    index = store.open_store(tmp_path / "index", semantic.MODEL)
+    assert not index.rebuilt  # the shard built its index with vectors
+    assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == len(TEXTS)
+    index.close()
