@@ -409,15 +409,9 @@ class Daemon:
         # Taken before the first await: a reload may remove a shard meanwhile, and
         # the removed handle then reports itself stopped rather than vanishing.
         handles = [self.supervisor.shards[n] for n in names]
-        # The question goes into the log's next commit. Searching the shards'
-        # indexes costs nothing and leaves no trace, so it does not wait for
-        # that commit (it commits with or before the answer, which alone is
-        # acknowledged); a shard's model is a paid call, recorded as asked first.
-        received = self.writer.queue(
+        await self.writer.append(
             "query.received", {"qid": rid, "question": question, "shards": names, "k": k}
         )
-        if any(h.config.uses_model for h in handles):
-            await received.durable()
         coordinator = self.config.coordinator
         answers = await ask_shards(
             handles,
@@ -428,8 +422,6 @@ class Daemon:
             route_min_coverage_ratio=coordinator.route_min_coverage_ratio,
             routed=routed,
         )
-        # A question whose record could not be committed is not answered either.
-        await received.durable()
         if answers and all(a.missing for a in answers):
             # Nothing to give: a failure, recorded as such (a retry of this id
             # gets the same failure; a later question is asked afresh).

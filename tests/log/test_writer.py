@@ -306,31 +306,3 @@ async def test_a_seal_a_reader_blocks_is_refused_and_appends_go_on(log: EventLog
         assert (segment.first, segment.last) == (1, 2)
         await writer.close()
     writer.log.close()
-
-
-@pytest.mark.anyio
-async def test_queued_events_keep_their_order_and_report_their_commit(
-    log: EventLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    writer = LogWriter(log)
-    async with anyio.create_task_group() as tg:
-        await tg.start(writer.run)
-        # Queued without waiting, then an event appended behind it: one commit
-        # or two, the queued one is first, and durable() gives its record.
-        first = writer.queue("memory.remembered", fields("queued"))
-        second = await writer.append("memory.remembered", fields("appended"))
-        record = await first.durable()
-        assert (token_of(record), record.seq) == ("queued", second.seq - 1)
-
-        real_append = log.append_batch
-
-        def disk_full(items: Sequence[tuple[str, bytes]]) -> list[Record]:
-            raise StoreError("append event", log.path, "disk full")
-
-        monkeypatch.setattr(log, "append_batch", disk_full)
-        lost = writer.queue("memory.remembered", fields("lost"))
-        with pytest.raises(StoreError, match="disk full"):
-            await lost.durable()
-        monkeypatch.setattr(log, "append_batch", real_append)
-        await writer.close()
-    assert [token_of(r) for r in log.records()] == ["queued", "appended"]

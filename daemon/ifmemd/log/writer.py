@@ -69,24 +69,6 @@ class _SealRequest:
     error: StoreError | None = None
 
 
-class Queued:
-    """An event in the batch being gathered: `await durable()` for its record."""
-
-    __slots__ = ("_batch", "_index")
-
-    def __init__(self, batch: _Batch, index: int) -> None:
-        self._batch = batch
-        self._index = index
-
-    async def durable(self) -> Record:
-        """Its record, once its batch is committed; raises as `LogWriter.append` does."""
-        batch = self._batch
-        await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        return batch.records[self._index]
-
-
 class WriterClosedError(IfmemError):
     """Raised when an event is appended after the writer has stopped."""
 
@@ -139,25 +121,24 @@ class LogWriter:
 
     async def append(self, kind: str, fields: Mapping[str, Any]) -> Record:
         """Append one event; returns its record once it is durable."""
-        return await self.queue(kind, fields).durable()
+        return await self._append(kind, encode(kind, fields), fields)
 
     async def append_raw(self, kind: str, body: bytes) -> Record:
         """Append one event whose canonical body is already encoded."""
-        return await self._queue(kind, body, None).durable()
+        return await self._append(kind, body, None)
 
-    def queue(self, kind: str, fields: Mapping[str, Any]) -> Queued:
-        """Append one event without waiting: it goes into the next commit, after
-        everything queued before it and before everything queued after it."""
-        return self._queue(kind, encode(kind, fields), fields)
-
-    def _queue(self, kind: str, body: bytes, fields: Mapping[str, Any] | None) -> Queued:
+    async def _append(self, kind: str, body: bytes, fields: Mapping[str, Any] | None) -> Record:
         if self._closed:
             raise WriterClosedError()
         batch = self._batch
+        index = len(batch.items)
         batch.items.append((kind, body))
         batch.fields.append(fields)
         self._wakeup.set()
-        return Queued(batch, len(batch.items) - 1)
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.records[index]
 
     async def append_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Record]:
         """Append several events in this order, in one transaction; return their records."""
