@@ -260,7 +260,7 @@ class Shard:
         updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
         if opened.fresh:
             with store.bulk(opened.db):
-                self._report(updater.scan(build=True))
+                self._report(updater.scan(build=True, readahead=True))
                 store.merge(opened.db)
         else:
             self._report(updater.catch_up())

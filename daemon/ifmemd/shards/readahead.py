@@ -1,0 +1,193 @@
+"""Reading and cutting a shard's files, in the shard or in a second process beside it.
+
+`read_and_cut` reads one file, digests its bytes and cuts its text into
+passages (`store.cut`): everything a file's row and passages need but the
+writing. A first build spends about as long on that as on SQLite's part
+(FTS5 tokenizing, b-tree inserts), so `ReadAhead` runs it in a child process
+(`python -m ifmemd.shards.readahead`) while the shard writes what the child
+already sent: on two cores the two halves overlap.
+
+The child must never outlive the shard, nor hold anything the supervisor
+waits on (a previous attempt kept the shard's stdout pipe open after the
+shard was SIGKILLed, so the supervisor never saw it die):
+
+- its stdin and stdout are pipes to the shard alone, its stderr /dev/null,
+  and it inherits no other descriptor (`close_fds`);
+- it asks the kernel for SIGKILL when the shard dies (`PR_SET_PDEATHSIG`,
+  Linux), and exits at once if the shard died before it asked;
+- elsewhere, its next write to the shard's pipe fails (EPIPE) and ends it.
+
+A child that fails says why in its last message; one that dies leaves its
+pipe at EOF. Either way `ReadAhead.read` raises `ReadAheadError`, and what
+the shard committed so far stays: the next start continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from ifmemd.errors import IfmemError
+from ifmemd.shards import store
+from ifmemd.shards.corpus import Opener, Skipped, open_file, read_file
+from ifmemd.shards.store import Passages
+
+# The child sends what it read in groups of at most this many files or bytes
+# of text: few enough messages to cost nothing, small enough to keep both busy.
+GROUP_FILES = 32
+GROUP_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+class ReadAheadError(IfmemError):
+    """Raised when the process reading files for a build fails or ends early."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"read files in a second process: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One file read and cut: its stat when opened, when reading began, digest, size, passages.
+
+    `passages` is None when the bytes were those of `known_digest` (nothing to cut).
+    """
+
+    path: str
+    stat: os.stat_result
+    started_ns: int
+    digest: str
+    lines: int
+    bytes: int
+    passages: Passages | None
+
+
+def read_and_cut(
+    path: str,
+    max_bytes: int,
+    opener: Opener = open_file,
+    clock: Callable[[], int] = time.time_ns,
+    known_digest: str = "",
+) -> Read | Skipped:
+    """Read `path` and cut it into passages, or say why it is left out."""
+    started = clock()
+    outcome = read_file(path, max_bytes, opener)
+    if isinstance(outcome, Skipped):
+        return outcome
+    digest = store.file_digest(outcome.data)
+    text = outcome.text
+    passages = None if digest == known_digest else store.cut(path, text)
+    lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    return Read(path, outcome.stat, started, digest, lines, len(outcome.data), passages)
+
+
+class ReadAhead:
+    """A child process reading and cutting files for this one, in the order asked."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    def start(cls) -> ReadAhead:
+        """Start the child now (its imports overlap the caller's walk); raises OSError."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ifmemd.shards.readahead", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        return cls(process)
+
+    def read(self, paths: list[str], max_bytes: int) -> Iterator[Read | Skipped]:
+        """What the child read of each of `paths`, in order; raises ReadAheadError."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            # The child reads the whole request before it writes: no deadlock.
+            pickle.dump((max_bytes, paths), stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.close()
+        except BrokenPipeError as e:
+            raise ReadAheadError(self._ended()) from e
+        left = len(paths)
+        while left:
+            try:
+                # Our own child, over a pipe only the two of us hold.
+                message = pickle.load(stdout)
+            except EOFError as e:
+                raise ReadAheadError(self._ended()) from e
+            if isinstance(message, str):
+                raise ReadAheadError(f"it failed: {message}")
+            left -= len(message)
+            yield from message
+
+    def _ended(self) -> str:
+        code = self.process.wait()
+        return f"it ended early (exit status {code})"
+
+    def close(self) -> None:
+        """End the child (if it still runs) and reap it."""
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when `parent` dies; exit now if it already has."""
+    # Not Linux: a write to the dead parent's pipe ends this process instead.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Reparented before the prctl took effect: the parent is gone already.
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _serve(request: IO[bytes], reply: IO[bytes]) -> None:
+    max_bytes, paths = pickle.load(request)
+    group: list[Read | Skipped] = []
+    size = 0
+    for path in paths:
+        outcome = read_and_cut(path, max_bytes)
+        group.append(outcome)
+        size += outcome.bytes if isinstance(outcome, Read) else 0
+        if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
+            pickle.dump(group, reply, protocol=pickle.HIGHEST_PROTOCOL)
+            group, size = [], 0
+    if group:
+        pickle.dump(group, reply, protocol=pickle.HIGHEST_PROTOCOL)
+    reply.flush()
+
+
+def main() -> int:
+    _die_with(int(sys.argv[1]))
+    reply = sys.stdout.buffer
+    try:
+        _serve(sys.stdin.buffer, reply)
+    except BrokenPipeError:
+        return 1  # the parent is gone
+    except Exception as e:  # told to the parent, which raises it as ReadAheadError
+        pickle.dump(f"{type(e).__name__}: {e}", reply)
+        reply.flush()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as the module it is imported as, so what it pickles names
+    # `ifmemd.shards.readahead.Read`, not `__main__.Read`.
+    from ifmemd.shards import readahead
+
+    sys.exit(readahead.main())
