@@ -162,13 +162,20 @@ def split_lines(text: str) -> list[str]:
 
 def chunk_text(path: str, text: str, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
     """Cut one file's text into chunks along its structure (see the module docstring)."""
+    return [Chunk(path, *row) for row in chunk_rows(path, text, size)]
+
+
+def chunk_rows(
+    path: str, text: str, size: ChunkSize = DEFAULT_SIZE
+) -> list[tuple[int, int, str, str]]:
+    """`chunk_text` as plain (start_line, end_line, text, context) tuples, for a bulk load."""
     plan = _Plan(text, size, kind_of(path, text))
     if not plan.lines:
         return []
     name = _file_label(path)
     offsets = plan.offsets
     return [
-        Chunk(path, lo + 1, hi, text[offsets[lo] : offsets[hi]], plan.context(name, lo))
+        (lo + 1, hi, text[offsets[lo] : offsets[hi]], plan.context(name, lo))
         for lo, hi in plan.ranges()
     ]
 
@@ -238,6 +245,7 @@ class _Plan:
         after_blank = map(gt, self.blank, self.blank[1:])
         self.block_starts = list(compress(range(1, len(lines)), after_blank))
         self._indents: list[int] = []
+        self._contexts: dict[tuple[tuple[int, ...], int], str] = {}
         self.splitters: list[Splitter] = []
         # Chunk start → first lines of the units around it, outermost first.
         self.heads: dict[int, tuple[int, ...]] = {}
@@ -264,19 +272,16 @@ class _Plan:
         """Whether lines[lo:hi] may be one chunk (the upper bounds)."""
         return hi - lo <= self.size.lines and self.offsets[hi] - self.offsets[lo] <= self.size.chars
 
-    def _fits_target(self, lo: int, hi: int) -> bool:
-        """Whether lines[lo:hi] is no larger than merged neighbours and windows may grow."""
-        return (
-            hi - lo <= self.target_lines
-            and self.offsets[hi] - self.offsets[lo] <= self.target_chars
-        )
-
     def context(self, name: str, lo: int) -> str:
         """The context of the chunk starting at `lo`: `name`, then the heads around it."""
-        heads = [
-            self.lines[h].strip()[:CONTEXT_LINE_CHARS] for h in self.heads.get(lo, ()) if h < lo
-        ]
-        return "\n".join([name, *heads])
+        heads = self.heads.get(lo, ())
+        # Heads come outermost first, in file order: those before `lo` are a prefix.
+        key = (heads, bisect.bisect_left(heads, lo))
+        context = self._contexts.get(key)
+        if context is None:
+            texts = [self.lines[h].strip()[:CONTEXT_LINE_CHARS] for h in heads[: key[1]]]
+            context = self._contexts[key] = "\n".join([name, *texts])
+        return context
 
     def _split(
         self, lo: int, hi: int, level: int, whole: bool = True, heads: tuple[int, ...] = ()
@@ -289,6 +294,7 @@ class _Plan:
         if whole and self._fits(lo, hi):
             self.heads[lo] = heads
             return [(lo, hi)]
+        fits = self._fits
         with contextlib.suppress(ValueError):  # all blank: no head line
             heads = (*heads, self.blank.index(False, lo, hi))
         for depth in range(level, len(self.splitters)):
@@ -301,7 +307,12 @@ class _Plan:
             # methods, their blocks): that splitter applies again to its pieces.
             inner = depth if self.splitters[depth] == self._nested_starts else depth + 1
             for a, b in pairwise(bounds):
-                pieces.extend(self._split(a, b, inner, heads=heads))
+                # A piece that fits is kept whole (as `_split` would, without the call).
+                if fits(a, b):
+                    self.heads[a] = heads
+                    pieces.append((a, b))
+                else:
+                    pieces.extend(self._split(a, b, inner, heads=heads))
             # Only the outermost structure (sections, top-level definitions)
             # is worth keeping apart; deeper pieces merge freely.
             strong = set(starts) if depth == 0 else set()
@@ -315,33 +326,41 @@ class _Plan:
         """Join neighbouring pieces while they fit the target size; a small piece
         (a stub: an import line, a heading) also joins a neighbour up to the upper
         bounds, and is the only one to cross a strong start."""
-        merged = [pieces[0]]
-        for lo, hi in pieces[1:]:
-            cur_lo, cur_hi = merged[-1]
-            stub = self._small(cur_lo, cur_hi) and self._fits(cur_lo, hi)
-            joinable = cur_hi == lo and (
-                stub if lo in strong else stub or self._fits_target(cur_lo, hi)
+        # The sizes written out (this runs for every piece): a stub is a piece under
+        # a third of the target lines and a quarter of its characters.
+        offsets = self.offsets
+        max_lines, max_chars = self.size.lines, self.size.chars
+        target_lines, target_chars = self.target_lines, self.target_chars
+        small_lines, small_chars = max(2, target_lines // 3), target_chars // 4
+        merged: list[tuple[int, int]] = []
+        cur_lo, cur_hi = pieces[0]
+        for lo, hi in islice(pieces, 1, None):
+            size = offsets[hi] - offsets[cur_lo]
+            stub = (
+                cur_hi - cur_lo < small_lines
+                and offsets[cur_hi] - offsets[cur_lo] < small_chars
+                and hi - cur_lo <= max_lines
+                and size <= max_chars
             )
-            if joinable:
-                merged[-1] = (cur_lo, hi)
+            if cur_hi == lo and (
+                stub or (lo not in strong and hi - cur_lo <= target_lines and size <= target_chars)
+            ):
+                cur_hi = hi
             else:
-                merged.append((lo, hi))
+                merged.append((cur_lo, cur_hi))
+                cur_lo, cur_hi = lo, hi
+        merged.append((cur_lo, cur_hi))
         return merged
-
-    def _small(self, lo: int, hi: int) -> bool:
-        return (
-            hi - lo < max(2, self.target_lines // 3)
-            and self.offsets[hi] - self.offsets[lo] < self.target_chars // 4
-        )
 
     def _windows(self, lo: int, hi: int, overlap: int) -> list[tuple[int, int]]:
         """Fixed windows over lines[lo:hi], each of the target size, sharing `overlap` lines."""
         out: list[tuple[int, int]] = []
+        offsets, target_lines, target_chars = self.offsets, self.target_lines, self.target_chars
         start = lo
         while True:
-            end = start + 1
-            while end < hi and self._fits_target(start, end + 1):
-                end += 1
+            # The longest window from `start` within the target size (at least a line).
+            last = bisect.bisect_right(offsets, offsets[start] + target_chars, start) - 1
+            end = max(start + 1, min(hi, start + target_lines, last))
             out.append((start, end))
             if end >= hi:
                 return out
@@ -429,8 +448,8 @@ class _Plan:
             stripped = map(str.lstrip, lines, repeat(" \t"))
             self._indents = list(map(sub, map(len, lines), map(len, stripped)))
         indents, blank = self._indents, self.blank
-        filled = map(not_, islice(blank, lo + 1, hi))
-        inner = min(compress(islice(indents, lo + 1, hi), filled), default=None)
+        filled = map(not_, blank[lo + 1 : hi])
+        inner = min(compress(indents[lo + 1 : hi], filled), default=None)
         if inner is None:
             return []
         starts = self.block_starts

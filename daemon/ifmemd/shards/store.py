@@ -232,17 +232,17 @@ class Passages(NamedTuple):
 def cut(path: str, text: str) -> Passages:
     """One file's passages (`chunker.chunk_text`) and their definitions, found in one
     pass over the whole text (`rerank.definitions`) rather than one per passage."""
-    chunks = chunker.chunk_text(path, text)
+    rows = chunker.chunk_rows(path, text)
     found = rerank.definitions(text)
     names: list[tuple[int, str]] = []
     if found:
         lines = [line for line, _ in found]
-        for i, c in enumerate(chunks):
-            lo = bisect.bisect_left(lines, c.start_line)
-            hi = bisect.bisect_right(lines, c.end_line, lo)
+        for i, (start, end, _, _) in enumerate(rows):
+            lo = bisect.bisect_left(lines, start)
+            hi = bisect.bisect_right(lines, end, lo)
             if lo < hi:
                 names.extend((i, name) for name in sorted({n for _, n in found[lo:hi]}))
-    return Passages([(c.start_line, c.end_line, c.text, c.context) for c in chunks], names)
+    return Passages(rows, names)
 
 
 def replace_file(db: apsw.Connection, state: FileState, chunks: list[Chunk]) -> None:
