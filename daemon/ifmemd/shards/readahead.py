@@ -29,9 +29,11 @@ import ctypes
 import gc
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ from ifmemd.shards.store import Passages
 # of text: few enough messages to cost nothing, small enough to keep both busy.
 GROUP_FILES = 32
 GROUP_BYTES = 1 << 20
+# How many groups wait in this process for the writer (a first build's batch of
+# 500 files is ~16 groups): the child runs that far ahead, and no further.
+QUEUED_GROUPS = 32
 _PR_SET_PDEATHSIG = 1
 
 
@@ -93,10 +98,18 @@ def read_and_cut(
 
 
 class ReadAhead:
-    """A child process reading and cutting files for this one, in the order asked."""
+    """A child process reading and cutting files for this one, in the order asked.
+
+    A thread moves the child's messages from the pipe to a queue as they come:
+    a pipe holds 64 KiB, so without it the child would wait for every batch
+    this process writes to SQLite before it could send more, and the two
+    would take turns instead of working at once.
+    """
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
+        self._frames: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_GROUPS)
+        self._drainer = threading.Thread(target=self._drain, name="read-ahead", daemon=True)
 
     @classmethod
     def start(cls) -> ReadAhead:
@@ -120,17 +133,29 @@ class ReadAhead:
             stdin.close()
         except BrokenPipeError as e:
             raise ReadAheadError(self._ended()) from e
+        self._drainer.start()
         left = len(paths)
         while left:
-            try:
-                # Our own child, over a pipe only the two of us hold.
-                message = pickle.load(stdout)
-            except EOFError as e:
-                raise ReadAheadError(self._ended()) from e
+            frame = self._frames.get()
+            if frame is None:
+                raise ReadAheadError(self._ended())
+            # Our own child, over a pipe only the two of us hold.
+            message = pickle.loads(frame)
             if isinstance(message, str):
                 raise ReadAheadError(f"it failed: {message}")
             left -= len(message)
             yield from message
+
+    def _drain(self) -> None:
+        """Queue each message (8-byte length, then a pickle) until EOF, then None."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        while len(header := stdout.read(8)) == 8:
+            frame = stdout.read(int.from_bytes(header, "little"))
+            if len(frame) < int.from_bytes(header, "little"):
+                break  # cut short: the child died mid-message
+            self._frames.put(frame)
+        self._frames.put(None)
 
     def _ended(self) -> str:
         code = self.process.wait()
@@ -138,11 +163,16 @@ class ReadAhead:
 
     def close(self) -> None:
         """End the child (if it still runs) and reap it."""
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         if self.process.poll() is None:
             self.process.kill()
+        # The thread ends at the pipe's EOF, once there is room in the queue.
+        while self._drainer.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._frames.get(timeout=0.05)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.process.wait()
 
 
@@ -156,6 +186,13 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _send(reply: IO[bytes], message: object) -> None:
+    frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    reply.write(len(frame).to_bytes(8, "little"))
+    reply.write(frame)
+    reply.flush()
+
+
 def _serve(request: IO[bytes], reply: IO[bytes]) -> None:
     max_bytes, paths = pickle.load(request)
     group: list[Read | Skipped] = []
@@ -165,11 +202,10 @@ def _serve(request: IO[bytes], reply: IO[bytes]) -> None:
         group.append(outcome)
         size += outcome.bytes if isinstance(outcome, Read) else 0
         if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
-            pickle.dump(group, reply, protocol=pickle.HIGHEST_PROTOCOL)
+            _send(reply, group)
             group, size = [], 0
     if group:
-        pickle.dump(group, reply, protocol=pickle.HIGHEST_PROTOCOL)
-    reply.flush()
+        _send(reply, group)
 
 
 def main() -> int:
@@ -183,8 +219,7 @@ def main() -> int:
     except BrokenPipeError:
         return 1  # the parent is gone
     except Exception as e:  # told to the parent, which raises it as ReadAheadError
-        pickle.dump(f"{type(e).__name__}: {e}", reply)
-        reply.flush()
+        _send(reply, f"{type(e).__name__}: {e}")
         return 1
     return 0
 

@@ -252,32 +252,32 @@ def replace_file(db: apsw.Connection, state: FileState, chunks: list[Chunk]) -> 
 
 def replace_files(db: apsw.Connection, files: list[tuple[FileState, Passages]]) -> None:
     """`replace_file` for many files at once (in the caller's transaction)."""
-    rows: list[tuple[int, int, int, str]] = []
-    searched: list[str] = []
+    # Removing passages never lowers the sequence: the new ids can be known first,
+    # and each row built once, in the form its table takes it.
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
+    next_id = (row[0] if row else 0) + 1
+    chunks: list[tuple[int, int, int, int, str]] = []
+    searched: list[tuple[int, str]] = []
     names: list[tuple[str, int]] = []
     for state, passages in files:
         remove_passages(db, state.path)
         file_id = db.execute(_UPSERT_FILE, state.row()).fetchone()[0]
-        base = len(rows)
-        rows.extend((file_id, start, end, text) for start, end, text, _ in passages.rows)
-        searched.extend(searched_text(text, context) for _, _, text, context in passages.rows)
-        names.extend((name, base + i) for i, name in passages.names)
-    if not rows:
+        rows = passages.rows
+        chunks.extend(
+            (i, file_id, start, end, text) for i, (start, end, text, _) in enumerate(rows, next_id)
+        )
+        searched.extend(
+            (i, searched_text(text, ctx)) for i, (_, _, text, ctx) in enumerate(rows, next_id)
+        )
+        names.extend((name, next_id + i) for i, name in passages.names)
+        next_id += len(rows)
+    if not chunks:
         return
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
-    first = (row[0] if row else 0) + 1
     db.executemany(
-        "INSERT INTO chunk(id, file, start_line, end_line, body) VALUES (?,?,?,?,?)",
-        ((first + i, *r) for i, r in enumerate(rows)),
+        "INSERT INTO chunk(id, file, start_line, end_line, body) VALUES (?,?,?,?,?)", chunks
     )
-    db.executemany(
-        "INSERT INTO passage(rowid, body) VALUES (?, ?)",
-        ((first + i, text) for i, text in enumerate(searched)),
-    )
-    db.executemany(
-        "INSERT INTO definition(name, chunk) VALUES (?, ?)",
-        ((name, first + i) for name, i in names),
-    )
+    db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", searched)
+    db.executemany("INSERT INTO definition(name, chunk) VALUES (?, ?)", names)
 
 
 def searched_text(text: str, context: str) -> str:
