@@ -40,7 +40,9 @@ stdin closing (the supervisor is gone) ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import json
 import os
 import queue
@@ -104,6 +106,17 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cycle collector: a first build makes millions of short-lived tuples
+    (freed by reference counting) that it would only walk again and again."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _release_free_memory() -> None:
@@ -259,7 +272,7 @@ class Shard:
         selection = Selection(init.get("paths", []), rules=rules)
         updater = Updater(opened.db, selection, max_bytes=init.get("max_file_bytes"))
         if opened.fresh:
-            with store.bulk(opened.db):
+            with store.bulk(opened.db), _no_cycle_collection():
                 self._report(updater.scan(build=True, readahead=True))
                 store.merge(opened.db)
         else:
