@@ -156,7 +156,7 @@ def test_a_truncated_index_is_rebuilt(tmp_path: Path, corpus: Path, keep: float)
     for i in range(40):  # pages enough that some are lost after the schema's
         write(corpus / "more" / f"{i}.md", f"# Note {i}\n\n" + "filler words here\n" * 200)
     path = built(tmp_path, corpus)
-    page = 4096
+    page = store.PAGE_SIZE
     with path.open("r+b") as f:
         f.truncate(int(path.stat().st_size * keep) // page * page)
     assert reopened_reason(path)
