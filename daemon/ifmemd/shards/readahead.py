@@ -14,7 +14,9 @@ shard was SIGKILLed, so the supervisor never saw it die):
 - its stdin and stdout are pipes to the shard alone, its stderr /dev/null,
   and it inherits no other descriptor (`close_fds`);
 - it asks the kernel for SIGKILL when the shard dies (`PR_SET_PDEATHSIG`,
-  Linux), and exits at once if the shard died before it asked;
+  Linux), and exits at once if the shard died before it asked. The signal
+  follows the thread that started the child, so a shard starts it from its
+  main thread (its first build), which lives as long as the process;
 - elsewhere, its next write to the shard's pipe fails (EPIPE) and ends it.
 
 A child that fails says why in its last message; one that dies leaves its
@@ -114,12 +116,15 @@ class ReadAhead:
     @classmethod
     def start(cls) -> ReadAhead:
         """Start the child now (its imports overlap the caller's walk); raises OSError."""
+        # It imports ifmemd from where this process did, however that was set up.
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         process = subprocess.Popen(
             [sys.executable, "-m", "ifmemd.shards.readahead", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             close_fds=True,
+            env=env,
         )
         return cls(process)
 
