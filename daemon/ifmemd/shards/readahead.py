@@ -140,7 +140,7 @@ class ReadAhead:
             raise ReadAheadError(self._ended()) from e
         self._drainer.start()
         left = len(paths)
-        while left:
+        while left > 0:
             frame = self._frames.get()
             if frame is None:
                 raise ReadAheadError(self._ended())
