@@ -126,6 +126,11 @@ class ShardProc:
     ) -> Any:
         return daemonproc.wait_for(predicate, timeout, what)
 
+    def output_ended(self, timeout: float) -> bool:
+        """Whether its stdout reached EOF within `timeout`: no process holds it open any more."""
+        self._reader.join(timeout)
+        return not self._reader.is_alive()
+
     def kill9(self) -> None:
         """SIGKILL the shard, as a crash would."""
         self.proc.send_signal(signal.SIGKILL)

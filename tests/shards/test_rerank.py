@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ifmemd.shards import rerank
-from ifmemd.shards.chunker import Chunk, chunk_text
+from ifmemd.shards.chunker import Chunk, chunk_text, split_lines
 from ifmemd.shards.index import STOPWORDS, Index
 
 
@@ -177,3 +179,43 @@ def test_the_passage_saying_what_a_thing_is_ranks_first() -> None:
     assert index.search("What is a dpkg trigger?", 3)[0].path == "/spec/intro.txt"
     # The same words, not asking what it is: bm25's order.
     assert index.search("dpkg trigger", 3)[0].path != "/spec/intro.txt"
+
+
+DEFINITION_LINES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "def f(x):",
+            "    async def g():",
+            "class A(B):",
+            "\tclass  C:",
+            "X = 1",
+            "X == 1",
+            "y: int = 2",
+            "y: int == 2",
+            "  z = 3",
+            "#define MAX 10",
+            "  #  define MIN 1",
+            "defined = 1",
+            "classy x",
+            "async = 5",
+            "x =",
+            "=",
+            "    return x",
+        ]
+    ),
+    st.text(alphabet=st.sampled_from("ab_ =:#\t(\r"), max_size=20),
+)
+
+
+@given(lines=st.lists(DEFINITION_LINES, max_size=60), cut=st.integers(0, 60))
+def test_definitions_of_a_file_are_those_of_its_lines(lines: list[str], cut: int) -> None:
+    """What `definitions` finds over a whole text, line by line, is what
+    `defined_names` finds in any run of its lines (the passages)."""
+    text = "\n".join(lines)
+    found = rerank.definitions(text)
+    assert [line for line, _ in found] == sorted(line for line, _ in found)
+    head = "".join(split_lines(text)[:cut])
+    within = {name for line, name in found if line <= cut}
+    assert within == rerank.defined_names(head)
+    assert {name for _, name in found} == rerank.defined_names(text)

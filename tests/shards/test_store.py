@@ -4,13 +4,18 @@ and brought up to date by re-reading only the files that changed."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import apsw
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ifmemd.shards import corpus as corpus_module
 from ifmemd.shards import store
+from ifmemd.shards.chunker import chunk_text
 from ifmemd.shards.corpus import Selection, open_file
 from ifmemd.shards.ignore import IgnoreRules
 from ifmemd.shards.index import Index
@@ -151,7 +156,7 @@ def test_a_truncated_index_is_rebuilt(tmp_path: Path, corpus: Path, keep: float)
     for i in range(40):  # pages enough that some are lost after the schema's
         write(corpus / "more" / f"{i}.md", f"# Note {i}\n\n" + "filler words here\n" * 200)
     path = built(tmp_path, corpus)
-    page = 4096
+    page = store.PAGE_SIZE
     with path.open("r+b") as f:
         f.truncate(int(path.stat().st_size * keep) // page * page)
     assert reopened_reason(path)
@@ -405,3 +410,40 @@ def test_the_writers_bookkeeping_does_not_drop_what_the_reader_learned(
     finally:
         reader.close()
         opened.close()
+
+
+def test_a_build_killed_before_its_end_has_merging_turned_back_on(tmp_path: Path) -> None:
+    def automerge(db: apsw.Connection) -> str | None:
+        row = db.execute("SELECT v FROM passage_config WHERE k = 'automerge'").fetchone()
+        return None if row is None else str(row[0])
+
+    # A process that starts a build and dies inside the block, its `finally` never run.
+    build = (
+        "import os, sys; from pathlib import Path; from ifmemd.shards import store\n"
+        "opened = store.open_store(Path(sys.argv[1]))\n"
+        "with store.bulk(opened.db):\n"
+        "    os._exit(9)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", build, str(tmp_path / "index")], check=False)
+    assert killed.returncode == 9
+    db = apsw.Connection(str(tmp_path / "index" / store.INDEX_FILE))
+    assert automerge(db) == "0"
+    db.close()
+    again = store.open_store(tmp_path / "index")
+    try:
+        assert not again.fresh
+        assert automerge(again.db) == str(store.AUTOMERGE)
+    finally:
+        again.close()
+
+
+CODE_LINES = st.sampled_from(
+    ["", "import os", "def f(x):", "    return x", "class A:", "    def m(self):",
+     "        y = 1", "X = 2", "#define N 3", "@decorator", "}", "# comment"]
+)  # fmt: skip
+
+
+@given(lines=st.lists(CODE_LINES, max_size=150), path=st.sampled_from(["a.py", "a.md", "a.txt"]))
+def test_cut_finds_each_passages_definitions_in_one_pass(lines: list[str], path: str) -> None:
+    text = "\n".join(lines)
+    assert store.cut(path, text) == store.Passages.of(chunk_text(path, text))

@@ -21,13 +21,15 @@ editors and `sed -n` number them.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from itertools import accumulate, pairwise
+from itertools import accumulate, compress, count, islice, pairwise, repeat
+from operator import add, gt, not_, sub
 from typing import Protocol
 
 from ifmemd.errors import IfmemError
@@ -160,13 +162,20 @@ def split_lines(text: str) -> list[str]:
 
 def chunk_text(path: str, text: str, size: ChunkSize = DEFAULT_SIZE) -> list[Chunk]:
     """Cut one file's text into chunks along its structure (see the module docstring)."""
-    lines = split_lines(text)
-    if not lines:
+    return [Chunk(path, *row) for row in chunk_rows(path, text, size)]
+
+
+def chunk_rows(
+    path: str, text: str, size: ChunkSize = DEFAULT_SIZE
+) -> list[tuple[int, int, str, str]]:
+    """`chunk_text` as plain (start_line, end_line, text, context) tuples, for a bulk load."""
+    plan = _Plan(text, size, kind_of(path, text))
+    if not plan.lines:
         return []
-    plan = _Plan(lines, size, kind_of(path, text))
     name = _file_label(path)
+    offsets = plan.offsets
     return [
-        Chunk(path, lo + 1, hi, "".join(lines[lo:hi]), plan.context(name, lo))
+        (lo + 1, hi, text[offsets[lo] : offsets[hi]], plan.context(name, lo))
         for lo, hi in plan.ranges()
     ]
 
@@ -200,6 +209,9 @@ _FENCE = re.compile(r" {0,3}(```|~~~)")
 _MD_UNDERLINE = re.compile(r" {0,3}(?:=+|-{2,})[ \t]*\r?$")
 _RST_ADORNMENT = re.compile(r"([=\-~^\"'`#*+:.!$%&,/;<>?@\\_|])\1{2,}[ \t]*\r?$")
 _CLOSER = re.compile(r"(?:[})\]]|(?:end|fi|done|esac|else|elif|except|finally|catch)\b)")
+# A closing line at the margin (`_CLOSER` after a line break), searched for in a
+# whole text: a literal first character lets the regex engine skip ahead in C.
+_LINE_CLOSER = re.compile(rf"\n(?={_CLOSER.pattern})")
 _DEFINITION = re.compile(
     r"(?:(?:export|default|pub(?:\([^)]*\))?|public|private|protected|static|async|"
     r"unsafe|extern|abstract|final|inline|override|local)\s+)*"
@@ -211,12 +223,29 @@ _DEFINITION = re.compile(
 class _Plan:
     """Works out the line ranges of one file's chunks."""
 
-    def __init__(self, lines: list[str], size: ChunkSize, kind: Kind) -> None:
+    def __init__(self, text: str, size: ChunkSize, kind: Kind) -> None:
+        # The lines without their "\n", each a plain split in C (a first build
+        # cuts millions of lines: no Python loop runs once per line). The
+        # rules below give the same answer with or without the "\n".
+        lines = text.split("\n")
+        if not lines[-1]:
+            lines.pop()
         self.lines = lines
+        self.text = text
         self.size = size
         self.kind = kind
-        self.offsets = [0, *accumulate(len(line) for line in lines)]
-        self.blank = [not line.strip() for line in lines]
+        # Where each line starts in `text`: the lengths before it, and a "\n" each.
+        offsets = list(map(add, accumulate(map(len, lines), initial=0), count()))
+        offsets[-1] = min(offsets[-1], len(text))  # the last line may lack its "\n"
+        self.offsets = offsets
+        self.blank = list(map(not_, map(str.strip, lines)))
+        self.target_lines = min(size.lines, size.target_lines)
+        self.target_chars = min(size.chars, size.target_chars)
+        # Lines after a blank line that are not blank (found once, used by several splitters).
+        after_blank = map(gt, self.blank, self.blank[1:])
+        self.block_starts = list(compress(range(1, len(lines)), after_blank))
+        self._indents: list[int] = []
+        self._contexts: dict[tuple[tuple[int, ...], int], str] = {}
         self.splitters: list[Splitter] = []
         # Chunk start → first lines of the units around it, outermost first.
         self.heads: dict[int, tuple[int, ...]] = {}
@@ -243,19 +272,16 @@ class _Plan:
         """Whether lines[lo:hi] may be one chunk (the upper bounds)."""
         return hi - lo <= self.size.lines and self.offsets[hi] - self.offsets[lo] <= self.size.chars
 
-    def _fits_target(self, lo: int, hi: int) -> bool:
-        """Whether lines[lo:hi] is no larger than merged neighbours and windows may grow."""
-        size = self.size
-        return hi - lo <= min(size.lines, size.target_lines) and self.offsets[hi] - self.offsets[
-            lo
-        ] <= min(size.chars, size.target_chars)
-
     def context(self, name: str, lo: int) -> str:
         """The context of the chunk starting at `lo`: `name`, then the heads around it."""
-        heads = [
-            self.lines[h].strip()[:CONTEXT_LINE_CHARS] for h in self.heads.get(lo, ()) if h < lo
-        ]
-        return "\n".join([name, *heads])
+        heads = self.heads.get(lo, ())
+        # Heads come outermost first, in file order: those before `lo` are a prefix.
+        key = (heads, bisect.bisect_left(heads, lo))
+        context = self._contexts.get(key)
+        if context is None:
+            texts = [self.lines[h].strip()[:CONTEXT_LINE_CHARS] for h in heads[: key[1]]]
+            context = self._contexts[key] = "\n".join([name, *texts])
+        return context
 
     def _split(
         self, lo: int, hi: int, level: int, whole: bool = True, heads: tuple[int, ...] = ()
@@ -268,9 +294,9 @@ class _Plan:
         if whole and self._fits(lo, hi):
             self.heads[lo] = heads
             return [(lo, hi)]
-        head = next((i for i in range(lo, hi) if not self.blank[i]), None)
-        if head is not None:
-            heads = (*heads, head)
+        fits = self._fits
+        with contextlib.suppress(ValueError):  # all blank: no head line
+            heads = (*heads, self.blank.index(False, lo, hi))
         for depth in range(level, len(self.splitters)):
             starts = self.splitters[depth](lo, hi)
             if not starts:
@@ -281,7 +307,12 @@ class _Plan:
             # methods, their blocks): that splitter applies again to its pieces.
             inner = depth if self.splitters[depth] == self._nested_starts else depth + 1
             for a, b in pairwise(bounds):
-                pieces.extend(self._split(a, b, inner, heads=heads))
+                # A piece that fits is kept whole (as `_split` would, without the call).
+                if fits(a, b):
+                    self.heads[a] = heads
+                    pieces.append((a, b))
+                else:
+                    pieces.extend(self._split(a, b, inner, heads=heads))
             # Only the outermost structure (sections, top-level definitions)
             # is worth keeping apart; deeper pieces merge freely.
             strong = set(starts) if depth == 0 else set()
@@ -295,34 +326,41 @@ class _Plan:
         """Join neighbouring pieces while they fit the target size; a small piece
         (a stub: an import line, a heading) also joins a neighbour up to the upper
         bounds, and is the only one to cross a strong start."""
-        merged = [pieces[0]]
-        for lo, hi in pieces[1:]:
-            cur_lo, cur_hi = merged[-1]
-            stub = self._small(cur_lo, cur_hi) and self._fits(cur_lo, hi)
-            joinable = cur_hi == lo and (
-                stub if lo in strong else stub or self._fits_target(cur_lo, hi)
+        # The sizes written out (this runs for every piece): a stub is a piece under
+        # a third of the target lines and a quarter of its characters.
+        offsets = self.offsets
+        max_lines, max_chars = self.size.lines, self.size.chars
+        target_lines, target_chars = self.target_lines, self.target_chars
+        small_lines, small_chars = max(2, target_lines // 3), target_chars // 4
+        merged: list[tuple[int, int]] = []
+        cur_lo, cur_hi = pieces[0]
+        for lo, hi in islice(pieces, 1, None):
+            size = offsets[hi] - offsets[cur_lo]
+            stub = (
+                cur_hi - cur_lo < small_lines
+                and offsets[cur_hi] - offsets[cur_lo] < small_chars
+                and hi - cur_lo <= max_lines
+                and size <= max_chars
             )
-            if joinable:
-                merged[-1] = (cur_lo, hi)
+            if cur_hi == lo and (
+                stub or (lo not in strong and hi - cur_lo <= target_lines and size <= target_chars)
+            ):
+                cur_hi = hi
             else:
-                merged.append((lo, hi))
+                merged.append((cur_lo, cur_hi))
+                cur_lo, cur_hi = lo, hi
+        merged.append((cur_lo, cur_hi))
         return merged
-
-    def _small(self, lo: int, hi: int) -> bool:
-        size = self.size
-        return (
-            hi - lo < max(2, min(size.lines, size.target_lines) // 3)
-            and self.offsets[hi] - self.offsets[lo] < min(size.chars, size.target_chars) // 4
-        )
 
     def _windows(self, lo: int, hi: int, overlap: int) -> list[tuple[int, int]]:
         """Fixed windows over lines[lo:hi], each of the target size, sharing `overlap` lines."""
         out: list[tuple[int, int]] = []
+        offsets, target_lines, target_chars = self.offsets, self.target_lines, self.target_chars
         start = lo
         while True:
-            end = start + 1
-            while end < hi and self._fits_target(start, end + 1):
-                end += 1
+            # The longest window from `start` within the target size (at least a line).
+            last = bisect.bisect_right(offsets, offsets[start] + target_chars, start) - 1
+            end = max(start + 1, min(hi, start + target_lines, last))
             out.append((start, end))
             if end >= hi:
                 return out
@@ -354,12 +392,7 @@ class _Plan:
 
     def _paragraph_starts(self, fenced: set[int]) -> list[int]:
         """Lines that start a block after a blank line (never inside a fenced block)."""
-        blank = self.blank
-        return [
-            i
-            for i in range(1, len(self.lines))
-            if not blank[i] and blank[i - 1] and i not in fenced
-        ]
+        return [i for i in self.block_starts if i not in fenced]
 
     def _fenced_lines(self) -> set[int]:
         """Lines inside Markdown code fences (after the opening fence line)."""
@@ -384,39 +417,44 @@ class _Plan:
         keyword right after an unindented closing brace, as in `}\\nfunc f()`.
         """
         lines, blank = self.lines, self.blank
-        starts: list[int] = []
-        for i in range(1, len(lines)):
+
+        def opens(i: int) -> bool:
             line = lines[i]
-            if blank[i] or line[0] in " \t" or _CLOSER.match(line):
-                continue
-            previous = lines[i - 1]
-            after_closer = not blank[i - 1] and previous[0] not in " \t" and _CLOSER.match(previous)
-            if blank[i - 1] or (after_closer and _DEFINITION.match(line)):
-                starts.append(i)
-        return starts
+            return line[0] not in " \t" and not _CLOSER.match(line)
+
+        starts = [i for i in self.block_starts if opens(i)]
+        # Closing lines at the margin, found by one regex search over the text.
+        closers = [0] if lines[0] and _CLOSER.match(lines[0]) else []
+        closers += [
+            bisect.bisect_left(self.offsets, m.end()) for m in _LINE_CLOSER.finditer(self.text)
+        ]
+        after = [
+            i
+            for i in (c + 1 for c in closers)
+            if i < len(lines) and not blank[i] and opens(i) and _DEFINITION.match(lines[i])
+        ]
+        return sorted([*starts, *after]) if after else starts
 
     def _margin_starts(self) -> list[int]:
         """Lines of plain text at the left margin after a blank line: a man page's
         sections, a text's headings or unindented paragraphs."""
-        blank = self.blank
-        return [
-            i
-            for i in range(1, len(self.lines))
-            if not blank[i] and blank[i - 1] and self.lines[i][0] not in " \t"
-        ]
+        lines = self.lines
+        return [i for i in self.block_starts if lines[i][0] not in " \t"]
 
     def _nested_starts(self, lo: int, hi: int) -> list[int]:
         """Inside one big unit: blocks at its shallowest inner indentation after a blank line."""
-        lines, blank = self.lines, self.blank
-        indents = [_indent(lines[i]) for i in range(lo + 1, hi) if not blank[i]]
-        if not indents:
+        if not self._indents:
+            lines = self.lines
+            stripped = map(str.lstrip, lines, repeat(" \t"))
+            self._indents = list(map(sub, map(len, lines), map(len, stripped)))
+        indents, blank = self._indents, self.blank
+        filled = map(not_, blank[lo + 1 : hi])
+        inner = min(compress(indents[lo + 1 : hi], filled), default=None)
+        if inner is None:
             return []
-        inner = min(indents)
-        return [
-            i
-            for i in range(lo + 1, hi)
-            if not blank[i] and blank[i - 1] and _indent(lines[i]) == inner
-        ]
+        starts = self.block_starts
+        inside = starts[bisect.bisect_right(starts, lo) : bisect.bisect_left(starts, hi)]
+        return [i for i in inside if indents[i] == inner]
 
 
 def _file_label(path: str) -> str:
@@ -433,7 +471,3 @@ def _fixed(starts: list[int]) -> Splitter:
         return starts[bisect.bisect_right(starts, lo) : bisect.bisect_left(starts, hi)]
 
     return within
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))

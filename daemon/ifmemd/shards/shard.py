@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import queue
 import select
@@ -154,6 +155,17 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cycle collector: a first build makes millions of short-lived tuples
+    (freed by reference counting) that it would only walk again and again."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _release_free_memory() -> None:
@@ -323,8 +335,8 @@ class Shard:
             embed=None if embedder is None else embedder.blobs,
         )
         if opened.fresh:
-            with store.bulk(opened.db):
-                self._report(updater.scan(build=True))
+            with store.bulk(opened.db), _no_cycle_collection():
+                self._report(updater.scan(build=True, readahead=True))
                 store.merge(opened.db)
         else:
             self._report(updater.catch_up())

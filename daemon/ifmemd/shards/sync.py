@@ -24,7 +24,6 @@ import apsw
 
 from ifmemd.errors import IfmemError
 from ifmemd.shards import store
-from ifmemd.shards.chunker import Chunk, chunk_text
 from ifmemd.shards.corpus import (
     DEFAULT_MAX_BYTES,
     Lister,
@@ -32,10 +31,10 @@ from ifmemd.shards.corpus import (
     Selection,
     Skipped,
     open_file,
-    read_file,
 )
 from ifmemd.shards.ignore import IGNORE_FILES, signature
-from ifmemd.shards.store import FileState
+from ifmemd.shards.readahead import Read, ReadAhead, ReadAheadError, read_and_cut
+from ifmemd.shards.store import FileState, Passages
 
 # A file modified this close to when it was read may change again within the
 # same mtime tick unseen (coarse timestamps; 2 s on FAT): such an entry is
@@ -47,6 +46,11 @@ BATCH_BYTES = 4 << 20
 # The first build of an empty index commits less often: nobody reads it yet.
 BUILD_BATCH_FILES = 500
 BUILD_BATCH_BYTES = 16 << 20
+# A scan reads files in a second process (`ReadAhead`) only when at least this
+# many are to be read: its start (~80 ms of imports) costs more than a few save.
+# Meanwhile this process reads the first few itself.
+READAHEAD_FILES = 200
+READ_HERE_FIRST = 64
 
 
 class IndexUpdateError(IfmemError):
@@ -93,8 +97,13 @@ class Updater:
         self.opener = opener
         self.clock = clock
 
-    def scan(self, *, build: bool = False) -> Iterator[Batch]:
-        """Reconcile the whole index with the files; `build`: large batches (an empty index)."""
+    def scan(self, *, build: bool = False, readahead: bool = False) -> Iterator[Batch]:
+        """Reconcile the whole index with the files; `build`: large batches (an empty index).
+
+        `readahead`: when there are at least READAHEAD_FILES to read, they are
+        read and cut in a second process while this one writes (`ReadAhead`,
+        with the default opener and clock), or here if it cannot be started.
+        """
         try:
             with self.db:
                 # Until this walk is recorded, the last one's directories are not to be trusted.
@@ -115,7 +124,15 @@ class Updater:
             work = self._look(path, known.get(path), seen)
             if work is not None:
                 pending.append(work)
-        yield from self._apply(pending, Batch(skipped=pattern_skips), limits)
+        reads = sum(isinstance(w, _Read) for w in pending)
+        ahead = _start_readahead() if readahead and reads >= READAHEAD_FILES else None
+        try:
+            yield from self._apply(pending, Batch(skipped=pattern_skips), limits, ahead)
+        except ReadAheadError as e:
+            raise IndexUpdateError("build index", str(e)) from e
+        finally:
+            if ahead is not None:
+                ahead.close()
         self._remember(dirs, whole=True)
 
     def catch_up(self) -> Iterator[Batch]:
@@ -266,13 +283,16 @@ class Updater:
     # -- committing ---------------------------------------------------------------
 
     def _apply(
-        self, pending: list[_Work], batch: Batch, limits: tuple[int, int]
+        self,
+        pending: list[_Work],
+        batch: Batch,
+        limits: tuple[int, int],
+        ahead: ReadAhead | None = None,
     ) -> Iterator[Batch]:
         """Read what must be read, and write it in transactions of at most `limits`."""
         ready: list[_Ready] = []
         size = 0
-        for work in pending:
-            item = work.prepare(self)
+        for item in self._prepared(pending, ahead):
             ready.append(item)
             size += item.size
             if len(ready) >= limits[0] or size >= limits[1]:
@@ -282,7 +302,7 @@ class Updater:
             yield self._write(ready, batch)
 
     def _write(self, items: list[_Ready], batch: Batch) -> Batch:
-        replaced: list[tuple[FileState, list[Chunk]]] = []
+        replaced: _Replaced = []
         try:
             with self.db:
                 for item in items:
@@ -292,23 +312,49 @@ class Updater:
             raise IndexUpdateError("update index", str(e)) from e
         return batch
 
+    def _prepared(self, pending: list[_Work], ahead: ReadAhead | None) -> Iterator[_Ready]:
+        """Each piece of work made ready, in order; files read by `ahead` if given,
+        but for the first READ_HERE_FIRST, read here while it starts."""
+        if ahead is None:
+            for work in pending:
+                yield work.prepare(self)
+            return
+        paths = [w.path for w in pending if isinstance(w, _Read)][READ_HERE_FIRST:]
+        reads = ahead.read(paths, self.max_bytes)
+        here = READ_HERE_FIRST
+        for work in pending:
+            if isinstance(work, _Read) and here <= 0:
+                yield self._ready(next(reads), work.known)
+            else:
+                here -= isinstance(work, _Read)
+                yield work.prepare(self)
+
     def _read(self, path: str, known: FileState | None) -> _Ready:
-        started = self.clock()
-        outcome = read_file(path, self.max_bytes, self.opener)
+        digest = known.digest if known is not None and not known.skipped else ""
+        outcome = read_and_cut(path, self.max_bytes, self.opener, self.clock, digest)
+        return self._ready(outcome, known)
+
+    def _ready(self, outcome: Read | Skipped, known: FileState | None) -> _Ready:
         if isinstance(outcome, Skipped):
-            return _Skip(outcome, _stat_or_none(path)).prepare(self)
-        digest = store.file_digest(outcome.data)
+            return _Skip(outcome, _stat_or_none(outcome.path)).prepare(self)
         state = FileState.of(
-            path,
+            outcome.path,
             outcome.stat,
-            racy=outcome.stat.st_mtime_ns >= started - RACY_NS,
-            digest=digest,
-            lines=_lines(outcome.text),
-            bytes=len(outcome.data),
+            racy=outcome.stat.st_mtime_ns >= outcome.started_ns - RACY_NS,
+            digest=outcome.digest,
+            lines=outcome.lines,
+            bytes=outcome.bytes,
         )
-        if known is not None and not known.skipped and known.digest == digest:
+        if known is not None and not known.skipped and known.digest == outcome.digest:
             return _Indexed(state, None)
-        return _Indexed(state, chunk_text(path, outcome.text))
+        return _Indexed(state, outcome.passages)
+
+
+def _start_readahead() -> ReadAhead | None:
+    try:
+        return ReadAhead.start()
+    except OSError:
+        return None  # no process to spare (EAGAIN, ENOMEM…): read here, only slower
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:
@@ -345,14 +391,10 @@ def _preference(path: str) -> tuple[bool, int, str]:
     return (os.path.islink(path), path.count(os.sep), path)
 
 
-def _lines(text: str) -> int:
-    return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
-
-
 # -- units of work: looked at (cheap, stat only), then prepared (read), then applied --
 
 
-_Replaced = list[tuple[FileState, list[Chunk]]]  # files whose passages a batch replaces
+_Replaced = list[tuple[FileState, Passages]]  # files whose passages a batch replaces
 
 
 class _Ready:
@@ -428,10 +470,10 @@ class _Read(_Work):
 
 @dataclass
 class _Indexed(_Ready):
-    """A file read: its passages replaced if its bytes changed (`chunks`), else only its stat."""
+    """A file read: its passages replaced if its bytes changed (`passages`), else only its stat."""
 
     state: FileState
-    chunks: list[Chunk] | None
+    passages: Passages | None
 
     @property
     def size(self) -> int:  # type: ignore[override]
@@ -440,9 +482,9 @@ class _Indexed(_Ready):
     def apply(self, db: apsw.Connection, batch: Batch, replaced: _Replaced) -> None:
         state = self.state
         batch.files += 1
-        if self.chunks is None:
+        if self.passages is None:
             store.update_stat(db, state)
             return
-        replaced.append((state, self.chunks))
+        replaced.append((state, self.passages))
         batch.changed.append({"path": state.path, "digest": state.digest, "lines": state.lines})
         batch.text_bytes += state.bytes
