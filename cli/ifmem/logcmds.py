@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ifmem.clientcmds import SocketOption
 from ifmem.closedpipe import exit_when_stdout_closes
 from ifmem.exits import fail
 from ifmem.timefmt import format_ns, since_option
@@ -208,14 +209,6 @@ def replay(
     print("events by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(state.counts.items())))
 
 
-SocketOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--socket",
-        envvar="IFMEM_SOCKET",
-        help="Daemon socket (default: $XDG_RUNTIME_DIR/ifmem/ifmem.sock).",
-    ),
-]
 
 
 def _through_daemon(db: Path, socket: Path | None, op: str, **args: Any) -> dict[str, Any] | None:
