@@ -106,7 +106,7 @@ def cells(r: Row) -> list[str]:
 @dataclass
 class Result:
     """One line of a table: a value beside its baseline, in seconds ("s"),
-    megabytes ("MB") or a rate per second ("rate")."""
+    megabytes ("MB"), a rate per second ("rate") or a plain factor ("x")."""
 
     metric: str
     unit: str
@@ -125,7 +125,11 @@ class Result:
             return "-"
         if self.unit == "s":
             return fmt_seconds(v)
-        return f"{v:.1f} MB" if self.unit == "MB" else f"{v:,.0f}/s"
+        if self.unit == "rate":
+            return f"{v:,.0f}/s"
+        if self.unit == "MB":
+            return f"{v:.1f} MB"
+        return f"{v:.3g}"
 
     def cells(self) -> list[str]:
         return cells(self)

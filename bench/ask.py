@@ -56,7 +56,7 @@ from typing import Any
 
 import _daemon
 import corpus as bench_corpus
-from _stats import cells, finite, fmt_seconds, median, note, percentile, ratio, table
+from _stats import Result, finite, fmt_seconds, median, note, percentile, table
 from corpus import Question, ShardTree
 from ifmemd.wire import protocol
 from ifmemd.wire.protocol import Client
@@ -92,38 +92,6 @@ QUICK = Sizes(40_000, 1_000_000, 50, 1, 1, 1.5, 32, 2, 3, 20, 60.0, 60.0, 1.0)
 
 
 # -- results ---------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    """One line of the table: a value, its baseline, and the target if there is one."""
-
-    metric: str
-    unit: str  # "s", "rate" (per second), "MB", "x"
-    value: float
-    baseline: float = math.nan
-    baseline_label: str = ""
-    target: str = ""
-    passed: bool | None = None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return ratio(self.value, self.baseline)
-
-    def show(self, v: float) -> str:
-        if math.isnan(v):
-            return "-"
-        if self.unit == "s":
-            return fmt_seconds(v)
-        if self.unit == "rate":
-            return f"{v:,.0f}/s"
-        if self.unit == "MB":
-            return f"{v:.1f} MB"
-        return f"{v:.3g}"
-
-    def cells(self) -> list[str]:
-        return cells(self)
 
 
 def at_most(limit: float) -> Callable[[float], bool]:

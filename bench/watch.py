@@ -184,19 +184,20 @@ def bench_restart(run: Run) -> None:
     build_rss = settled_rss(new, "stdlib")
     files = next(s for s in new.status()["shards"] if s["name"] == "stdlib")["files"]
     new.stop()
+
+    def measure(daemon: _daemon.Daemon, key: str) -> None:
+        """One start: its time, the shard's load_ms and RSS, and a restart after SIGKILL."""
+        rows[key].append(daemon.start(timeout=600))
+        rows[f"{key}_load"].append(last_load_ms(daemon, "stdlib"))
+        rows[f"{key}_rss"].append(settled_rss(daemon, "stdlib"))
+        rows[f"{key}_kill"].append(restart_after_kill(daemon, "stdlib"))
+        daemon.stop()
+
     for i in range(sz.restarts):
         note(f"stdlib: baseline full load {i + 1}/{sz.restarts}")
-        rows["old"].append(old.start(timeout=600))
-        rows["old_load"].append(last_load_ms(old, "stdlib"))
-        rows["old_rss"].append(settled_rss(old, "stdlib"))
-        rows["old_kill"].append(restart_after_kill(old, "stdlib"))
-        old.stop()
+        measure(old, "old")
         note(f"stdlib: restart over the unchanged index {i + 1}/{sz.restarts}")
-        rows["new"].append(new.start(timeout=600))
-        rows["new_load"].append(last_load_ms(new, "stdlib"))
-        rows["new_rss"].append(settled_rss(new, "stdlib"))
-        rows["new_kill"].append(restart_after_kill(new, "stdlib"))
-        new.stop()
+        measure(new, "new")
     m = {k: median(v) for k, v in rows.items()}
     run.details["restart"] = {"files": files, "build_s": build, "build_rss_mb": build_rss} | rows
     label = "full load, before"
