@@ -43,8 +43,9 @@ _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 # Texts are encoded a batch at a time, of similar lengths (little padding),
 # at most this many tokens (padding included) a batch: the attention scores
-# of a batch of 256-token texts are then 12 heads × 256 × 256 × 16 floats.
-BATCH_TOKENS = 4096
+# of a batch of 256-token texts are then 12 heads × 256 × 256 × 8 floats
+# (25 MB), the feed-forward's 2048 × 1536 (12.6 MB, a few times over).
+BATCH_TOKENS = 2048
 _DTYPE = "float32"
 
 
@@ -172,23 +173,41 @@ def erf(x: np.ndarray) -> np.ndarray:
     """erf of every element (Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7)."""
     import numpy as np
 
+    return np.copysign(1 - _erfc_abs(x), x)
+
+
+def _erfc_abs(x: np.ndarray) -> np.ndarray:
+    """erfc(|x|) of every element, in a new array (A&S 7.1.26)."""
+    import numpy as np
+
     a = np.abs(x)
-    t = 1 / (1 + _ERF_P * a)
-    poly = _ERF_A[4]
+    t = a * _ERF_P
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * _ERF_A[4]
     for c in _ERF_A[3::-1]:
-        poly = poly * t + c
-    y = 1 - poly * t * np.exp(-a * a)
-    return np.copysign(y, x)
+        poly += c
+        poly *= t
+    # a becomes exp(-x²)
+    np.multiply(a, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    return poly
 
 
 def _gelu(x: np.ndarray) -> None:
-    """BERT's GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)), in place."""
+    """BERT's GELU, x · Φ(x) with Φ(x) = (1 + erf(x/√2)) / 2, in place.
+
+    Φ(x) = 1 - erfc(|x|/√2)/2 for x ≥ 0, erfc(|x|/√2)/2 below: three
+    temporaries of x's size, the feed-forward's largest arrays.
+    """
     import numpy as np
 
-    e = erf(x * np.float32(1 / math.sqrt(2)))
-    e += 1
-    e *= 0.5
-    x *= e
+    phi = _erfc_abs(x * np.float32(1 / math.sqrt(2)))
+    phi *= 0.5
+    np.subtract(1, phi, out=phi, where=x >= 0)
+    x *= phi
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
