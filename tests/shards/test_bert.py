@@ -68,3 +68,11 @@ def test_erf_is_exact_to_float32() -> None:
     exact = np.array([math.erf(v) for v in x])
     assert np.abs(bert.erf(x) - exact).max() < 2e-7
     assert np.abs(bert.erf(x.astype(np.float32)) - exact).max() < 1e-6
+
+
+def test_a_model_of_another_kind_is_refused_by_name(tmp_path: Path) -> None:
+    model = semantic.embedder().encoder
+    assert model.dim == semantic.DIM
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "hidden_act": "relu"}))
+    with pytest.raises(bert.ModelFormatError, match="not a BERT model"):
+        bert.Encoder(tmp_path, 256)

@@ -16,9 +16,10 @@ would need an ONNX graph of the model, which nothing ships and we would
 have to export with torch and keep. The forward pass is a few dozen matrix
 products, which numpy hands to its BLAS as torch would.
 
-The weights are not copied into the heap: the safetensors file is mapped
-read-only (`_map_safetensors`), so the shards of one daemon share one copy
-of the model in the page cache.
+The weights are not copied into the heap (safetensors' own loader would
+copy all 87 MB into every shard): the file is mapped read-only
+(`_map_safetensors`), so the shards of one daemon share one copy of the
+model in the page cache.
 
 numpy is imported only here and in `ifmemd.shards.semantic`, by the
 functions that need it.
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ifmemd.errors import IfmemError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -41,16 +44,22 @@ if TYPE_CHECKING:
 # element at a time would cost more than the model's matrix products.
 _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-# Texts are encoded a batch at a time, of similar lengths (little padding),
-# at most this many tokens (padding included) a batch: the attention scores
-# of a batch of 256-token texts are then 12 heads × 256 × 256 × 8 floats
-# (25 MB), the feed-forward's 2048 × 1536 (12.6 MB, a few times over).
-BATCH_TOKENS = 2048
+# Texts are encoded a batch at a time, of similar lengths (little padding:
+# batches in input order cost 1.75x the CPU), at most this many tokens
+# (padding included) a batch. Small batches keep the elementwise work in the
+# CPU's caches: on the real-text passages, 512 encodes 3,450 tokens/s, 2,048
+# 2,900/s, 4,096 2,700/s, 256 3,250/s (bench/README.md).
+BATCH_TOKENS = 512
 _DTYPE = "float32"
 
 
-class ModelFormatError(Exception):
+class ModelFormatError(IfmemError):
     """Raised when a model directory does not hold a BERT model this encoder can run."""
+
+    def __init__(self, directory: Path, reason: str) -> None:
+        self.directory = directory
+        self.reason = reason
+        super().__init__(f"load sentence encoder from {directory}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +87,22 @@ class Encoder:
 
         config = json.loads((directory / "config.json").read_text())
         if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
-            raise ModelFormatError(f"{directory}: not a BERT model with GELU")
+            raise ModelFormatError(directory, "not a BERT model with GELU")
         self.dim = int(config["hidden_size"])
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])
         self.max_tokens = min(max_tokens, int(config["max_position_embeddings"]))
         t = _map_safetensors(directory / "model.safetensors")
-        self._words = t["embeddings.word_embeddings.weight"]
-        self._positions = t["embeddings.position_embeddings.weight"]
-        # Every text is one segment: token type 0.
-        self._type0 = np.array(t["embeddings.token_type_embeddings.weight"][0])
-        self._norm0 = _norm(t, "embeddings.LayerNorm")
-        self._layers = [_layer(t, f"encoder.layer.{i}") for i in range(config["num_hidden_layers"])]
+        try:
+            self._words = t["embeddings.word_embeddings.weight"]
+            self._positions = t["embeddings.position_embeddings.weight"]
+            # Every text is one segment: token type 0.
+            self._type0 = np.array(t["embeddings.token_type_embeddings.weight"][0])
+            self._norm0 = _norm(t, "embeddings.LayerNorm")
+            layers = range(config["num_hidden_layers"])
+            self._layers = [_layer(t, f"encoder.layer.{i}") for i in layers]
+        except KeyError as e:
+            raise ModelFormatError(directory, f"no float32 tensor {e} in its weights") from e
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         # tokenizer.json pads and cuts at 128 for its own reasons: we cut at
         # max_tokens and pad a batch ourselves.

@@ -119,9 +119,13 @@ class Embedder:
         if reason:
             raise SemanticUnavailableError(reason)
         _numpy()  # first: it sets how numpy is loaded
-        from ifmemd.shards.bert import Encoder
+        from ifmemd.shards.bert import Encoder, ModelFormatError
 
-        self.encoder: Encoder = Encoder(_package_root() / "model", MAX_TOKENS)
+        directory = _package_root() / "model"
+        try:
+            self.encoder: Encoder = Encoder(directory, MAX_TOKENS)
+        except (ModelFormatError, OSError, ValueError) as e:
+            raise SemanticUnavailableError(f"cannot load the model in {directory} ({e})") from e
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text, of unit length."""
