@@ -23,6 +23,9 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 FEEDBACK_PASSAGES = 10
 EXPANSION_TERMS = 6
@@ -60,7 +63,7 @@ def feedback(
             weights[stem] = get(stem, 0.0) + share * part
     for stem in exclude:
         weights.pop(stem, None)
-    chosen = heapq.nlargest(EXPANSION_TERMS, weights, key=weights.__getitem__)
+    chosen = largest(weights, EXPANSION_TERMS)
     if not chosen:
         return {}
     top = weights[chosen[0]]
@@ -85,5 +88,26 @@ def telling_words(
         frequency = df(stem)
         if 0 < frequency <= MAX_DF_FRACTION * n:
             weights[stem] = tf / length * math.log(n / frequency)
-    kept = heapq.nlargest(WORDS_KEPT, weights, key=weights.__getitem__)
+    kept = largest(weights, WORDS_KEPT)
     return {stem: weights[stem] for stem in kept}
+
+
+def largest(weights: Mapping[T, float], n: int) -> list[T]:
+    """heapq.nlargest(n, weights, key=weights.__getitem__): the keys of the `n`
+    largest values, largest first, of equal values the key inserted first.
+
+    nlargest calls its key and compares in Python for every entry. Here C
+    sorts the values, and unless the n-th and the next are equal (a tie at
+    the cut, left to nlargest), the keys at or above the n-th are exactly n.
+    """
+    if n <= 0:
+        return []
+    if len(weights) <= n:
+        return sorted(weights, key=weights.__getitem__, reverse=True)  # stable, as nlargest
+    values = sorted(weights.values(), reverse=True)
+    cut = values[n - 1]
+    if values[n] == cut:
+        return heapq.nlargest(n, weights, key=weights.__getitem__)
+    kept = [key for key, value in weights.items() if value >= cut]
+    kept.sort(key=weights.__getitem__, reverse=True)
+    return kept

@@ -53,9 +53,7 @@ every winner in full and cost several times more.
 
 from __future__ import annotations
 
-import bisect
 import functools
-import heapq
 import json
 import math
 import re
@@ -113,7 +111,6 @@ SHORT_STEM = 3
 ELLIPSIS = "…"
 # A word at a given offset (after "_" became a space): what unicode61 keeps together.
 _WORD_AT = re.compile(r"\w*")
-_NEWLINE = re.compile("\n")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # A passage on the shard protocol, in this order (see `Passage.to_row`); a row
 # may stop before the span, whose lines then are the whole passage, and its
@@ -511,10 +508,9 @@ class Index:
             candidates = ordered[:kept] + [item for item in ordered[kept:] if item[0] in defining]
         # A cached ranking may outlive a passage: one not found is never cited.
         found = self._passages_of([rowid for rowid, _ in candidates])
-        where = {rowid: passage[:4] for rowid, passage in found.items()}
         scored = rerank.rerank(
             [(rowid, score) for rowid, score in candidates if rowid in found],
-            where,
+            found,
             defining,
             rerank.code_names(query[:MAX_QUERY_CHARS]),
             penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
@@ -716,9 +712,9 @@ class Index:
                 )
                 extra = self._affordable(extra)
                 if extra:
-                    for rowid, score in self._scorer.scores(extra, extra).items():
-                        scores[rowid] = scores.get(rowid, 0.0) + score
-                    best = _top(scores, k)
+                    scores, best = _rerank_expanded(
+                        scores, best, self._scorer.scores(extra, extra), k, include
+                    )
             return _ranked(scores, best[:k], include)
         # Over the budget means one very common term (see _choose_terms),
         # whose ranking is the same whatever the query: FTS5 works it out once.
@@ -876,18 +872,20 @@ class Index:
             text = body.replace("_", " ").lower()
             hits: list[tuple[int, str]] = []
             word_at = _WORD_AT.match
-            stems_of = self._stems_of
+            find = text.find
+            known = self._stems
             # str.find skips to each candidate in C; a word may start only
             # where the character before it is not part of a word.
             for prefix in prefixes:
-                at = text.find(prefix)
+                at = find(prefix)
                 while at >= 0:
                     if at == 0 or not text[at - 1].isalnum():
-                        word = word_at(text, at)
-                        hits.extend(
-                            (at, stem) for stem in stems_of(word.group()) if stem in covered
-                        )
-                    at = text.find(prefix, at + 1)
+                        word = word_at(text, at).group()
+                        stems = known.get(word) or self._stems_of(word)
+                        for stem in stems:
+                            if stem in covered:
+                                hits.append((at, stem))
+                    at = find(prefix, at + 1)
             hits.sort()
             return hits
         # Letters outside ASCII fold in ways Python's str does not (diacritics,
@@ -940,9 +938,54 @@ def _top(scores: dict[int, float], k: int) -> list[int]:
     """The rowids of the `k` best scores, best first (ties: lower rowid first;
     of passages tied at the cut, those scored first are kept, the same ones on
     every run)."""
-    best = heapq.nlargest(k, scores, key=scores.__getitem__)
-    best.sort(key=lambda rowid: (-scores[rowid], rowid))
-    return best
+    return _by_score(scores, expand.largest(scores, k))
+
+
+def _by_score(scores: dict[int, float], rowids: list[int]) -> list[int]:
+    """`rowids` by descending score, ties by rowid (two stable sorts with C keys)."""
+    rowids = sorted(rowids)
+    rowids.sort(key=scores.__getitem__, reverse=True)
+    return rowids
+
+
+def _rerank_expanded(
+    scores: dict[int, float],
+    best: list[int],
+    more: dict[int, float],
+    k: int,
+    include: Iterable[int],
+) -> tuple[dict[int, float], list[int]]:
+    """The scores of `best` (the first pass's `_top`, at least `k` of them or
+    all it scored) and of the passages `include`s and the expansion's scores
+    `more` touch, those added to the first pass's (`scores.get(r, 0.0) +
+    more[r]`, as merging into `scores` would), and the `k` best of all.
+
+    Only passages the expansion scored can rise; every other one still ranks
+    below all of `best`, so the new `k` best are among `best` and those
+    `more` scored: they are ranked alone, unless a tie at the cut would have
+    to be broken by the order the passages were first scored in, which is
+    then `_top` of the whole merge (a tie at the cut is rare).
+    """
+    merged = {rowid: scores[rowid] for rowid in best}
+    for rowid, score in more.items():
+        merged[rowid] = scores.get(rowid, 0.0) + score
+    if k <= 0:
+        return merged, []
+    if len(merged) > k:
+        values = sorted(merged.values(), reverse=True)
+        if values[k] == values[k - 1]:
+            whole = dict(scores)
+            for rowid, score in more.items():
+                whole[rowid] = whole.get(rowid, 0.0) + score
+            return whole, _top(whole, k)
+        cut = values[k - 1]
+        top = [rowid for rowid, score in merged.items() if score >= cut]
+    else:
+        top = list(merged)
+    for rowid in include:
+        if rowid not in merged and rowid in scores:
+            merged[rowid] = scores[rowid]
+    return merged, _by_score(merged, top)
 
 
 def _ranked(
@@ -1013,9 +1056,15 @@ def _span(body: str, hits: list[tuple[int, str]]) -> tuple[int, int]:
     `body` that hold each stem of `hits` at least once; the whole body if none."""
     if not hits:
         return 0, body.count("\n", 0, len(body) - 1)
-    # Hits become (line, stem): the narrowest run is counted in lines.
-    ends = [m.start() for m in _NEWLINE.finditer(body)]
-    lines = [(bisect.bisect_left(ends, at), stem) for at, stem in hits]
+    # Hits become (line, stem): the narrowest run is counted in lines. The
+    # hits are in order: each one's line counts the line breaks since the last.
+    count = body.count
+    lines = []
+    line = last = 0
+    for at, stem in hits:
+        line += count("\n", last, at)
+        last = at
+        lines.append((line, stem))
     need = len({stem for _, stem in lines})
     best = (lines[0][0], lines[-1][0])
     window: dict[str, int] = {}
