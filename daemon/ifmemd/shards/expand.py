@@ -19,7 +19,7 @@ least `MIN_BEST_COVERAGE` of it.
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
@@ -96,18 +96,17 @@ def largest(weights: Mapping[T, float], n: int) -> list[T]:
     """heapq.nlargest(n, weights, key=weights.__getitem__): the keys of the `n`
     largest values, largest first, of equal values the key inserted first.
 
-    nlargest calls its key and compares in Python for every entry. Here C
-    sorts the values, and unless the n-th and the next are equal (a tie at
-    the cut, left to nlargest), the keys at or above the n-th are exactly n.
+    nlargest compares in Python for every entry. Here the n-th largest of
+    the first 2n values is a floor no lower than the n-th largest of all, so
+    the keys at or above it hold all of the n largest; kept in their order
+    and sorted stably by value (in C), their first n are nlargest's.
     """
     if n <= 0:
         return []
-    if len(weights) <= n:
-        return sorted(weights, key=weights.__getitem__, reverse=True)  # stable, as nlargest
-    values = sorted(weights.values(), reverse=True)
-    cut = values[n - 1]
-    if values[n] == cut:
-        return heapq.nlargest(n, weights, key=weights.__getitem__)
-    kept = [key for key, value in weights.items() if value >= cut]
+    if len(weights) > n:
+        floor = sorted(itertools.islice(weights.values(), 2 * n), reverse=True)[n - 1]
+        kept = [key for key, value in weights.items() if value >= floor]
+    else:
+        kept = list(weights)
     kept.sort(key=weights.__getitem__, reverse=True)
-    return kept
+    return kept[:n]

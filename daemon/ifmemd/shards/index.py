@@ -151,7 +151,11 @@ _PASSAGES = (
     "SELECT c.id, f.path, c.start_line, c.end_line, c.body, f.digest "
     "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id IN (SELECT value FROM json_each(?))"
 )
-_DEFINING = "SELECT chunk FROM definition WHERE name = ? LIMIT ?"
+# Each name's first few defining passages ("12,34"), for many names in one statement.
+_DEFINING = (
+    "SELECT (SELECT group_concat(chunk) FROM"
+    " (SELECT chunk FROM definition WHERE name = j.value LIMIT ?2)) FROM json_each(?1) j"
+)
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
@@ -622,11 +626,17 @@ class Index:
 
     def _defining(self, names: Iterable[str]) -> set[int]:
         """The passages that define any of `names` (each defined in few passages)."""
+        names = list(names)
         out: set[int] = set()
-        for name in names:
-            rows = self._db.execute(_DEFINING, (name, rerank.MAX_DEFINITIONS + 1)).fetchall()
-            if len(rows) <= rerank.MAX_DEFINITIONS:
-                out.update(row[0] for row in rows)
+        if not names:
+            return out
+        for (chunks,) in self._db.execute(
+            _DEFINING, (json.dumps(names), rerank.MAX_DEFINITIONS + 1)
+        ):
+            if chunks is not None:
+                found = chunks.split(",")
+                if len(found) <= rerank.MAX_DEFINITIONS:
+                    out.update(map(int, found))
         return out
 
     def _defining_prose(self, query: str) -> set[int]:
@@ -971,17 +981,13 @@ def _rerank_expanded(
         merged[rowid] = scores.get(rowid, 0.0) + score
     if k <= 0:
         return merged, []
-    if len(merged) > k:
-        values = sorted(merged.values(), reverse=True)
-        if values[k] == values[k - 1]:
-            whole = dict(scores)
-            for rowid, score in more.items():
-                whole[rowid] = whole.get(rowid, 0.0) + score
-            return whole, _top(whole, k)
-        cut = values[k - 1]
-        top = [rowid for rowid, score in merged.items() if score >= cut]
-    else:
-        top = list(merged)
+    top = expand.largest(merged, k + 1)
+    if len(top) > k and merged[top[k]] == merged[top[k - 1]]:
+        whole = dict(scores)
+        for rowid, score in more.items():
+            whole[rowid] = whole.get(rowid, 0.0) + score
+        return whole, _top(whole, k)
+    del top[k:]
     for rowid in include:
         if rowid not in merged and rowid in scores:
             merged[rowid] = scores[rowid]
