@@ -54,7 +54,6 @@ every winner in full and cost several times more.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 import time
@@ -65,6 +64,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import apsw
+import orjson
 
 from ifmemd.errors import IfmemError
 from ifmemd.shards import bm25, expand, rerank, semantic, store
@@ -617,11 +617,12 @@ class Index:
                 cache.move_to_end(rowid)
                 found[rowid] = passage
         if missing:
-            for rowid, *row in self._db.execute(_PASSAGES, (json.dumps(missing),)):
-                passage = found[rowid] = tuple(row)  # type: ignore[assignment]
+            for row in self._db.execute(_PASSAGES, (f"[{','.join(map(str, missing))}]",)):
+                rowid = row[0]
+                passage = found[rowid] = row[1:]
                 if len(cache) >= MAX_CACHED_PASSAGES:
                     cache.popitem(last=False)
-                cache[rowid] = passage  # type: ignore[assignment]
+                cache[rowid] = passage
         return found
 
     def _defining(self, names: Iterable[str]) -> set[int]:
@@ -631,7 +632,7 @@ class Index:
         if not names:
             return out
         for (chunks,) in self._db.execute(
-            _DEFINING, (json.dumps(names), rerank.MAX_DEFINITIONS + 1)
+            _DEFINING, (orjson.dumps(names).decode(), rerank.MAX_DEFINITIONS + 1)
         ):
             if chunks is not None:
                 found = chunks.split(",")
