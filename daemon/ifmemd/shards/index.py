@@ -662,16 +662,15 @@ class Index:
     def _plan(self, query: str) -> _Query | None:
         """Turn any text into a safe FTS5 query over its best words, or None if it has none."""
         words = self._words(query)
-        chosen = self._choose_terms(words)
+        content = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
+        known = self._known(content)
+        chosen = self._choose_terms(words, known)
         if not chosen:
             return None
         expression = " OR ".join(_quote(words[stem]) for _, stem in chosen)
-        content = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
         # Coverage counts common words too (they were only left out of ranking
         # to bound its cost); it is evaluated on the k winners alone.
-        covered = [stem for _, stem in self._known(content)][:MAX_TERMS] or [
-            stem for _, stem in chosen
-        ]
+        covered = [stem for _, stem in known][:MAX_TERMS] or [stem for _, stem in chosen]
         # A word weighs by its rarity here (bm25's idf), so that holding the
         # question's one rare word counts for more than holding three common
         # ones; a word this index lacks weighs most, which lowers the coverage
@@ -679,7 +678,8 @@ class Index:
         # Stopwords count only in a question of nothing else: a shard that
         # knows none of the question's words but "is" covers none of it.
         counted = set(content) or set(covered)
-        weights = {stem: self._idf(stem) if stem in counted else 0.0 for stem in covered}
+        idf = {stem: self._idf(stem) for stem in counted}
+        weights = {stem: idf[stem] if stem in counted else 0.0 for stem in covered}
         return _Query(
             expression,
             tuple(stem for _, stem in chosen),
@@ -687,7 +687,7 @@ class Index:
             chosen[0][1],
             {stem: words[stem] for stem in covered},
             weights,
-            sum(self._idf(stem) for stem in counted),
+            sum(idf[stem] for stem in counted),
             len(counted - set(covered)),
         )
 
@@ -811,11 +811,14 @@ class Index:
             words = {stem: words[stem] for stem in longest}
         return words
 
-    def _choose_terms(self, words: dict[str, str]) -> list[tuple[int, str]]:
-        """(document frequency, stem) of the rarest informative words in the index."""
-        meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
-        stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
-        known = self._known(meaningful) or self._known(stopwords)
+    def _choose_terms(
+        self, words: dict[str, str], meaningful: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """(document frequency, stem) of the rarest informative words in the index;
+        `meaningful` is `_known` of the words that are not stopwords."""
+        known = meaningful or self._known(
+            [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
+        )
         common = COMMON_FRACTION * len(self)
         pool = [(df, stem) for df, stem in known if df <= common] or known
         chosen: list[tuple[int, str]] = []
