@@ -97,9 +97,9 @@ def largest(weights: Mapping[T, float], n: int) -> list[T]:
     largest values, largest first, of equal values the key inserted first.
 
     nlargest compares in Python for every entry. Here the n-th largest of
-    the first 2n values is a floor no lower than the n-th largest of all, so
-    the keys at or above it hold all of the n largest; kept in their order
-    and sorted stably by value (in C), their first n are nlargest's.
+    the first 2n values is a floor no higher than the n-th largest of all,
+    so the keys at or above it hold all of the n largest; kept in their
+    order and sorted stably by value (in C), their first n are nlargest's.
     """
     if n <= 0:
         return []

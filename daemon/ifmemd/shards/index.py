@@ -969,16 +969,16 @@ def _rerank_expanded(
     k: int,
     include: Iterable[int],
 ) -> tuple[dict[int, float], list[int]]:
-    """The scores of `best` (the first pass's `_top`, at least `k` of them or
-    all it scored) and of the passages `include`s and the expansion's scores
-    `more` touch, those added to the first pass's (`scores.get(r, 0.0) +
-    more[r]`, as merging into `scores` would), and the `k` best of all.
+    """The first pass's `scores` with the expansion's `more` added (`scores.get(r,
+    0.0) + more[r]`), for the passages of `best` (the first pass's `_top`: at
+    least `k`, or all it scored), of `more` and of `include`; and the `k` best
+    of all, as `_top` of the whole merge would rank them.
 
-    Only passages the expansion scored can rise; every other one still ranks
-    below all of `best`, so the new `k` best are among `best` and those
-    `more` scored: they are ranked alone, unless a tie at the cut would have
-    to be broken by the order the passages were first scored in, which is
-    then `_top` of the whole merge (a tie at the cut is rare).
+    `more` is positive: only the passages it scored can rise, and every other
+    one still ranks below all of `best`, so the new `k` best are among `best`
+    and those. They are ranked alone, unless a tie at the cut would have to be
+    broken by the order the passages were first scored in: that (rare) case
+    is `_top` of the whole merge.
     """
     merged = {rowid: scores[rowid] for rowid in best}
     for rowid, score in more.items():
