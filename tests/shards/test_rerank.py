@@ -128,6 +128,28 @@ def test_definitions_are_learned_for_passages_added_later() -> None:
     assert index.search("where is frobnicate defined", 1)[0].path == "/a.py"
 
 
+def test_the_passages_defining_each_name_of_a_question_at_once() -> None:
+    common = [
+        Chunk(f"/lib/r{i}.py", 1, 1, f"def run(x{i}):\n    return x{i}\n")
+        for i in range(rerank.MAX_DEFINITIONS + 1)
+    ]
+    index = Index.build(
+        [
+            Chunk("/lib/a.py", 1, 2, "def frobnicate(n):\n    return n\n"),
+            Chunk("/lib/b.py", 1, 1, "frobnicate = None"),
+            Chunk("/lib/c.h", 1, 1, "#define WIDGET_MAX 4"),
+            *common,
+        ]
+    )
+    where = {index._passage(rowid)[0]: rowid for rowid in range(1, len(common) + 4)}
+    assert index._defining(["frobnicate", "widget_max", "nothing"]) == {
+        where["/lib/a.py"], where["/lib/b.py"], where["/lib/c.h"]
+    }  # fmt: skip
+    # A name defined in more than MAX_DEFINITIONS passages means none of them.
+    assert index._defining(["run", "widget_max"]) == {where["/lib/c.h"]}
+    assert index._defining([]) == set()
+
+
 def test_code_names_in_a_question() -> None:
     question = "What is PROMPT_COMMAND, basicConfig or JSONDecodeError for, and lru_cache?"
     assert rerank.code_names(question) == [

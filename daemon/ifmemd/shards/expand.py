@@ -19,10 +19,13 @@ least `MIN_BEST_COVERAGE` of it.
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 FEEDBACK_PASSAGES = 10
 EXPANSION_TERMS = 6
@@ -60,7 +63,7 @@ def feedback(
             weights[stem] = get(stem, 0.0) + share * part
     for stem in exclude:
         weights.pop(stem, None)
-    chosen = heapq.nlargest(EXPANSION_TERMS, weights, key=weights.__getitem__)
+    chosen = largest(weights, EXPANSION_TERMS)
     if not chosen:
         return {}
     top = weights[chosen[0]]
@@ -85,5 +88,25 @@ def telling_words(
         frequency = df(stem)
         if 0 < frequency <= MAX_DF_FRACTION * n:
             weights[stem] = tf / length * math.log(n / frequency)
-    kept = heapq.nlargest(WORDS_KEPT, weights, key=weights.__getitem__)
+    kept = largest(weights, WORDS_KEPT)
     return {stem: weights[stem] for stem in kept}
+
+
+def largest(weights: Mapping[T, float], n: int) -> list[T]:
+    """heapq.nlargest(n, weights, key=weights.__getitem__): the keys of the `n`
+    largest values, largest first, of equal values the key inserted first.
+
+    nlargest compares in Python for every entry. Here the n-th largest of
+    the first 2n values is a floor no higher than the n-th largest of all,
+    so the keys at or above it hold all of the n largest; kept in their
+    order and sorted stably by value (in C), their first n are nlargest's.
+    """
+    if n <= 0:
+        return []
+    if len(weights) > n:
+        floor = sorted(itertools.islice(weights.values(), 2 * n), reverse=True)[n - 1]
+        kept = [key for key, value in weights.items() if value >= floor]
+    else:
+        kept = list(weights)
+    kept.sort(key=weights.__getitem__, reverse=True)
+    return kept[:n]

@@ -53,10 +53,7 @@ every winner in full and cost several times more.
 
 from __future__ import annotations
 
-import bisect
 import functools
-import heapq
-import json
 import math
 import re
 import time
@@ -67,6 +64,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import apsw
+import orjson
 
 from ifmemd.errors import IfmemError
 from ifmemd.shards import bm25, expand, rerank, semantic, store
@@ -113,7 +111,6 @@ SHORT_STEM = 3
 ELLIPSIS = "…"
 # A word at a given offset (after "_" became a space): what unicode61 keeps together.
 _WORD_AT = re.compile(r"\w*")
-_NEWLINE = re.compile("\n")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # A passage on the shard protocol, in this order (see `Passage.to_row`); a row
 # may stop before the span, whose lines then are the whole passage, and its
@@ -154,7 +151,11 @@ _PASSAGES = (
     "SELECT c.id, f.path, c.start_line, c.end_line, c.body, f.digest "
     "FROM chunk c JOIN file f ON f.id = c.file WHERE c.id IN (SELECT value FROM json_each(?))"
 )
-_DEFINING = "SELECT chunk FROM definition WHERE name = ? LIMIT ?"
+# Each name's first few defining passages ("12,34"), for many names in one statement.
+_DEFINING = (
+    "SELECT (SELECT group_concat(chunk) FROM"
+    " (SELECT chunk FROM definition WHERE name = j.value LIMIT ?2)) FROM json_each(?1) j"
+)
 # Ranking with the SQLite sorter's top-k (ORDER BY bm25 … LIMIT) beats FTS5's
 # own `ORDER BY rank`, which sorts every match; excerpts are then made for
 # the k winners only.
@@ -511,10 +512,9 @@ class Index:
             candidates = ordered[:kept] + [item for item in ordered[kept:] if item[0] in defining]
         # A cached ranking may outlive a passage: one not found is never cited.
         found = self._passages_of([rowid for rowid, _ in candidates])
-        where = {rowid: passage[:4] for rowid, passage in found.items()}
         scored = rerank.rerank(
             [(rowid, score) for rowid, score in candidates if rowid in found],
-            where,
+            found,
             defining,
             rerank.code_names(query[:MAX_QUERY_CHARS]),
             penalize_tests=not rerank.about_tests(query[:MAX_QUERY_CHARS]),
@@ -608,20 +608,27 @@ class Index:
                 cache.move_to_end(rowid)
                 found[rowid] = passage
         if missing:
-            for rowid, *row in self._db.execute(_PASSAGES, (json.dumps(missing),)):
-                passage = found[rowid] = tuple(row)  # type: ignore[assignment]
+            for row in self._db.execute(_PASSAGES, (f"[{','.join(map(str, missing))}]",)):
+                rowid = row[0]
+                passage = found[rowid] = row[1:]
                 if len(cache) >= MAX_CACHED_PASSAGES:
                     cache.popitem(last=False)
-                cache[rowid] = passage  # type: ignore[assignment]
+                cache[rowid] = passage
         return found
 
     def _defining(self, names: Iterable[str]) -> set[int]:
         """The passages that define any of `names` (each defined in few passages)."""
+        names = list(names)
         out: set[int] = set()
-        for name in names:
-            rows = self._db.execute(_DEFINING, (name, rerank.MAX_DEFINITIONS + 1)).fetchall()
-            if len(rows) <= rerank.MAX_DEFINITIONS:
-                out.update(row[0] for row in rows)
+        if not names:
+            return out
+        for (chunks,) in self._db.execute(
+            _DEFINING, (orjson.dumps(names).decode(), rerank.MAX_DEFINITIONS + 1)
+        ):
+            if chunks is not None:
+                found = chunks.split(",")
+                if len(found) <= rerank.MAX_DEFINITIONS:
+                    out.update(map(int, found))
         return out
 
     def _defining_prose(self, query: str) -> set[int]:
@@ -646,16 +653,15 @@ class Index:
     def _plan(self, query: str) -> _Query | None:
         """Turn any text into a safe FTS5 query over its best words, or None if it has none."""
         words = self._words(query)
-        chosen = self._choose_terms(words)
+        content = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
+        known = self._known(content)
+        chosen = self._choose_terms(words, known)
         if not chosen:
             return None
         expression = " OR ".join(_quote(words[stem]) for _, stem in chosen)
-        content = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
         # Coverage counts common words too (they were only left out of ranking
         # to bound its cost); it is evaluated on the k winners alone.
-        covered = [stem for _, stem in self._known(content)][:MAX_TERMS] or [
-            stem for _, stem in chosen
-        ]
+        covered = [stem for _, stem in known][:MAX_TERMS] or [stem for _, stem in chosen]
         # A word weighs by its rarity here (bm25's idf), so that holding the
         # question's one rare word counts for more than holding three common
         # ones; a word this index lacks weighs most, which lowers the coverage
@@ -663,7 +669,8 @@ class Index:
         # Stopwords count only in a question of nothing else: a shard that
         # knows none of the question's words but "is" covers none of it.
         counted = set(content) or set(covered)
-        weights = {stem: self._idf(stem) if stem in counted else 0.0 for stem in covered}
+        idf = {stem: self._idf(stem) for stem in counted}
+        weights = {stem: idf[stem] if stem in counted else 0.0 for stem in covered}
         return _Query(
             expression,
             tuple(stem for _, stem in chosen),
@@ -671,7 +678,7 @@ class Index:
             chosen[0][1],
             {stem: words[stem] for stem in covered},
             weights,
-            sum(self._idf(stem) for stem in counted),
+            sum(idf[stem] for stem in counted),
             len(counted - set(covered)),
         )
 
@@ -707,9 +714,9 @@ class Index:
                 )
                 extra = self._affordable(extra)
                 if extra:
-                    for rowid, score in self._scorer.scores(extra, extra).items():
-                        scores[rowid] = scores.get(rowid, 0.0) + score
-                    best = _top(scores, k)
+                    scores, best = _rerank_expanded(
+                        scores, best, self._scorer.scores(extra, extra), k, include
+                    )
             return _ranked(scores, best[:k], include)
         # Over the budget means one very common term (see _choose_terms),
         # whose ranking is the same whatever the query: FTS5 works it out once.
@@ -795,11 +802,14 @@ class Index:
             words = {stem: words[stem] for stem in longest}
         return words
 
-    def _choose_terms(self, words: dict[str, str]) -> list[tuple[int, str]]:
-        """(document frequency, stem) of the rarest informative words in the index."""
-        meaningful = [stem for stem, word in words.items() if word.casefold() not in STOPWORDS]
-        stopwords = [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
-        known = self._known(meaningful) or self._known(stopwords)
+    def _choose_terms(
+        self, words: dict[str, str], meaningful: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """(document frequency, stem) of the rarest informative words in the index;
+        `meaningful` is `_known` of the words that are not stopwords."""
+        known = meaningful or self._known(
+            [stem for stem, word in words.items() if word.casefold() in STOPWORDS]
+        )
         common = COMMON_FRACTION * len(self)
         pool = [(df, stem) for df, stem in known if df <= common] or known
         chosen: list[tuple[int, str]] = []
@@ -867,18 +877,20 @@ class Index:
             text = body.replace("_", " ").lower()
             hits: list[tuple[int, str]] = []
             word_at = _WORD_AT.match
-            stems_of = self._stems_of
+            find = text.find
+            known = self._stems
             # str.find skips to each candidate in C; a word may start only
             # where the character before it is not part of a word.
             for prefix in prefixes:
-                at = text.find(prefix)
+                at = find(prefix)
                 while at >= 0:
                     if at == 0 or not text[at - 1].isalnum():
-                        word = word_at(text, at)
-                        hits.extend(
-                            (at, stem) for stem in stems_of(word.group()) if stem in covered
-                        )
-                    at = text.find(prefix, at + 1)
+                        word = word_at(text, at).group()
+                        stems = known.get(word) or self._stems_of(word)
+                        for stem in stems:
+                            if stem in covered:
+                                hits.append((at, stem))
+                    at = find(prefix, at + 1)
             hits.sort()
             return hits
         # Letters outside ASCII fold in ways Python's str does not (diacritics,
@@ -931,9 +943,50 @@ def _top(scores: dict[int, float], k: int) -> list[int]:
     """The rowids of the `k` best scores, best first (ties: lower rowid first;
     of passages tied at the cut, those scored first are kept, the same ones on
     every run)."""
-    best = heapq.nlargest(k, scores, key=scores.__getitem__)
-    best.sort(key=lambda rowid: (-scores[rowid], rowid))
-    return best
+    return _by_score(scores, expand.largest(scores, k))
+
+
+def _by_score(scores: dict[int, float], rowids: list[int]) -> list[int]:
+    """`rowids` by descending score, ties by rowid (two stable sorts with C keys)."""
+    rowids = sorted(rowids)
+    rowids.sort(key=scores.__getitem__, reverse=True)
+    return rowids
+
+
+def _rerank_expanded(
+    scores: dict[int, float],
+    best: list[int],
+    more: dict[int, float],
+    k: int,
+    include: Iterable[int],
+) -> tuple[dict[int, float], list[int]]:
+    """The first pass's `scores` with the expansion's `more` added (`scores.get(r,
+    0.0) + more[r]`), for the passages of `best` (the first pass's `_top`: at
+    least `k`, or all it scored), of `more` and of `include`; and the `k` best
+    of all, as `_top` of the whole merge would rank them.
+
+    `more` is positive: only the passages it scored can rise, and every other
+    one still ranks below all of `best`, so the new `k` best are among `best`
+    and those. They are ranked alone, unless a tie at the cut would have to be
+    broken by the order the passages were first scored in: that (rare) case
+    is `_top` of the whole merge.
+    """
+    merged = {rowid: scores[rowid] for rowid in best}
+    for rowid, score in more.items():
+        merged[rowid] = scores.get(rowid, 0.0) + score
+    if k <= 0:
+        return merged, []
+    top = expand.largest(merged, k + 1)
+    if len(top) > k and merged[top[k]] == merged[top[k - 1]]:
+        whole = dict(scores)
+        for rowid, score in more.items():
+            whole[rowid] = whole.get(rowid, 0.0) + score
+        return whole, _top(whole, k)
+    del top[k:]
+    for rowid in include:
+        if rowid not in merged and rowid in scores:
+            merged[rowid] = scores[rowid]
+    return merged, _by_score(merged, top)
 
 
 def _ranked(
@@ -1004,9 +1057,15 @@ def _span(body: str, hits: list[tuple[int, str]]) -> tuple[int, int]:
     `body` that hold each stem of `hits` at least once; the whole body if none."""
     if not hits:
         return 0, body.count("\n", 0, len(body) - 1)
-    # Hits become (line, stem): the narrowest run is counted in lines.
-    ends = [m.start() for m in _NEWLINE.finditer(body)]
-    lines = [(bisect.bisect_left(ends, at), stem) for at, stem in hits]
+    # Hits become (line, stem): the narrowest run is counted in lines. The
+    # hits are in order: each one's line counts the line breaks since the last.
+    count = body.count
+    lines = []
+    line = last = 0
+    for at, stem in hits:
+        line += count("\n", last, at)
+        last = at
+        lines.append((line, stem))
     need = len({stem for _, stem in lines})
     best = (lines[0][0], lines[-1][0])
     window: dict[str, int] = {}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from typing import Any
 
 # How many bm25 candidates are reordered, whatever `k` is.
 CANDIDATES = 32
@@ -128,23 +129,25 @@ def names_in(question: str, stopwords: frozenset[str]) -> set[str]:
 
 def rerank(
     ranked: list[tuple[int, float]],
-    where: Mapping[int, tuple[str, int, int, str]],
+    where: Mapping[int, tuple[Any, ...]],
     defining: set[int],
     written: list[str],
     penalize_tests: bool,
 ) -> list[tuple[int, float]]:
     """(rowid, score) reordered: definitions, then passages holding a name of
     `written` as written, then the rest, then tests; by score (bm25, higher
-    is better) within each."""
+    is better) within each. `where` gives each rowid's (path, start line, end
+    line, text, …)."""
 
     def tier(rowid: int) -> int:
-        path, _, _, body = where[rowid]
+        passage = where[rowid]
         if rowid in defining:
             group = 0
-        elif written and any(name in body.lower() for name in written):
-            group = 1
+        elif written:
+            text = passage[3].lower()  # once, not once a name
+            group = 1 if any(name in text for name in written) else 2
         else:
             group = 2
-        return group + (3 if penalize_tests and is_test(path) else 0)
+        return group + (3 if penalize_tests and is_test(passage[0]) else 0)
 
     return sorted(ranked, key=lambda item: (tier(item[0]), -item[1]))
