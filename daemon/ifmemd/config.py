@@ -722,8 +722,8 @@ class _Parser:
             t.fail(
                 "semantic",
                 f"shard {name!r}: semantic = true needs the optional extra "
-                f"ifmem[{ranking.EXTRA}], and {reason}: install it with "
-                f"`pip install 'ifmem[{ranking.EXTRA}]'`, or set semantic = false",
+                f"ifmem[{ranking.EXTRA}] and its model, and {reason}: install them with "
+                f"`{ranking.INSTALL}`, or set semantic = false",
             )
         return ShardConfig(
             name=name,

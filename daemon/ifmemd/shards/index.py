@@ -550,16 +550,7 @@ class Index:
         """Every passage by the similarity of its vector to the question's: the best few."""
         assert self._embedder is not None
         vectors = self._passage_vectors()
-        # The question's words weigh by how telling they are here, as in bm25:
-        # "how do I" would otherwise pull toward every passage of how-tos.
-        question = self._embedder.embed_one(query, self._word_weight)
-        return vectors.rank(question, semantic.CANDIDATES)
-
-    def _word_weight(self, word: str) -> float:
-        """How much a question's word tells here: its idf in this index (the most
-        for a word the index lacks), the mean over its stems."""
-        stems = self._stems_of(word.lower())
-        return sum(self._idf(stem) for stem in stems) / len(stems) if stems else 0.0
+        return vectors.rank(self._embedder.embed_one(query), semantic.CANDIDATES)
 
     def _passage_vectors(self) -> semantic.Vectors:
         """The passages' vectors, brought up to date with the index.

