@@ -172,6 +172,8 @@ def status(socket: SocketArg, as_json: bool) -> None:
             print(f"{s['name']}: {s['failure']}")
         if s.get("watch") == "polling":
             print(f"{s['name']}: {POLLING_NOTE}")
+        if s.get("vectors_queued"):
+            print(f"{s['name']}: {s['vectors_queued']} passages not yet ranked by meaning")
 
 
 def reload(socket: SocketArg, as_json: bool) -> None:

@@ -106,6 +106,8 @@ class ShardHandle:
         self.failure = ""
         # How its files are watched: "inotify", "polling", "off" (watch = false); None: not yet.
         self.watch: str | None = None if config.watch else "off"
+        # Passages of a `semantic` file shard still without their vector (None: not told yet).
+        self.vectors_queued: int | None = None
         self.scope: anyio.CancelScope | None = None
         self._waiters: dict[int, Pending] = {}
         self._next_rid = 0
@@ -241,6 +243,7 @@ class ShardHandle:
             "tokens": info.get("tokens", 0),
             "load_ms": info.get("load_ms"),
             **({"watch": self.watch} if self.config.kind == "files" else {}),
+            **({"vectors_queued": self.vectors_queued} if self.config.semantic else {}),
             "served": self.served,
             "rss_bytes": self.rss_bytes,
             "heartbeat_age_s": round(max(0.0, self.clock() - self.last_heard), 3),
@@ -478,6 +481,8 @@ class Supervisor:
                 )
             elif kind == "watching":
                 handle.watch = str(msg["mode"])
+            elif kind == "vectors":
+                handle.vectors_queued = int(msg["queued"])
             elif kind == "fatal":
                 handle.fatal = str(msg.get("reason", "the shard cannot serve"))
             elif kind == "warning":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,7 @@ def test_vectors_follow_the_passages_added_and_removed(embedder: semantic.Embedd
     assert held == len(CHUNKS) - 1
 
 
-def test_the_index_writer_stores_a_vector_per_passage(
+def test_the_index_writer_queues_each_passage_and_fill_makes_its_vector(
     tmp_path: Path, embedder: semantic.Embedder
 ) -> None:
     corpus = tmp_path / "corpus"
@@ -154,13 +155,44 @@ def test_the_index_writer_stores_a_vector_per_passage(
     for path, text in TEXTS.items():
         (corpus / path.lstrip("/")).write_text(text + "\n")
     opened = store.open_store(tmp_path / "index", semantic.MODEL)
-    list(Updater(opened.db, Selection([str(corpus)]), embed=embedder.blobs).scan(build=True))
+    list(Updater(opened.db, Selection([str(corpus)]), queue_vectors=True).scan(build=True))
     db = opened.db
     chunks = db.execute("SELECT count(*) FROM chunk").fetchone()[0]
     assert chunks == len(TEXTS)
+    assert store.queued_vectors(db) == chunks
+    assert db.execute("SELECT count(*) FROM vector").fetchone()[0] == 0
+    index = Index(opened.connect(), embedder)
+    # Found by its words at once, with no similarity until its vector is made.
+    before = index.search("scratch directory", len(TEXTS))
+    assert before[0].path.endswith("/tempdir.md")
+    assert {p.similarity for p in before} == {None}
+    assert store.fill_vectors(db, embedder.blobs, 3) == 3
+    assert store.queued_vectors(db) == chunks - 3
+    made = [row[0] for row in db.execute("SELECT chunk FROM vector ORDER BY chunk")]
+    assert made == sorted(row[0] for row in db.execute("SELECT id FROM chunk"))[:3]
+    while store.fill_vectors(db, embedder.blobs, 3):
+        pass
     assert db.execute("SELECT count(*) FROM vector").fetchone()[0] == chunks
-    found = Index(opened.connect(), embedder).search(QUESTION, len(TEXTS))
-    assert any(p.path.endswith("/tempdir.md") for p in found)
+    found = index.search(QUESTION, len(TEXTS))
+    assert None not in {p.similarity for p in found}
+    assert max(found, key=lambda p: p.similarity or 0).path.endswith("/tempdir.md")
+    index.close()
+    opened.close()
+
+
+def test_a_file_removed_before_its_vectors_leaves_nothing_queued(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for path, text in TEXTS.items():
+        (corpus / path.lstrip("/")).write_text(text + "\n")
+    opened = store.open_store(tmp_path / "index", semantic.MODEL)
+    updater = Updater(opened.db, Selection([str(corpus)]), queue_vectors=True)
+    list(updater.scan(build=True))
+    (corpus / "tempdir.md").unlink()
+    list(updater.refresh([str(corpus / "tempdir.md")]))
+    assert store.queued_vectors(opened.db) == len(TEXTS) - 1
+    texts = [row[0] for row in opened.db.execute("SELECT text FROM vector_queue")]
+    assert not any("TemporaryDirectory" in text for text in texts)
     opened.close()
 
 
@@ -223,8 +255,15 @@ def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> Non
     proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
     try:
         proc.ready()
-        rows = proc.search(QUESTION, len(TEXTS))
-        found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
+        # Ready on its words; the vectors are made after, by the writer thread.
+        deadline = time.monotonic() + 60
+        while True:
+            rows = proc.search(QUESTION, len(TEXTS))
+            found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
+            if None not in {p.similarity for p in found.values()}:
+                break
+            assert time.monotonic() < deadline, "the vectors were never made"
+            time.sleep(0.05)
         assert "tempdir.md" in found
         assert found["tempdir.md"].similarity > found["time.md"].similarity
     finally:
@@ -232,4 +271,5 @@ def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> Non
     index = store.open_store(tmp_path / "index", semantic.MODEL)
     assert not index.rebuilt  # the shard built its index with vectors
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == len(TEXTS)
+    assert store.queued_vectors(index.db) == 0
     index.close()

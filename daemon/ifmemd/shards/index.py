@@ -482,8 +482,10 @@ class Index:
 
     def _search(self, query: str, k: int) -> list[Passage]:
         if self._version() != self._data_version:
-            # Another connection (the shard's writer) committed a batch of files.
+            # Another connection (the shard's writer) committed a batch of files,
+            # or the vectors of passages stored before (`store.fill_vectors`).
             self._data_version = self._version()
+            self._dense_current = False
             # The writer also commits its own bookkeeping (file states, the
             # directories it walked): only a change of the passages counts.
             passages = self._passages_written()
@@ -555,9 +557,11 @@ class Index:
     def _passage_vectors(self) -> semantic.Vectors:
         """The passages' vectors, brought up to date with the index.
 
-        New passages have higher ids than any held (AUTOINCREMENT), so only
-        theirs are read; those of removed passages are dropped by reading all
-        again once they are MAX_STALE_VECTORS of what is held.
+        Vectors are stored in increasing chunk id (new passages have higher
+        ids than any held, AUTOINCREMENT, and queued ones are encoded oldest
+        first), so only the new ones are read; those of removed passages are
+        dropped by reading all again once they are MAX_STALE_VECTORS of what
+        is held.
         """
         if self._dense is not None and self._dense_current:
             return self._dense

@@ -12,6 +12,8 @@ pipes and never touches the event log: the supervisor records for it.
   shard → supervisor   {"type":"warning", path, reason}
                        {"type":"ready", files, lines, bytes, tokens, digest, load_ms}
                        {"type":"watching", mode}   ("inotify" or "polling")
+                       {"type":"vectors", queued}  (semantic: passages without
+                                                    their vector yet)
                        {"type":"changed", changed:[{path, digest, lines}], removed:[path]}
                        {"type":"heartbeat", rss_bytes, served, uptime_s}
                        {"type":"result", rid, passages:[[path, start_line, end_line,
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import queue
@@ -80,6 +83,9 @@ GIL_SWITCH_S = 0.001
 PIPE_READ = 1 << 16
 # How many passages an `openai` shard's search offers its model (the budget may take fewer).
 MODEL_CANDIDATES = 20
+# Passages a step of the writer's vector making encodes (`store.fill_vectors`):
+# ~0.4 s of a core for MiniLM, the longest a watched change waits behind it.
+FILL_STEP = 8
 
 
 class Inbox:
@@ -332,7 +338,7 @@ class Shard:
             opened.db,
             selection,
             max_bytes=init.get("max_file_bytes"),
-            embed=None if embedder is None else embedder.blobs,
+            queue_vectors=embedder is not None,
         )
         if opened.fresh:
             with store.bulk(opened.db), _no_cycle_collection():
@@ -344,7 +350,14 @@ class Shard:
         self.index = Index(opened.connect(), embedder)
         if opened.fresh:
             self.index.prewarm()
-        self.writer = IndexWriter(updater, self.out.send, self.inbox.put)
+        fill = None
+        if embedder is not None:
+            db = opened.db
+            fill = (
+                functools.partial(store.fill_vectors, db, embedder.blobs, FILL_STEP),
+                functools.partial(store.queued_vectors, db),
+            )
+        self.writer = IndexWriter(updater, self.out.send, self.inbox.put, fill)
         self.writer.start()
         roots = selection.roots()
         if init.get("watch", True) and roots:

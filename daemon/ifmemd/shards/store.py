@@ -18,7 +18,13 @@ the posting lists it needs and the text of its `k` winners, nothing else.
              out once when the chunk is stored: a search looks the question's
              names up here instead of holding every text to scan
     vector   a shard with `semantic = true`: each chunk's vector
-             (`ifmemd.shards.semantic`), made when the chunk is stored
+             (`ifmemd.shards.semantic`)
+    vector_queue  the chunks still without a vector, with the text to encode:
+             a file shard stores a chunk at once and encodes it later
+             (`fill_vectors`, on its writer thread), because a sentence
+             encoder makes ~20 vectors a second a core: a first build would
+             otherwise keep the shard from answering for minutes, an edit
+             from being searchable for seconds
     dir      every directory the last full walk listed, with its mtime (0: list
              it again): one whose mtime is unchanged has the same entries, so a
              start lists only the directories that changed (git's untracked cache)
@@ -55,12 +61,13 @@ from ifmemd.shards.chunker import Chunk
 from ifmemd.system import privatefile
 
 # Bump when the schema or what a row means changes; an index of another format is rebuilt.
-FORMAT = 5
+FORMAT = 6
 APPLICATION_ID = 0x69666D78  # "ifmx"
 INDEX_FILE = "index.db"
 TOKENIZER = "porter unicode61"
 # Pages of 8 KiB (SQLite's default is 4): a first build of the standard library
-# inserts 12% faster, and the file is 3% smaller (format 4; 5 adds the vector table).
+# inserts 12% faster, and the file is 3% smaller (format 4; 5 adds the vector table,
+# 6 the vector queue).
 PAGE_SIZE = 8192
 # The page cache SQLite keeps in the heap, per connection (KiB when negative).
 CACHE_KIB = 16 * 1024
@@ -101,6 +108,7 @@ CREATE TABLE IF NOT EXISTS definition(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS definition_chunk ON definition(chunk);
 CREATE TABLE IF NOT EXISTS vector(chunk INTEGER PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_queue(chunk INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dir(path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_file(path TEXT PRIMARY KEY, signature TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS file_inode ON file(ino);
@@ -271,8 +279,13 @@ def replace_files(
     db: apsw.Connection,
     files: list[tuple[FileState, Passages]],
     embed: Embed | None = None,
+    *,
+    queue_vectors: bool = False,
 ) -> None:
-    """`replace_file` for many files at once (in the caller's transaction)."""
+    """`replace_file` for many files at once (in the caller's transaction).
+
+    `queue_vectors`: the chunks' vectors are to be made later (`fill_vectors`).
+    """
     # Removing passages never lowers the sequence: the new ids can be known first,
     # and each row built once, in the form its table takes it.
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
@@ -299,12 +312,43 @@ def replace_files(
     )
     db.executemany("INSERT INTO passage(rowid, body) VALUES (?, ?)", searched)
     db.executemany("INSERT INTO definition(name, chunk) VALUES (?, ?)", names)
-    if embed is not None:
-        blobs = embed([text for _, text in searched])
-        db.executemany(
-            "INSERT INTO vector(chunk, v) VALUES (?, ?)",
-            ((i, blob) for (i, _), blob in zip(searched, blobs, strict=True)),
-        )
+    if queue_vectors:
+        db.executemany("INSERT INTO vector_queue(chunk, text) VALUES (?, ?)", searched)
+    elif embed is not None:
+        _store_vectors(db, searched, embed)
+
+
+def _store_vectors(db: apsw.Connection, searched: list[tuple[int, str]], embed: Embed) -> None:
+    blobs = embed([text for _, text in searched])
+    db.executemany(
+        "INSERT INTO vector(chunk, v) VALUES (?, ?)",
+        ((i, blob) for (i, _), blob in zip(searched, blobs, strict=True)),
+    )
+
+
+def fill_vectors(db: apsw.Connection, embed: Embed, limit: int) -> int:
+    """Make the vectors of up to `limit` queued chunks, oldest first; return how many.
+
+    Oldest first, and new chunks have higher ids (AUTOINCREMENT): vectors are
+    stored in increasing chunk id, which is how a reader takes in only the
+    new ones (`Index._passage_vectors`). The encoding runs outside any
+    transaction; only this connection's thread writes the index, so the
+    chunks read are still there to store.
+    """
+    queued = db.execute(
+        "SELECT chunk, text FROM vector_queue ORDER BY chunk LIMIT ?", (limit,)
+    ).fetchall()
+    if not queued:
+        return 0
+    with db:
+        _store_vectors(db, queued, embed)
+        db.executemany("DELETE FROM vector_queue WHERE chunk = ?", ((i,) for i, _ in queued))
+    return len(queued)
+
+
+def queued_vectors(db: apsw.Connection) -> int:
+    """How many chunks are still without their vector."""
+    return db.execute("SELECT count(*) FROM vector_queue").fetchone()[0]
 
 
 def searched_text(text: str, context: str) -> str:
@@ -369,6 +413,7 @@ def remove_passages(db: apsw.Connection, path: str) -> int:
         db.executemany("DELETE FROM passage WHERE rowid = ?", ((i,) for i in ids))
         db.executemany("DELETE FROM definition WHERE chunk = ?", ((i,) for i in ids))
         db.executemany("DELETE FROM vector WHERE chunk = ?", ((i,) for i in ids))
+        db.executemany("DELETE FROM vector_queue WHERE chunk = ?", ((i,) for i in ids))
         db.execute("DELETE FROM chunk WHERE file = ?", row)
     return len(ids)
 

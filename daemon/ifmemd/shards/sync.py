@@ -87,11 +87,12 @@ class Updater:
         max_bytes: int | None = None,
         opener: Opener = open_file,
         clock: Callable[[], int] = time.time_ns,
-        embed: store.Embed | None = None,
+        queue_vectors: bool = False,
     ) -> None:
         self.db = db
-        # A shard ranking by meaning stores each new passage's vector with it.
-        self.embed = embed
+        # A shard ranking by meaning queues each new passage for its vector
+        # (`store.fill_vectors`).
+        self.queue_vectors = queue_vectors
         self.selection = selection
         self.max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         self.opener = opener
@@ -307,7 +308,7 @@ class Updater:
             with self.db:
                 for item in items:
                     item.apply(self.db, batch, replaced)
-                store.replace_files(self.db, replaced, self.embed)
+                store.replace_files(self.db, replaced, queue_vectors=self.queue_vectors)
         except apsw.Error as e:
             raise IndexUpdateError("update index", str(e)) from e
         return batch

@@ -10,11 +10,19 @@ lines}], removed: [path]}`, which the daemon records as `corpus.changed`.
 
 Work the main thread must do after a batch (a model-backed shard's copy of
 its passages, a reload's `ready`) is posted to it as an internal op.
+
+A shard ranking by meaning stores new passages without their vectors and
+the writer makes them between batches (`fill`, a few passages a step, so a
+change waits at most one step): searches find a passage by its words at
+once, and by its meaning once its vector is made. How many still wait is
+told to the supervisor as `{"type": "vectors", queued}` (`ifmem status`),
+at most every REPORT_S and when none are left.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from itertools import chain as _chain
 from typing import Any
@@ -22,15 +30,29 @@ from typing import Any
 from ifmemd.shards.sync import Batch, Updater
 
 Send = Callable[[dict[str, Any]], None]
+# Makes the vectors of some queued passages; returns how many it made (0: none queued).
+Fill = Callable[[], int]
+# How many passages wait for their vector.
+Queued = Callable[[], int]
+REPORT_S = 1.0
 
 
 class IndexWriter:
     """Applies watched changes and rescans to the index, on its own thread."""
 
-    def __init__(self, updater: Updater, send: Send, post: Send) -> None:
+    def __init__(
+        self,
+        updater: Updater,
+        send: Send,
+        post: Send,
+        fill: tuple[Fill, Queued] | None = None,
+    ) -> None:
+        """`fill`: make queued vectors between batches (a step, and how many are left)."""
         self.updater = updater
         self.send = send
         self.post = post
+        self.fill = fill
+        self._reported_at = -REPORT_S
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._paths: set[str] = set()
@@ -67,7 +89,16 @@ class IndexWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        queued = self.fill is not None
         while True:
+            if queued and not self._wake.is_set():
+                try:
+                    queued = self._fill_step()
+                except Exception as e:
+                    # As a failed batch: raised again on the main thread.
+                    self.post({"op": "_failed", "error": e})
+                    return
+                continue
             self._wake.wait()
             with self._lock:
                 if self._closed:
@@ -96,6 +127,19 @@ class IndexWriter:
                 return
             if touched or reply:
                 self.post({"op": "_synced", "paths": touched, "reload": reply})
+            queued = self.fill is not None
+
+    def _fill_step(self) -> bool:
+        """Make some queued vectors and tell how many are left now and then; whether
+        there may be more."""
+        assert self.fill is not None
+        fill, queued = self.fill
+        made = fill()
+        now = time.monotonic()
+        if not made or now - self._reported_at >= REPORT_S:
+            self._reported_at = now
+            self.send({"type": "vectors", "queued": queued() if made else 0})
+        return made > 0
 
     def _report(self, batch: Batch) -> None:
         for skipped in batch.skipped:
