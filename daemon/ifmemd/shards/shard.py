@@ -468,8 +468,8 @@ class Shard:
             message = "this shard does not rank by meaning (semantic = false)"
             self.out.send({"type": "error", "rid": msg.get("rid"), "message": message})
             return
+        # Not counted in `served` (questions answered): the searches that use it are.
         vector = self.index.question_vector(str(msg.get("text", "")))
-        self.served += 1
         self.out.send(
             {
                 "type": "result",
