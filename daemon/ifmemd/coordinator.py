@@ -190,7 +190,8 @@ async def fan_out(
     Shards that rank by meaning with one model would each encode the question
     (~9 ms of CPU apiece, most of such a search): when two or more are ready,
     one of them encodes it (`embed`) while the others' searches run, and the
-    vector goes with the search to each (`share_vectors`).
+    vector goes with the search to each (`_question_vector`; if it fails or is
+    late, each encodes the question itself).
     """
     start = time.perf_counter()
     answers: list[ShardAnswer | None] = [None] * len(handles)
