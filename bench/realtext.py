@@ -172,6 +172,10 @@ def speed(
         )
     )
     dirs = [t.path for t in trees]
+    # A --keep directory's earlier run: its index (under cache/) is reused, its log is
+    # not, or the load run's request ids, answered before, get their recorded answers.
+    for stale in ("data", "state"):
+        shutil.rmtree(work / "d4" / stale, ignore_errors=True)
     daemon = ask.Daemon(work / "d4", trees, sz.heartbeat, semantic=semantic)
     out: dict[str, Any] = {}
     try:
@@ -240,6 +244,7 @@ def cli_runs(
     for package in packages:
         compileall.compile_dir(package, quiet=1)
     source = work / "cli-source"
+    shutil.rmtree(source, ignore_errors=True)  # a --keep directory's earlier run
     for package in packages:
         shutil.copytree(
             package, source / package.name, ignore=shutil.ignore_patterns("__pycache__")

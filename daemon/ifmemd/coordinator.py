@@ -38,6 +38,9 @@ REMOTE_STEP = 1 - 1e-6
 MODEL_NOT_READY = "its model is not ready yet ({}): answered from its index"
 # Beyond the shard's own deadline for a model call with all its retries.
 MODEL_SLACK_S = 5.0
+# Of an ask's timeout, how much one shard may take to encode the question for
+# the others of its model; past it, each encodes the question itself.
+EMBED_TIMEOUT_SHARE = 0.5
 # A passage is logged with every field the shard gave it but its excerpt (the
 # excerpts of the passages the client got are in the answer beside it; the rest
 # would make an ask's record several times larger), as an array of values in
@@ -183,19 +186,29 @@ async def fan_out(
     (they cost more than a shard's own pipe round trip). A shard still loading
     its corpus for the first time is waited for (within the timeout) after
     the ready ones have been asked.
+
+    Shards that rank by meaning with one model would each encode the question
+    (~9 ms of CPU apiece, most of such a search): when two or more are ready,
+    one of them encodes it (`embed`) while the others' searches run, and the
+    vector goes with the search to each (`_question_vector`; if it fails or is
+    late, each encodes the question itself).
     """
     start = time.perf_counter()
     answers: list[ShardAnswer | None] = [None] * len(handles)
     sent: dict[int, Pending] = {}
     group = ReplyGroup()
 
-    async def submit(i: int) -> None:
+    async def submit(i: int, vector: str | None = None) -> None:
+        fields: dict[str, Any] = {"query": question, "k": k}
+        if vector is not None:
+            fields["vector"] = vector
         try:
-            sent[i] = await handles[i].submit("search", group, query=question, k=k)
+            sent[i] = await handles[i].submit("search", group, **fields)
         except ShardUnavailableError as e:
             answers[i] = ShardAnswer(handles[i].name, missing=e.reason)
 
     starting: list[int] = []
+    asked: list[int] = []
     try:
         with anyio.move_on_after(timeout):
             for i, handle in enumerate(handles):
@@ -206,7 +219,18 @@ async def fan_out(
                 elif handle.ready and handle.empty is not None and handle.empty():
                     answers[i] = ShardAnswer(handle.name, ())  # an empty memory finds nothing
                 else:
+                    asked.append(i)
+            sharing = _sharing(handles, asked)
+            shared = {i for members in sharing.values() for i in members}
+            for i in asked:
+                if i not in shared:
                     await submit(i)
+            for model, members in sharing.items():
+                vector = await _question_vector(
+                    [handles[i] for i in members], model, question, timeout * EMBED_TIMEOUT_SHARE
+                )
+                for i in members:
+                    await submit(i, vector)
             for i in starting:
                 await handles[i].ready_event.wait()
                 await submit(i)
@@ -223,6 +247,41 @@ async def fan_out(
         a if a is not None else ShardAnswer(h.name, missing=late)
         for a, h in zip(answers, handles, strict=True)
     ]
+
+
+def _sharing(handles: list[ShardHandle], asked: list[int]) -> dict[str, list[int]]:
+    """The shards of `asked` that can share a question's vector: model → indices
+    into `handles`, for each model that two or more of them rank by (a local
+    shard names it when ready; a remote's coordinator shares its own)."""
+    by_model: dict[str, list[int]] = {}
+    for i in asked:
+        if handles[i].vectors:
+            by_model.setdefault(handles[i].vectors, []).append(i)
+    return {model: members for model, members in by_model.items() if len(members) > 1}
+
+
+async def _question_vector(
+    members: list[ShardHandle], model: str, question: str, timeout: float
+) -> str | None:
+    """The question's vector (as the shard pipe carries it) from the least busy of
+    `members`, or None if it fails or takes longer than `timeout`: each shard then
+    encodes the question itself, as when it is asked alone."""
+    encoder = min(members, key=lambda h: h.outstanding)
+    try:
+        pending = await encoder.submit("embed", text=question)
+    except ShardUnavailableError:
+        return None
+    try:
+        with anyio.move_on_after(timeout):
+            await pending.done.wait()
+    finally:
+        encoder.discard(pending)
+    if not pending.done.is_set() or pending.reply is None:
+        return None
+    vector = pending.reply.get("vector")
+    if pending.reply.get("model") != model or not isinstance(vector, str):
+        return None
+    return vector
 
 
 def _answer(handle: ShardHandle, pending: Pending, start: float) -> ShardAnswer:

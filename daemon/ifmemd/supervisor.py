@@ -103,6 +103,11 @@ class ShardHandle:
         self.ready_info: dict[str, Any] = {}
         self.served = 0
         self.rss_bytes = 0
+        # A shard ranking by meaning names the model of its vectors when ready
+        # (`vectors`); shards of one model can share a question's vector. Its
+        # heartbeats count the questions it encoded.
+        self.vectors = ""
+        self.encoded = 0
         self.failure = ""
         # How its files are watched: "inotify", "polling", "off" (watch = false); None: not yet.
         self.watch: str | None = None if config.watch else "off"
@@ -130,6 +135,11 @@ class ShardHandle:
     def model_ready(self) -> bool:
         """Whether this shard's model can be asked now (never, for a local shard)."""
         return self.config.uses_model and self.model_status == "ready"
+
+    @property
+    def outstanding(self) -> int:
+        """How many requests to this shard await their reply."""
+        return len(self._waiters)
 
     @property
     def ready(self) -> bool:
@@ -245,6 +255,7 @@ class ShardHandle:
             **({"watch": self.watch} if self.config.kind == "files" else {}),
             **({"vectors_queued": self.vectors_queued} if self.config.semantic else {}),
             "served": self.served,
+            **({"encoded": self.encoded} if self.config.semantic else {}),
             "rss_bytes": self.rss_bytes,
             "heartbeat_age_s": round(max(0.0, self.clock() - self.last_heard), 3),
             "failure": self.failure or None,
@@ -452,12 +463,14 @@ class Supervisor:
                 handle._resolve(msg)
             elif kind == "heartbeat":
                 handle.served, handle.rss_bytes = msg["served"], msg["rss_bytes"]
+                handle.encoded = msg.get("encoded", handle.encoded)
                 self.heard(name, msg["rss_bytes"], msg["served"], msg["uptime_s"])
             elif kind == "ready":
                 info = {k: msg[k] for k in ("files", "lines", "tokens", "digest", "load_ms")}
                 # Model-backed shards say which model and whether the API counted the tokens.
                 info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
                 handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
+                handle.vectors = str(msg.get("vectors", ""))
                 await self.record("shard.ready", info | {"shard": name})
                 if handle.config.uses_model:
                     handle.model_status = str(msg.get("model_status", "ready"))

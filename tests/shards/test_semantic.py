@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ifmemd.shards import semantic, store
@@ -255,15 +255,12 @@ def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> Non
     proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
     try:
         proc.ready()
-        # Ready on its words; the vectors are made after, by the writer thread.
-        deadline = time.monotonic() + 60
-        while True:
-            rows = proc.search(QUESTION, len(TEXTS))
-            found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
-            if None not in {p.similarity for p in found.values()}:
-                break
-            assert time.monotonic() < deadline, "the vectors were never made"
-            time.sleep(0.05)
+        # Ready on its words; the vectors are made after, by the writer thread,
+        # which says so when none are left.
+        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+        rows = proc.search(QUESTION, len(TEXTS))
+        found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
+        assert None not in {p.similarity for p in found.values()}
         assert "tempdir.md" in found
         assert found["tempdir.md"].similarity > found["time.md"].similarity
     finally:
@@ -273,3 +270,107 @@ def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> Non
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == len(TEXTS)
     assert store.queued_vectors(index.db) == 0
     index.close()
+
+
+def _reply(proc: Any, rid: int, **op: Any) -> dict[str, Any]:
+    """Send `op` (with `rid`) to a shard process; its reply: a result or an error."""
+    mark = proc.count()
+    proc.send({"rid": rid, **op})
+
+    def reply() -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in proc.messages[mark:]
+                if m.get("rid") == rid and m["type"] in ("result", "error")
+            ),
+            None,
+        )
+
+    return proc.wait_until(reply, f"a reply to {op['op']} {rid}")
+
+
+def test_a_search_given_the_question_vector_answers_as_one_that_encodes_it(
+    tmp_path: Path,
+) -> None:
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for path, text in TEXTS.items():
+        (corpus / path.lstrip("/")).write_text(text + "\n")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        assert proc.ready()["vectors"] == semantic.MODEL
+        # Every passage's vector made (after ready, on the writer thread).
+        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+        embedded = _reply(proc, 1, op="embed", text=QUESTION)
+        assert embedded["type"] == "result" and embedded["model"] == semantic.MODEL
+        itself = _reply(proc, 2, op="search", query=QUESTION, k=len(TEXTS))["passages"]
+        given = _reply(
+            proc, 3, op="search", query=QUESTION, k=len(TEXTS), vector=embedded["vector"]
+        )["passages"]
+        # The same passages, scores and similarities, to the last digit.
+        assert given == itself and len(given) == len(TEXTS)
+        # The encoder counts each question it encoded: the embed and the search
+        # without a vector, not the one with.
+        beat = proc.wait_for("heartbeat", lambda m: m["served"] == 2)
+        assert beat["encoded"] == 2
+    finally:
+        proc.close()
+
+
+def _wire(values: Any) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+@pytest.mark.parametrize(
+    ("vector", "reason"),
+    [
+        ("not base64!", "not base64"),
+        (_wire([1.0] + [0.0] * (semantic.DIM - 2)), "bytes, expected"),
+        (_wire([float("nan")] + [0.0] * (semantic.DIM - 1)), "NaN"),
+        (_wire([3.0] + [0.0] * (semantic.DIM - 1)), "length is 3"),
+        ([1.0] + [0.0] * (semantic.DIM - 1), "expected a base64 string"),
+    ],
+)
+def test_a_malformed_question_vector_is_refused(tmp_path: Path, vector: Any, reason: str) -> None:
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    (corpus / "tempdir.md").write_text(TEXTS["/tempdir.md"] + "\n")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        proc.ready()
+        reply = _reply(proc, 1, op="search", query=QUESTION, k=3, vector=vector)
+        assert reply["type"] == "error"
+        assert "question vector refused" in reply["message"] and reason in reply["message"]
+        # It still answers a search without one.
+        assert _reply(proc, 2, op="search", query=QUESTION, k=3)["type"] == "result"
+    finally:
+        proc.close()
+
+
+def test_a_shard_not_ranking_by_meaning_refuses_embed_and_vectors(tmp_path: Path) -> None:
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    (corpus / "tempdir.md").write_text(TEXTS["/tempdir.md"] + "\n")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", watch=False)
+    try:
+        assert "vectors" not in proc.ready()
+        reply = _reply(proc, 1, op="embed", text=QUESTION)
+        assert reply["type"] == "error" and "does not rank by meaning" in reply["message"]
+        unit = _wire([1.0] + [0.0] * (semantic.DIM - 1))
+        reply = _reply(proc, 2, op="search", query=QUESTION, k=3, vector=unit)
+        assert reply["type"] == "error" and "does not rank by meaning" in reply["message"]
+        beat = proc.wait_for("heartbeat")
+        assert "encoded" not in beat
+    finally:
+        proc.close()

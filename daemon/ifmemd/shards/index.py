@@ -61,7 +61,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import apsw
 import orjson
@@ -69,6 +69,9 @@ import orjson
 from ifmemd.errors import IfmemError
 from ifmemd.shards import bm25, expand, rerank, semantic, store
 from ifmemd.shards.chunker import Chunk
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_QUERY_CHARS = 64 * 1024
 MAX_CANDIDATES = 256
@@ -468,19 +471,22 @@ class Index:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def search(self, query: str, k: int = 10) -> list[Passage]:
+    def search(self, query: str, k: int = 10, vector: np.ndarray | None = None) -> list[Passage]:
         """The `k` passages that best match `query` (any text), best first.
 
-        Returns [] when the query has no word the index knows.
+        Returns [] when the query has no word the index knows. `vector`: the
+        question's, made by this index's model (`question_vector`), when the
+        caller has it already; without it, an index ranking by meaning encodes
+        the question itself.
         """
         try:
             # One snapshot: the winners' rows are those of the index they were ranked in.
             with self._db:
-                return self._search(query, k)
+                return self._search(query, k, vector)
         except apsw.Error as e:
             raise SearchIndexError("search", str(e)) from e
 
-    def _search(self, query: str, k: int) -> list[Passage]:
+    def _search(self, query: str, k: int, vector: np.ndarray | None) -> list[Passage]:
         if self._version() != self._data_version:
             # Another connection (the shard's writer) committed a batch of files,
             # or the vectors of passages stored before (`store.fill_vectors`).
@@ -505,7 +511,7 @@ class Index:
         candidates = [(rowid, -rank) for rowid, rank in ranked]
         dense: semantic.Ranking | None = None
         if self._embedder is not None:
-            dense = self._rank_dense(query[:MAX_QUERY_CHARS])
+            dense = self._rank_dense(query, vector)
             fused = semantic.fuse([rowid for rowid, _ in candidates], dense.best)
             # As many candidates as bm25 alone gives the second stage (and the
             # definitions, wherever they are): no more passages to read.
@@ -548,11 +554,22 @@ class Index:
             )
         return passages
 
-    def _rank_dense(self, query: str) -> semantic.Ranking:
-        """Every passage by the similarity of its vector to the question's: the best few."""
+    @property
+    def by_meaning(self) -> bool:
+        """Whether this index ranks by meaning too (its passages have vectors)."""
+        return self._embedder is not None
+
+    def question_vector(self, query: str) -> np.ndarray:
+        """The vector of `query` as `search` would make it (this index ranks by meaning)."""
         assert self._embedder is not None
+        return self._embedder.embed_one(query[:MAX_QUERY_CHARS])
+
+    def _rank_dense(self, query: str, vector: np.ndarray | None) -> semantic.Ranking:
+        """Every passage by the similarity of its vector to the question's: the best few."""
         vectors = self._passage_vectors()
-        return vectors.rank(self._embedder.embed_one(query), semantic.CANDIDATES)
+        if vector is None:
+            vector = self.question_vector(query)
+        return vectors.rank(vector, semantic.CANDIDATES)
 
     def _passage_vectors(self) -> semantic.Vectors:
         """The passages' vectors, brought up to date with the index.

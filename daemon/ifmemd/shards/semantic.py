@@ -30,6 +30,8 @@ numpy is imported only by the functions that need it: a shard without
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import importlib.util
 import os
@@ -75,6 +77,12 @@ DENSE_WEIGHT = 2.0
 # The bytes of one stored vector: little-endian half floats (a cosine moves
 # by ~1e-3 at most, half the space of float32).
 _DTYPE = "<f2"
+# A question's vector on the shard pipe (`to_wire`): base64 of little-endian float32,
+# exactly what the model gave (2,048 characters; a JSON list of the same floats is
+# ~3.5 times longer and costs more to write and parse: bench/README.md).
+_WIRE_DTYPE = "<f4"
+# How far from unit length a question's vector given on the pipe may be.
+_UNIT_TOLERANCE = 1e-3
 
 
 class SemanticUnavailableError(IfmemError):
@@ -126,6 +134,8 @@ class Embedder:
             self.encoder: Encoder = Encoder(directory, MAX_TOKENS)
         except (ModelFormatError, OSError, ValueError) as e:
             raise SemanticUnavailableError(f"cannot load the model in {directory} ({e})") from e
+        # Questions encoded so far (`embed_one`): a shard reports it in its heartbeats.
+        self.questions = 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text, of unit length."""
@@ -133,11 +143,54 @@ class Embedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         """`embed` of one text (a question)."""
+        self.questions += 1
         return self.encoder.encode([text])[0]
 
     def blobs(self, texts: Sequence[str]) -> list[bytes]:
         """The vectors of `texts` as the index stores them."""
         return [row.astype(_DTYPE).tobytes() for row in self.embed(texts)]
+
+
+class VectorFormatError(IfmemError):
+    """Raised when a question's vector given on the shard pipe is not one this model makes."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"question vector refused: {reason}")
+
+
+def to_wire(vector: np.ndarray) -> str:
+    """A question's vector for the shard pipe (see `from_wire`)."""
+    return base64.b64encode(vector.astype(_WIRE_DTYPE).tobytes()).decode("ascii")
+
+
+def from_wire(data: object) -> np.ndarray:
+    """The question's vector `to_wire` made, checked: `DIM` finite float32 of unit length.
+
+    Raises VectorFormatError for anything else: a vector from elsewhere is not
+    trusted to be this model's (it would rank every passage, and give each its
+    similarity, silently wrong).
+    """
+    np = _numpy()
+
+    if not isinstance(data, str):
+        raise VectorFormatError(f"expected a base64 string, got {type(data).__name__}")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise VectorFormatError(f"not base64 ({e})") from e
+    width = np.dtype(_WIRE_DTYPE).itemsize
+    if len(raw) != DIM * width:
+        raise VectorFormatError(
+            f"{len(raw)} bytes, expected {DIM * width} ({DIM} float32 of {MODEL})"
+        )
+    vector = np.frombuffer(raw, dtype=_WIRE_DTYPE).astype(np.float32)
+    if not np.isfinite(vector).all():
+        raise VectorFormatError("it holds a NaN or an infinity")
+    norm = float(np.linalg.norm(vector))
+    if abs(norm - 1) > _UNIT_TOLERANCE:
+        raise VectorFormatError(f"its length is {norm:.6g}, not 1")
+    return vector
 
 
 def _numpy() -> ModuleType:

@@ -6,18 +6,21 @@ pipes and never touches the event log: the supervisor records for it.
   supervisor → shard   {"op":"init", name, kind, paths, exclude, respect_gitignore,
                         max_file_bytes, watch,
                         heartbeat_interval, memories:[{memory_id,text}]}
-                       {"op":"search", rid, query, k}
+                       {"op":"search", rid, query, k[, vector]}
+                       {"op":"embed", rid, text}  (a shard with semantic = true)
                        {"op":"add", memory_id, text}   {"op":"remove", memory_id}
                        {"op":"reload"}  (re-check the corpus; answers with a new "ready")
   shard → supervisor   {"type":"warning", path, reason}
-                       {"type":"ready", files, lines, bytes, tokens, digest, load_ms}
+                       {"type":"ready", files, lines, bytes, tokens, digest, load_ms
+                        [, vectors]}
                        {"type":"watching", mode}   ("inotify" or "polling")
                        {"type":"vectors", queued}  (semantic: passages without
                                                     their vector yet)
                        {"type":"changed", changed:[{path, digest, lines}], removed:[path]}
-                       {"type":"heartbeat", rss_bytes, served, uptime_s}
+                       {"type":"heartbeat", rss_bytes, served, uptime_s[, encoded]}
                        {"type":"result", rid, passages:[[path, start_line, end_line,
                                                         score, coverage, snippet, digest], …]}
+                       {"type":"result", rid, vector, model}  (to an embed)
                        {"type":"error", rid, message}
 
 A file shard keeps its index on disk (`ifmemd.shards.store`, under
@@ -26,6 +29,15 @@ re-reads only the files that changed since it was written. Unless `watch`
 is false, it then watches its paths (`ifmemd.shards.watcher`) and its writer
 thread (`ifmemd.shards.writer`) applies each change while this thread goes on
 answering: a search sees the last committed batch.
+
+A shard with `semantic = true` names the model of its vectors in `ready`
+(`vectors`: `semantic.MODEL`) and answers `embed` with the question's vector
+(`semantic.to_wire`: base64 of float32). A `search` may carry that vector: the
+coordinator has one shard encode a question and gives the vector to every
+shard of the same model, which then need not encode it again (~9 ms of CPU
+each). A vector that is not one the model could make is refused (an error
+reply); a search without one encodes its question itself. Its heartbeats count
+the questions it `encoded`.
 
 A shard whose backend is not `local` also gets `model` (its settings, never
 its key) in `init`, and answers `ask` and `synthesize` with its model: see
@@ -193,6 +205,7 @@ class Shard:
         self.started = time.monotonic()
         self.served = 0
         self.index = Index()
+        self.embedder: semantic.Embedder | None = None  # with semantic = true, once loaded
         self.ready: dict[str, Any] = {}
         # A file shard's on-disk index, its writer thread and its watcher.
         self.store: store.Store | None = None
@@ -255,6 +268,8 @@ class Shard:
         # the load's peak, about twice what the shard holds.
         _release_free_memory()
         ready["tokens"] = ready["bytes"] // 4
+        if self.index.by_meaning:
+            ready["vectors"] = semantic.MODEL  # shards of one model can share a question's vector
         if self.model is not None:
             # Its index answers from now on; the model's own count comes with `model_ready`.
             ready |= {"model": self.model.model, "token_source": "estimate"}
@@ -314,7 +329,9 @@ class Shard:
 
     def _embedder(self) -> semantic.Embedder | None:
         """The embedder of a shard that ranks by meaning too (`semantic = true`), else None."""
-        return semantic.embedder() if self.init.get("semantic") else None
+        if self.init.get("semantic"):
+            self.embedder = semantic.embedder()
+        return self.embedder
 
     def _open_index(self) -> None:
         """Open the on-disk index, bring it up to date, and start following the files."""
@@ -408,11 +425,20 @@ class Shard:
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "search":
-            passages = self.index.search(str(msg.get("query", "")), int(msg.get("k", 10)))
+            vector = None
+            if msg.get("vector") is not None:
+                try:
+                    vector = self._given_vector(msg["vector"])
+                except semantic.VectorFormatError as e:
+                    self.out.send({"type": "error", "rid": msg.get("rid"), "message": str(e)})
+                    return
+            passages = self.index.search(str(msg.get("query", "")), int(msg.get("k", 10)), vector)
             self.served += 1
             self.out.send(
                 {"type": "result", "rid": msg["rid"], "passages": [p.to_row() for p in passages]}
             )
+        elif op == "embed":
+            self._embed(msg)
         elif op == "ask":
             self._ask(msg)
         elif op == "synthesize":
@@ -442,6 +468,29 @@ class Shard:
             raise msg["error"]
         else:
             self.out.send({"type": "error", "rid": msg.get("rid"), "message": f"unknown op {op!r}"})
+
+    def _given_vector(self, data: object) -> Any:
+        """The question's vector a search came with, checked (see `semantic.from_wire`)."""
+        if not self.index.by_meaning:
+            raise semantic.VectorFormatError("this shard does not rank by meaning")
+        return semantic.from_wire(data)
+
+    def _embed(self, msg: dict[str, Any]) -> None:
+        """The question's vector, for the coordinator to give the other shards of this model."""
+        if not self.index.by_meaning:
+            message = "this shard does not rank by meaning (semantic = false)"
+            self.out.send({"type": "error", "rid": msg.get("rid"), "message": message})
+            return
+        # Not counted in `served` (questions answered): the searches that use it are.
+        vector = self.index.question_vector(str(msg.get("text", "")))
+        self.out.send(
+            {
+                "type": "result",
+                "rid": msg["rid"],
+                "vector": semantic.to_wire(vector),
+                "model": semantic.MODEL,
+            }
+        )
 
     def _synced(self, paths: list[str], reload: bool) -> None:
         """The writer committed changes to `paths`: refresh a model's copy; answer a reload."""
@@ -517,6 +566,7 @@ class Shard:
             "rss_bytes": _rss_bytes(),
             "served": self.served,
             "uptime_s": round(time.monotonic() - self.started, 3),
+            **({} if self.embedder is None else {"encoded": self.embedder.questions}),
         }
 
 
