@@ -374,3 +374,35 @@ def test_a_shard_not_ranking_by_meaning_refuses_embed_and_vectors(tmp_path: Path
         assert "encoded" not in beat
     finally:
         proc.close()
+
+
+def test_a_shard_killed_while_making_vectors_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for i in range(300):
+        (corpus / f"note{i:03}.md").write_text(f"Note {i}: the parrot ate {i} crackers today.\n")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        proc.ready()
+        # Killed mid-way: some vectors made and committed, the rest still queued.
+        proc.wait_for("vectors", lambda m: 0 < m["queued"] < 300)
+        proc.kill9()
+    finally:
+        proc.close()
+    index = store.open_store(tmp_path / "index", semantic.MODEL)
+    made = index.db.execute("SELECT count(*) FROM vector").fetchone()[0]
+    assert 0 < made < 300 and made + store.queued_vectors(index.db) == 300
+    index.close()
+    again = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        again.ready()
+        again.wait_for("vectors", lambda m: m["queued"] == 0)
+    finally:
+        again.close()
+    index = store.open_store(tmp_path / "index", semantic.MODEL)
+    assert not index.rebuilt  # the same index, its queue worked off
+    assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 300
+    assert store.queued_vectors(index.db) == 0
+    index.close()
