@@ -36,6 +36,14 @@ TEXTS = {
 CHUNKS = [Chunk(path, 1, 1, text) for path, text in TEXTS.items()]
 
 
+def write_texts(corpus: Path) -> Path:
+    """TEXTS as files of a new directory `corpus`, one line each."""
+    corpus.mkdir()
+    for path, text in TEXTS.items():
+        (corpus / path.lstrip("/")).write_text(text + "\n")
+    return corpus
+
+
 @pytest.fixture(scope="module")
 def embedder() -> semantic.Embedder:
     return semantic.embedder()
@@ -150,10 +158,7 @@ def test_vectors_follow_the_passages_added_and_removed(embedder: semantic.Embedd
 def test_the_index_writer_queues_each_passage_and_fill_makes_its_vector(
     tmp_path: Path, embedder: semantic.Embedder
 ) -> None:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for path, text in TEXTS.items():
-        (corpus / path.lstrip("/")).write_text(text + "\n")
+    corpus = write_texts(tmp_path / "corpus")
     opened = store.open_store(tmp_path / "index", semantic.MODEL)
     list(Updater(opened.db, Selection([str(corpus)]), queue_vectors=True).scan(build=True))
     db = opened.db
@@ -181,10 +186,7 @@ def test_the_index_writer_queues_each_passage_and_fill_makes_its_vector(
 
 
 def test_a_file_removed_before_its_vectors_leaves_nothing_queued(tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for path, text in TEXTS.items():
-        (corpus / path.lstrip("/")).write_text(text + "\n")
+    corpus = write_texts(tmp_path / "corpus")
     opened = store.open_store(tmp_path / "index", semantic.MODEL)
     updater = Updater(opened.db, Selection([str(corpus)]), queue_vectors=True)
     list(updater.scan(build=True))
@@ -248,10 +250,7 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> None:
     from shardproc import ShardProc
 
-    corpus = tmp_path / "notes"
-    corpus.mkdir()
-    for path, text in TEXTS.items():
-        (corpus / path.lstrip("/")).write_text(text + "\n")
+    corpus = write_texts(tmp_path / "notes")
     proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
     try:
         proc.ready()
@@ -295,10 +294,7 @@ def test_a_search_given_the_question_vector_answers_as_one_that_encodes_it(
 ) -> None:
     from shardproc import ShardProc
 
-    corpus = tmp_path / "notes"
-    corpus.mkdir()
-    for path, text in TEXTS.items():
-        (corpus / path.lstrip("/")).write_text(text + "\n")
+    corpus = write_texts(tmp_path / "notes")
     proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
     try:
         assert proc.ready()["vectors"] == semantic.MODEL
