@@ -98,6 +98,7 @@ MODEL_CANDIDATES = 20
 # Passages a step of the writer's vector making encodes (`store.fill_vectors`):
 # ~0.4 s of a core for MiniLM, the longest a watched change waits behind it.
 FILL_STEP = 8
+NOT_BY_MEANING = "this shard does not rank by meaning (semantic = false)"
 
 
 class Inbox:
@@ -430,7 +431,7 @@ class Shard:
                 try:
                     vector = self._given_vector(msg["vector"])
                 except semantic.VectorFormatError as e:
-                    self.out.send({"type": "error", "rid": msg.get("rid"), "message": str(e)})
+                    self._refuse(msg, str(e))
                     return
             passages = self.index.search(str(msg.get("query", "")), int(msg.get("k", 10)), vector)
             self.served += 1
@@ -467,19 +468,22 @@ class Shard:
         elif op == "_failed":
             raise msg["error"]
         else:
-            self.out.send({"type": "error", "rid": msg.get("rid"), "message": f"unknown op {op!r}"})
+            self._refuse(msg, f"unknown op {op!r}")
+
+    def _refuse(self, msg: dict[str, Any], why: str) -> None:
+        """Answer `msg` with an error saying `why`."""
+        self.out.send({"type": "error", "rid": msg.get("rid"), "message": why})
 
     def _given_vector(self, data: object) -> Any:
         """The question's vector a search came with, checked (see `semantic.from_wire`)."""
         if not self.index.by_meaning:
-            raise semantic.VectorFormatError("this shard does not rank by meaning")
+            raise semantic.VectorFormatError(NOT_BY_MEANING)
         return semantic.from_wire(data)
 
     def _embed(self, msg: dict[str, Any]) -> None:
         """The question's vector, for the coordinator to give the other shards of this model."""
         if not self.index.by_meaning:
-            message = "this shard does not rank by meaning (semantic = false)"
-            self.out.send({"type": "error", "rid": msg.get("rid"), "message": message})
+            self._refuse(msg, NOT_BY_MEANING)
             return
         # Not counted in `served` (questions answered): the searches that use it are.
         vector = self.index.question_vector(str(msg.get("text", "")))
@@ -521,7 +525,7 @@ class Shard:
 
     def _not_a_model_shard(self, msg: dict[str, Any]) -> None:
         why = "this shard has no model backend" if self.model is None else "its model is loading"
-        self.out.send({"type": "error", "rid": msg.get("rid"), "message": why})
+        self._refuse(msg, why)
 
     def _memory_changed(self, path: str, chunks: list[Chunk], digest: str) -> None:
         self._replace_chunks({path}, chunks, {path: digest} if chunks else {}, path)
