@@ -218,13 +218,21 @@ def ifmem_command() -> list[str]:
 
 def test_log_follow_prints_new_events(db: Path, signer: Signer) -> None:
     lines: queue.Queue[str] = queue.Queue()
-    with subprocess.Popen(
-        [*ifmem_command(), "log", "--follow", "--kind", "memory.*", "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as follower:
+    # Ctrl-C must reach the follower as from a terminal, even when this run
+    # ignores SIGINT (started by nohup or as a background job): an ignored
+    # signal stays ignored across exec, a handled one is reset to its default.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        follower = subprocess.Popen(
+            [*ifmem_command(), "log", "--follow", "--kind", "memory.*", "--db", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    with follower:
 
         def read() -> None:
             assert follower.stdout is not None
