@@ -402,3 +402,47 @@ def test_a_shard_killed_while_making_vectors_goes_on_where_it_stopped(tmp_path: 
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 300
     assert store.queued_vectors(index.db) == 0
     index.close()
+
+
+def test_a_damaged_index_met_while_making_vectors_is_deleted_and_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """Vector making reads pages nothing else reads on a start (the queue): a
+    damaged one found there is an index error like any other, not a crash that
+    every restart repeats."""
+    from shardproc import ShardProc
+
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"note{i:02}.md").write_text(f"Note {i}: the parrot ate {i} crackers today.\n")
+    opened = store.open_store(tmp_path / "index", semantic.MODEL)
+    list(Updater(opened.db, Selection([str(corpus)]), queue_vectors=True).scan(build=True))
+    assert store.queued_vectors(opened.db) == 20
+    (root,) = opened.db.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'vector_queue'"
+    ).fetchone()
+    (page_size,) = opened.db.execute("PRAGMA page_size").fetchone()
+    path = opened.path
+    opened.close()
+    with path.open("r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)  # the queue's root page
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        proc.ready()  # by its words: nothing read the queue yet
+        warning = proc.wait_for("warning", lambda m: "index damaged" in m["reason"])
+        assert "make vectors" in warning["reason"]
+        assert proc.proc.wait(20) == 1
+    finally:
+        proc.close()
+    assert not path.exists()
+    again = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        again.ready()
+        again.wait_for("vectors", lambda m: m["queued"] == 0)
+    finally:
+        again.close()
+    index = store.open_store(tmp_path / "index", semantic.MODEL)
+    assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 20
+    index.close()

@@ -370,10 +370,9 @@ class Shard:
             self.index.prewarm()
         fill = None
         if embedder is not None:
-            db = opened.db
             fill = (
-                functools.partial(store.fill_vectors, db, embedder.blobs, FILL_STEP),
-                functools.partial(store.queued_vectors, db),
+                functools.partial(updater.fill_vectors, embedder.blobs, FILL_STEP),
+                updater.queued_vectors,
             )
         self.writer = IndexWriter(updater, self.out.send, self.inbox.put, fill)
         self.writer.start()

@@ -98,6 +98,20 @@ class Updater:
         self.opener = opener
         self.clock = clock
 
+    def fill_vectors(self, embed: store.Embed, limit: int) -> int:
+        """Make up to `limit` queued vectors (`store.fill_vectors`); how many were made."""
+        try:
+            return store.fill_vectors(self.db, embed, limit)
+        except apsw.Error as e:
+            raise IndexUpdateError("make vectors", str(e)) from e
+
+    def queued_vectors(self) -> int:
+        """How many passages still wait for their vector."""
+        try:
+            return store.queued_vectors(self.db)
+        except apsw.Error as e:
+            raise IndexUpdateError("count queued vectors", str(e)) from e
+
     def scan(self, *, build: bool = False, readahead: bool = False) -> Iterator[Batch]:
         """Reconcile the whole index with the files; `build`: large batches (an empty index).
 
