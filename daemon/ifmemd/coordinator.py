@@ -41,6 +41,9 @@ MODEL_SLACK_S = 5.0
 # Of an ask's timeout, how much one shard may take to encode the question for
 # the others of its model; past it, each encodes the question itself.
 EMBED_TIMEOUT_SHARE = 0.5
+# A shard that let an embed go unanswered that long is not asked to encode for
+# the others for this long: stuck, it would hold up every ask by the share above.
+EMBED_BACKOFF_S = 30.0
 # A passage is logged with every field the shard gave it but its excerpt (the
 # excerpts of the passages the client got are in the answer beside it; the rest
 # would make an ask's record several times larger), as an array of values in
@@ -250,12 +253,13 @@ async def fan_out(
 
 
 def _sharing(handles: list[ShardHandle], asked: list[int]) -> dict[str, list[int]]:
-    """The shards of `asked` that can share a question's vector: model → indices
-    into `handles`, for each model that two or more of them rank by (a local
-    shard names it when ready; a remote's coordinator shares its own)."""
+    """The ready shards of `asked` that can share a question's vector: model →
+    indices into `handles`, for each model that two or more of them rank by (a
+    local shard names it when ready; a remote's coordinator shares its own)."""
     by_model: dict[str, list[int]] = {}
     for i in asked:
-        if handles[i].vectors:
+        # `vectors` outlives the process that named it: a restarting shard keeps it.
+        if handles[i].vectors and handles[i].ready:
             by_model.setdefault(handles[i].vectors, []).append(i)
     return {model: members for model, members in by_model.items() if len(members) > 1}
 
@@ -265,8 +269,16 @@ async def _question_vector(
 ) -> str | None:
     """The question's vector (as the shard pipe carries it) from the least busy of
     `members`, or None if it fails or takes longer than `timeout`: each shard then
-    encodes the question itself, as when it is asked alone."""
-    encoder = min(members, key=lambda h: h.outstanding)
+    encodes the question itself, as when it is asked alone.
+
+    A stuck shard looks least busy (the requests it left unanswered were given
+    up on): one that let an embed time out is passed over for EMBED_BACKOFF_S.
+    """
+    now = time.monotonic()
+    willing = [h for h in members if now - h.embed_late_at >= EMBED_BACKOFF_S]
+    if not willing:
+        return None
+    encoder = min(willing, key=lambda h: h.outstanding)
     try:
         pending = await encoder.submit("embed", text=question)
     except ShardUnavailableError:
@@ -276,7 +288,10 @@ async def _question_vector(
             await pending.done.wait()
     finally:
         encoder.discard(pending)
-    if not pending.done.is_set() or pending.reply is None:
+    if not pending.done.is_set():
+        encoder.embed_late_at = time.monotonic()
+        return None
+    if pending.reply is None:
         return None
     vector = pending.reply.get("vector")
     if pending.reply.get("model") != model or not isinstance(vector, str):

@@ -12,6 +12,7 @@ own process (`ShardHandle.run_once`): a remote shard's is `ssh` (see
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -108,6 +109,9 @@ class ShardHandle:
         # heartbeats count the questions it encoded.
         self.vectors = ""
         self.encoded = 0
+        # When it last let a question to encode for the others go unanswered in
+        # time (time.monotonic(); the coordinator then asks another for a while).
+        self.embed_late_at = -math.inf
         self.failure = ""
         # How its files are watched: "inotify", "polling", "off" (watch = false); None: not yet.
         self.watch: str | None = None if config.watch else "off"

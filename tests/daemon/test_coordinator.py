@@ -7,7 +7,7 @@ import time
 
 import pytest
 from ifmemd.config import DaemonConfig, ShardConfig
-from ifmemd.coordinator import RRF_K, ShardAnswer, fuse, route
+from ifmemd.coordinator import RRF_K, ShardAnswer, _sharing, fuse, route
 from ifmemd.shards.index import Passage
 from ifmemd.supervisor import ReplyGroup, ShardHandle
 
@@ -151,6 +151,20 @@ def test_routing_never_asks_a_model_that_is_still_loading() -> None:
         ShardAnswer("loading", (p("/loading.md", coverage=1.0),)),
     ]
     assert route(handles, answers, 2) == [0]
+
+
+def test_only_ready_shards_of_one_model_share_a_question_vector() -> None:
+    handles = [handle(name, backend="local") for name in ("restarting", "a", "b", "c", "d")]
+    for h, model in zip(handles, ("m", "m", "m", "n", "o"), strict=True):
+        h.vectors = model  # named by each one's `ready`
+        h.status = "ready"
+        h.process = object()  # type: ignore[assignment]  # as when it runs
+    # Its process exited: it keeps the model it named, and cannot encode.
+    handles[0].status, handles[0].process = "restarting", None
+    handles[4].vectors = "n"
+    assert _sharing(handles, [0, 1, 2, 3, 4]) == {"m": [1, 2], "n": [3, 4]}
+    # A model only one asked shard ranks by is not shared: nothing to save.
+    assert _sharing(handles, [0, 1, 3]) == {}
 
 
 def test_a_reply_group_waits_for_requests_sent_after_the_first_replies_came() -> None:
