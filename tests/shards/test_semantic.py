@@ -446,3 +446,22 @@ def test_a_damaged_index_met_while_making_vectors_is_deleted_and_rebuilt(
     index = store.open_store(tmp_path / "index", semantic.MODEL)
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 20
     index.close()
+
+
+def test_a_question_with_a_lone_surrogate_is_encoded_not_fatal(tmp_path: Path) -> None:
+    from shardproc import ShardProc
+
+    corpus = write_texts(tmp_path / "notes")
+    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
+    try:
+        proc.ready()
+        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+        # JSON can carry one ("\ud800"); the tokenizer cannot take it as it is.
+        question = "throwaway folder \ud800 that deletes itself"
+        embedded = _reply(proc, 1, op="embed", text=question)
+        assert embedded["type"] == "result" and embedded["model"] == semantic.MODEL
+        found = _reply(proc, 2, op="search", query=question, k=3)
+        assert found["type"] == "result" and found["passages"]
+        assert proc.proc.poll() is None
+    finally:
+        proc.close()

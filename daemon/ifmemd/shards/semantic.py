@@ -139,16 +139,23 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text, of unit length."""
-        return self.encoder.encode(texts)
+        # JSON carries lone surrogates ("\ud800"), which the tokenizer refuses
+        # (TypeError): as everywhere else a text is tokenized, they become "?".
+        return self.encoder.encode([_valid(text) for text in texts])
 
     def embed_one(self, text: str) -> np.ndarray:
         """`embed` of one text (a question)."""
         self.questions += 1
-        return self.encoder.encode([text])[0]
+        return self.embed([text])[0]
 
     def blobs(self, texts: Sequence[str]) -> list[bytes]:
         """The vectors of `texts` as the index stores them."""
         return [row.astype(_DTYPE).tobytes() for row in self.embed(texts)]
+
+
+def _valid(text: str) -> str:
+    """`text` with any lone surrogate replaced: valid Unicode, as UTF-8 can carry it."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 class VectorFormatError(IfmemError):
