@@ -465,3 +465,24 @@ def test_a_question_with_a_lone_surrogate_is_encoded_not_fatal(tmp_path: Path) -
         assert proc.proc.poll() is None
     finally:
         proc.close()
+
+
+def test_vectors_added_a_few_at_a_time_are_those_added_at_once() -> None:
+    import numpy as np
+
+    data = np.random.default_rng(7).standard_normal((50, semantic.DIM)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    rows = [(3 * i + 1, v.astype("<f2").tobytes()) for i, v in enumerate(data)]
+    whole, steps = semantic.Vectors(), semantic.Vectors()
+    whole.extend(rows)
+    assert steps.last == 0 and len(steps) == 0
+    for at in range(0, len(rows), 3):  # as the writer's fill commits them
+        steps.extend(rows[at : at + 3])
+        assert len(steps) == min(at + 3, len(rows)) and steps.last == rows[len(steps) - 1][0]
+    steps.extend([])
+    assert np.array_equal(steps.rowids, whole.rowids)
+    assert np.array_equal(steps.matrix, whole.matrix)
+    ranking = steps.rank(data[10], 5)
+    assert ranking.best == whole.rank(data[10], 5).best and ranking.best[0] == 31
+    assert ranking.similarity(31) == whole.rank(data[10], 5).similarity(31)
+    assert ranking.similarity(2) is None
