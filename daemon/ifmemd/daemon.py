@@ -49,6 +49,8 @@ from ifmemd.wire.server import Connection, OpError, Server, bind_socket, listene
 DRAIN_TIMEOUT_S = 5.0
 SUBSCRIBER_BUFFER = 10000
 BACKLOG_PAGE = 1000
+# How many of the unknown shards an ask named its error quotes.
+SHOWN_NAMES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +397,9 @@ class Daemon:
         names = shards if shards else list(self.supervisor.shards)
         unknown = [n for n in names if n not in self.supervisor.shards]
         if unknown:
-            raise OpError(protocol.NOT_FOUND, f"no shard named {', '.join(map(repr, unknown))}")
+            named = ", ".join(map(protocol.shown, unknown[:SHOWN_NAMES]))
+            more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
+            raise OpError(protocol.NOT_FOUND, f"no shard named {named}{more}")
         done = self._inflight[rid] = anyio.Event()
         try:
             return await self._answer(rid, question, names, k, routed=not shards)

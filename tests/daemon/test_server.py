@@ -19,7 +19,7 @@ import daemonproc as dp
 import pytest
 from ifmemd.log.eventlog import EventLog
 from ifmemd.log.verify import verify_log
-from ifmemd.wire.protocol import MAX_LINE, Client, RemoteError
+from ifmemd.wire.protocol import MAX_LINE, MAX_MEMORY_BYTES, Client, RemoteError
 
 CONCURRENT = 200
 
@@ -150,6 +150,52 @@ def test_invalid_requests_get_their_error_code_with_the_id(
         assert error_of(reply) == code
         assert words in reply["error"]["message"]
         still_serves(raw)
+
+
+# 800 KB of UTF-8 in the request, each character twelve bytes escaped in an
+# answer: quoted back whole, the error would be too long for a line.
+HUGE = "\U0001f600" * 200_000
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"op": HUGE},
+        {"op": "status", HUGE: 1},
+        {"op": "ask", "question": "x", "k": HUGE},
+        {"op": "ask", "question": "x", "shards": [HUGE[:300]] * 700},
+        {"op": "subscribe", "since_seq": HUGE},
+        {"op": "prune", "before_seq": HUGE},
+        {"op": "forget", "memory_id": HUGE},
+    ],
+)
+def test_an_error_quotes_a_huge_value_in_part(
+    daemon: dp.DaemonProc, request_: dict[str, Any]
+) -> None:
+    with Raw(daemon.socket_path) as raw:
+        raw.send(json.dumps({"id": "huge", **request_}, ensure_ascii=False).encode() + b"\n")
+        reply = raw.line()
+        assert reply["id"] == "huge" and reply["ok"] is False
+        assert len(reply["error"]["message"]) < 1000, reply["error"]["message"][:200]
+        still_serves(raw)
+
+
+def test_a_memory_is_refused_over_its_limit_and_sent_whole_at_it(daemon: dp.DaemonProc) -> None:
+    with Raw(daemon.socket_path) as raw:
+        over = "x" * (MAX_MEMORY_BYTES + 1)
+        raw.send({"id": "over", "op": "remember", "text": over})
+        reply = raw.line()
+        assert error_of(reply) == "bad_request" and "limit" in reply["error"]["message"]
+        # The longest a memory can be, escaped as much as it can be: its event
+        # still fits in a line for a subscriber.
+        raw.send({"id": "at", "op": "remember", "text": "\x01" * MAX_MEMORY_BYTES})
+        memory_id = raw.line()["result"]["memory_id"]
+        raw.send({"id": "sub", "op": "subscribe", "since_seq": 0})
+        assert raw.line()["result"]["subscribed"] is True
+        while (event := raw.line()["event"])["body"].get("memory_id") != memory_id:
+            pass
+        assert event["body"]["text"] == "\x01" * MAX_MEMORY_BYTES
+    daemon.request("forget", memory_id=memory_id)
 
 
 def test_an_oversized_line_is_refused_and_the_next_line_is_served(daemon: dp.DaemonProc) -> None:

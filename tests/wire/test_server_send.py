@@ -11,7 +11,7 @@ import anyio
 import pytest
 from anyio.abc import UNIXSocketStream
 from ifmemd.wire.peercred import Peer
-from ifmemd.wire.server import Connection
+from ifmemd.wire.server import Connection, ReplyTooLongError
 
 
 @pytest.fixture
@@ -63,3 +63,21 @@ async def test_a_send_to_a_client_gone_is_a_broken_resource() -> None:
     with pytest.raises(anyio.BrokenResourceError):
         await conn.send({"id": 1, "ok": True, "result": None})
     await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_answer_too_long_for_a_line_is_refused_under_its_id() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream = await UNIXSocketStream.from_socket(ours)
+    conn = Connection(stream, Peer(uid=0, gid=0, pid=0))
+    # 400,000 characters, 2.4 MB escaped as the wire sends them (ASCII only).
+    with pytest.raises(ReplyTooLongError, match="exceeds the limit"):
+        await conn.send({"id": "big", "ok": True, "result": {"text": "\U0001f600" * 200_000}})
+    await conn.send({"id": "next", "ok": True, "result": 1})  # the connection goes on
+    await stream.aclose()
+    lines = theirs.makefile("rb").read().split(b"\n")
+    theirs.close()
+    refused, after = json.loads(lines[0]), json.loads(lines[1])
+    assert refused["id"] == "big" and refused["ok"] is False
+    assert refused["error"]["code"] == "line_too_long" and len(lines[0]) < 200
+    assert after == {"id": "next", "ok": True, "result": 1}

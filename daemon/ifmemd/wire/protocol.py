@@ -42,6 +42,12 @@ MAX_ID_LENGTH: Final = 256
 MAX_K: Final = 100
 MAX_SOURCE_BYTES: Final = 1024
 """Largest `source` a `remember` request may carry, in UTF-8 bytes."""
+MAX_MEMORY_BYTES: Final = 128 * 1024
+"""Largest `text` a `remember` request may carry, in UTF-8 bytes: its event, sent
+to a subscriber with every character escaped (six bytes for a control character),
+still fits in a line."""
+SHOWN_CHARS: Final = 80
+"""How much of a value a client sent an error message quotes back."""
 
 # Ops.
 ASK: Final = "ask"
@@ -288,13 +294,13 @@ def negotiate(hello: dict[str, Any]) -> int:
     if hello.get("proto") != PROTO:
         raise ProtocolError(
             BAD_HANDSHAKE,
-            f"first line must be a hello like {expected}, got proto={hello.get('proto')!r}",
+            f"first line must be a hello like {expected}, got proto={shown(hello.get('proto'))}",
         )
     lo, hi = hello.get("min"), hello.get("max")
     for name, value in (("min", lo), ("max", hi)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ProtocolError(
-                BAD_HANDSHAKE, f"hello {name} must be a positive integer, got {value!r}"
+                BAD_HANDSHAKE, f"hello {name} must be a positive integer, got {shown(value)}"
             )
     assert isinstance(lo, int) and isinstance(hi, int)
     if lo > hi:
@@ -374,6 +380,13 @@ def _check_text(value: object, what: str, rid: RequestId) -> str:
     return value
 
 
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, cut to SHOWN_CHARS: an error that
+    quoted a client's value whole could be longer than a line may be."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
 def _check_str_list(value: object, what: str, rid: RequestId) -> list[str]:
     if not isinstance(value, list):
         raise ProtocolError(
@@ -397,12 +410,17 @@ def _check_ask(args: dict[str, Any], rid: RequestId) -> None:
         k = args["k"]
         if not _is_int(k) or not 1 <= k <= MAX_K:
             raise ProtocolError(
-                BAD_REQUEST, f"ask: k must be an integer from 1 to {MAX_K}, got {k!r}", rid
+                BAD_REQUEST, f"ask: k must be an integer from 1 to {MAX_K}, got {shown(k)}", rid
             )
 
 
 def _check_remember(args: dict[str, Any], rid: RequestId) -> None:
-    _check_text(args.get("text"), "remember: text", rid)
+    text = _check_text(args.get("text"), "remember: text", rid)
+    size = len(text.encode("utf-8"))
+    if size > MAX_MEMORY_BYTES:
+        raise ProtocolError(
+            BAD_REQUEST, f"remember: text is {size} bytes; the limit is {MAX_MEMORY_BYTES}", rid
+        )
     if "source" in args:
         source = _check_text(args["source"], "remember: source", rid)
         size = len(source.encode("utf-8"))
@@ -415,7 +433,11 @@ def _check_remember(args: dict[str, Any], rid: RequestId) -> None:
 
 
 def _check_forget(args: dict[str, Any], rid: RequestId) -> None:
-    _check_text(args.get("memory_id"), "forget: memory_id", rid)
+    memory_id = _check_text(args.get("memory_id"), "forget: memory_id", rid)
+    if len(memory_id) > MAX_ID_LENGTH:
+        raise ProtocolError(
+            BAD_REQUEST, f"forget: memory_id must be at most {MAX_ID_LENGTH} characters", rid
+        )
 
 
 def _check_subscribe(args: dict[str, Any], rid: RequestId) -> None:
@@ -426,7 +448,7 @@ def _check_subscribe(args: dict[str, Any], rid: RequestId) -> None:
         if not _is_int(seq) or seq < 0:
             raise ProtocolError(
                 BAD_REQUEST,
-                f"subscribe: since_seq must be a non-negative integer, got {seq!r}",
+                f"subscribe: since_seq must be a non-negative integer, got {shown(seq)}",
                 rid,
             )
 
@@ -438,7 +460,7 @@ def _check_prune(args: dict[str, Any], rid: RequestId) -> None:
     value = args[bounds[0]]
     if not _is_int(value) or value < 1:
         raise ProtocolError(
-            BAD_REQUEST, f"prune: {bounds[0]} must be a positive integer, got {value!r}", rid
+            BAD_REQUEST, f"prune: {bounds[0]} must be a positive integer, got {shown(value)}", rid
         )
 
 
@@ -482,7 +504,7 @@ def parse_request(obj: dict[str, Any]) -> Request:
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, f"op must be a string, not {_json_type(op)}", rid)
     if op not in _OP_ARGS:
-        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; known ops: {', '.join(OPS)}", rid)
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {shown(op)}; known ops: {', '.join(OPS)}", rid)
     required, optional, check = _OP_ARGS[op]
     args = {k: v for k, v in obj.items() if k not in ("id", "op")}
     for name in required:
@@ -492,7 +514,7 @@ def parse_request(obj: dict[str, Any]) -> Request:
     if unknown:
         known = ", ".join((*required, *optional)) or "none"
         raise ProtocolError(
-            BAD_REQUEST, f"{op}: unknown argument {unknown[0]!r} (known: {known})", rid
+            BAD_REQUEST, f"{op}: unknown argument {shown(unknown[0])} (known: {known})", rid
         )
     check(args, rid)
     return Request(rid, op, args)

@@ -58,6 +58,14 @@ class UnsafeSocketDirError(IfmemError):
         super().__init__(f"socket directory {path}: {reason}")
 
 
+class ReplyTooLongError(IfmemError):
+    """Raised by `Connection.send` after telling the client, under the request's
+    id, that what it asked for does not fit in a line: nothing more is sent for it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
 class OpError(IfmemError):
     """Raised by a request handler to answer with a protocol error code."""
 
@@ -119,7 +127,17 @@ class Connection:
         self._socket = stream.extra(SocketAttribute.raw_socket)
 
     async def send(self, obj: dict[str, Any]) -> None:
-        data = protocol.encode(obj)
+        """Send `obj` as one line; raises `ReplyTooLongError` if it cannot be one."""
+        try:
+            data = protocol.encode(obj)
+        except protocol.ProtocolError as e:
+            # The reason is short: the client learns why, with the id it waits on.
+            refusal = protocol.error_response(e.request_id, e.code, e.reason)
+            await self._send(protocol.encode(refusal))
+            raise ReplyTooLongError(e.reason) from e
+        await self._send(data)
+
+    async def _send(self, data: bytes) -> None:
         if self._send_lock.locked():
             # Another line is waiting for room: queue behind it, in order.
             async with self._send_lock:
@@ -230,7 +248,7 @@ class Server:
                     request = protocol.parse_request(await conn.reader.read_message())
                 except protocol.ProtocolError as e:
                     # A client gone meanwhile: the next read finds the end.
-                    with suppress_disconnect():
+                    with suppress_disconnect(), contextlib.suppress(ReplyTooLongError):
                         await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
                     continue
                 except (
@@ -246,7 +264,7 @@ class Server:
         self, conn: Connection, request: protocol.Request, room: anyio.Semaphore
     ) -> None:
         try:
-            with suppress_disconnect():
+            with suppress_disconnect(), contextlib.suppress(ReplyTooLongError):
                 await self._dispatch(conn, request)
         finally:
             room.release()
