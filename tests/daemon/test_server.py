@@ -334,6 +334,24 @@ def test_max_clients_refuses_one_more(daemons_tmp: Path) -> None:
         dp.wait_for(lambda: d._try_status() is not None, 5.0, "a slot to free up")
 
 
+def test_out_of_descriptors_the_daemon_waits_to_accept_and_goes_on(daemons_tmp: Path) -> None:
+    with dp.factory(daemons_tmp) as made:
+        # max_clients above what the descriptors allow, as a config may well be.
+        d = made(made.default_config(max_clients=1000), prefix=["prlimit", "--nofile=128"])
+        held = []
+        try:
+            for _ in range(200):  # the rest wait in the listen backlog
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(d.socket_path))
+                held.append(sock)
+            dp.wait_for(lambda: "Too many open files; retrying" in d.stderr(), 10.0, "EMFILE")
+            assert d.running, d.diagnostics()
+        finally:
+            for sock in held:
+                sock.close()
+        assert d.request("status")["pid"] == d.pid
+
+
 def test_reload_applies_max_clients_and_checkpoint_every_at_once(daemons_tmp: Path) -> None:
     with dp.factory(daemons_tmp) as made:
         d = made(made.default_config(max_clients=8, checkpoint_every=1000))

@@ -189,10 +189,14 @@ class Server:
                 while True:
                     try:
                         stream = await self.listener.accept()
-                    except OSError as e:
-                        if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    except (OSError, anyio.BrokenResourceError) as e:
+                        # anyio raises the socket's error as the cause of a BrokenResourceError.
+                        cause = e if isinstance(e, OSError) else e.__cause__
+                        if not isinstance(cause, OSError) or cause.errno not in (
+                            ACCEPT_CAPACITY_ERRNOS
+                        ):
                             raise
-                        print(f"ifmemd: accept: {e.strerror}; retrying", file=sys.stderr)
+                        print(f"ifmemd: accept: {cause.strerror}; retrying", file=sys.stderr)
                         await anyio.sleep(ACCEPT_BACKOFF_S)
                         continue
                     tg.start_soon(self._connection, stream)
