@@ -388,6 +388,9 @@ def parse_config(text: str, path: Path | str) -> Config:
     path = Path(path)
     try:
         raw = tomllib.loads(text)
+    except RecursionError as e:
+        # Arrays or tables nested thousands deep: tomllib recurses once a level.
+        raise ConfigError(path, None, "invalid TOML: nested too deeply") from e
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         line = column = None
@@ -883,6 +886,8 @@ class _Table:
             self._wrong_type(key, "a string")
         if not allow_empty and not value.strip():
             self.fail(key, f"{key} must not be empty")
+        if "\0" in value:
+            self.fail(key, f"{key} must not hold a NUL character")
         return value
 
     def path(self, key: str) -> str | None:
@@ -927,6 +932,8 @@ class _Table:
                 self.fail(key, f"{key} must hold only strings, not {_toml_type(item)}")
             if not item.strip():
                 self.fail(key, f"{key} must not hold empty strings")
+            if "\0" in item:
+                self.fail(key, f"{key} must not hold a NUL character")
         return tuple(value)
 
     def pattern_list(self, key: str) -> tuple[str, ...]:

@@ -275,6 +275,11 @@ def test_toml_error_at_end_of_document(tmp_path: Path) -> None:
     assert err.reason == "invalid TOML: Unclosed array"
 
 
+def test_toml_nested_too_deeply_is_refused_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert refused(path).reason == "invalid TOML: nested too deeply"
+
+
 def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "ifmem.toml"
     path.write_bytes(b'[[shard]]\nname = "a"\ndescription = "caf\xe9"\n')
@@ -536,6 +541,8 @@ def test_files_shard_needs_paths(tmp_path: Path) -> None:
         ("paths = []", "paths must not be empty"),
         ('paths = ["/x", 3]', "paths must hold only strings, not an integer"),
         ('paths = ["/x", " "]', "paths must not hold empty strings"),
+        ('paths = ["/tmp/\\u0000x/*.md"]', "paths must not hold a NUL character"),
+        ('api_key_file = "/k\\u0000"', "api_key_file must not hold a NUL character"),
         ('kind = "web"', 'kind must be "files" or "memory", got \'web\''),
         ("kind = 1", "kind must be a string, not an integer"),
         (
