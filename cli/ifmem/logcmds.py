@@ -24,6 +24,8 @@ DbOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 FOLLOW_POLL_S = 0.2
+# The largest integer SQLite holds: a seq or a count past it is a usage error.
+SQLITE_INT_MAX = 2**63 - 1
 
 
 def _open(db: Path | None) -> Any:
@@ -74,7 +76,10 @@ def log(
         typer.Option("--since", help="Only events since T: 30s, 5m, 2h, 1d, or an ISO 8601 time."),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="Only the last N matching events.")
+        int | None,
+        typer.Option(
+            "--limit", "-n", min=1, max=SQLITE_INT_MAX, help="Only the last N matching events."
+        ),
     ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -173,7 +178,9 @@ def _follow_daemon(db: Path, last: int, emit: Callable[[dict[str, Any]], None]) 
 def replay(
     upto: Annotated[
         int | None,
-        typer.Option("--upto", min=0, help="Rebuild the state as it was at this seq."),
+        typer.Option(
+            "--upto", min=0, max=SQLITE_INT_MAX, help="Rebuild the state as it was at this seq."
+        ),
     ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -207,8 +214,6 @@ def replay(
     for p in state.pending.values():
         print(f"  {p.qid}  (seq {p.seq})  {p.question[:60]}")
     print("events by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(state.counts.items())))
-
-
 
 
 def _through_daemon(db: Path, socket: Path | None, op: str, **args: Any) -> dict[str, Any] | None:

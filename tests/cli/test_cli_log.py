@@ -194,6 +194,15 @@ def test_a_foreign_file_exits_1(tmp_path: Path, command: str) -> None:
     assert path.read_text() == "just some notes\n" * 100
 
 
+@pytest.mark.parametrize(
+    "args", [("replay", "--upto", str(2**63)), ("log", "-n", "99999999999999999999999")]
+)
+def test_a_number_past_what_the_log_holds_is_a_usage_error(db: Path, args: tuple[str, ...]) -> None:
+    result = run(*args, "--db", str(db))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
 def test_replay_of_a_damaged_log_exits_1(db: Path) -> None:
     conn = apsw.Connection(str(db))
     conn.execute("DROP TRIGGER events_no_update")
