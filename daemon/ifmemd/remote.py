@@ -39,6 +39,7 @@ from anyio.abc import Process
 from ifmemd.config import DaemonConfig, RemoteTarget, ShardConfig
 from ifmemd.errors import IfmemError
 from ifmemd.supervisor import (
+    SPAWN_FAILED,
     STOP_GRACE_S,
     Pending,
     ReplyGroup,
@@ -47,6 +48,7 @@ from ifmemd.supervisor import (
     Supervisor,
     _reap,
     open_child,
+    spawn_failure,
 )
 from ifmemd.wire import protocol
 from ifmemd.wire.framing import LineReader
@@ -142,9 +144,13 @@ class RemoteShard(ShardHandle):
         self.fatal = self.exit_reason = ""
         self._stderr.clear()
         self._closed_by_remote = False
-        process, stdin = await open_child(
-            ssh_command(self.config, self.target), stderr=subprocess.PIPE
-        )
+        try:
+            process, stdin = await open_child(
+                ssh_command(self.config, self.target), stderr=subprocess.PIPE
+            )
+        except OSError as e:
+            self.exit_reason = spawn_failure(e)
+            return SPAWN_FAILED
         self.stdin = stdin
         self.process, self.pid = process, process.pid
         spawned = self.last_heard = self.clock()

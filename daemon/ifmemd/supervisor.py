@@ -266,6 +266,17 @@ class ShardHandle:
         }
 
 
+# The exit code recorded for a shard whose process could not be started at all
+# (out of descriptors, processes or memory), as a shell's for a command it cannot
+# run: the restart policy then treats it as a crash, with its backoff.
+SPAWN_FAILED = 127
+
+
+def spawn_failure(error: OSError) -> str:
+    """Why a shard's process could not be started, for `shard.exited`."""
+    return f"cannot start its process: {error.strerror or error}"
+
+
 async def open_child(
     command: list[str], *, stderr: int | None = None
 ) -> tuple[Process, PipeWriter]:
@@ -405,7 +416,12 @@ class Supervisor:
         # (a new handle's first run), and must be woken by this run's `ready`.
         if handle.ready_event.is_set():
             handle.ready_event = anyio.Event()
-        process, stdin = await open_child([sys.executable, "-m", "ifmemd.shards.shard"])
+        handle.exit_reason = ""
+        try:
+            process, stdin = await open_child([sys.executable, "-m", "ifmemd.shards.shard"])
+        except OSError as e:
+            handle.exit_reason = spawn_failure(e)
+            return SPAWN_FAILED
         handle.stdin = stdin
         handle.process, handle.pid = process, process.pid
         handle.last_heard = self.clock()

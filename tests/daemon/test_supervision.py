@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -81,6 +82,43 @@ def test_a_sigkilled_shard_is_back_and_answering_within_a_second(daemon: dp.Daem
     assert events[2][2]["pid"] == new
     # The other shards were not touched.
     assert kinds_after(daemon, before, "code") == []
+
+
+def test_a_shard_that_cannot_be_started_is_retried_and_the_daemon_goes_on(
+    daemons: dp.DaemonFactory,
+) -> None:
+    # Out of descriptors: idle clients hold every one the daemon may have.
+    d = daemons(daemons.default_config(max_clients=1000), prefix=["prlimit", "--nofile=64"])
+    old = d.shard_pids()["docs"]
+    before = head(d)
+    held = []
+    try:
+        for _ in range(80):  # the rest wait in the listen backlog
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(d.socket_path))
+            held.append(sock)
+        dp.wait_for(lambda: "Too many open files; retrying" in d.stderr(), 10.0, "EMFILE")
+        os.kill(old, signal.SIGKILL)
+
+        def spawn_failed() -> bool:
+            return any(
+                body.get("code") == 127 and "cannot start its process" in body.get("reason", "")
+                for _, _, body in kinds_after(d, before, "docs")
+            )
+
+        dp.wait_for(spawn_failed, 10.0, "a restart that cannot start the process")
+        assert d.running, d.diagnostics()
+    finally:
+        for sock in held:
+            sock.close()
+    # Descriptors free again, the next restart brings it back.
+    dp.wait_for(
+        lambda: d.shard("docs")["status"] == "ready" and d.shard("docs")["pid"] != old,
+        20.0,
+        "docs back",
+    )
+    answer = d.request("ask", question="lighthouse beacon", shards=["docs"])
+    assert answer["passages"][0]["path"].endswith("beacon.md")
 
 
 def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
