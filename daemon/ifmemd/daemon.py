@@ -115,6 +115,9 @@ class Daemon:
         self.server: Server | None = None
         self.started = time.monotonic()
         self._subscribers: set[_Subscriber] = set()
+        # Held while a sealed segment is compressed or segments are pruned: a prune
+        # planned from the plain file's name would miss the .zst that replaced it.
+        self._segments_lock = anyio.Lock()
         self._inflight: dict[str, anyio.Event] = {}
         self._stop = anyio.Event()
         self._reload_lock = anyio.Lock()
@@ -167,13 +170,16 @@ class Daemon:
         for segment in found:
             if segment.compressed:
                 continue
-            try:
-                await anyio.to_thread.run_sync(segments.compress, segment)
-            except StoreError as e:
-                # The plain segment stays, readable as it is; the next start tries again.
-                print(f"ifmemd: {e}", file=sys.stderr, flush=True)
-                continue
-            self.reader.reload_segments()
+            async with self._segments_lock:
+                if not segment.path.exists():
+                    continue  # pruned meanwhile
+                try:
+                    await anyio.to_thread.run_sync(segments.compress, segment)
+                except StoreError as e:
+                    # The plain segment stays, readable as it is; the next start tries again.
+                    print(f"ifmemd: {e}", file=sys.stderr, flush=True)
+                    continue
+                self.reader.reload_segments()
 
     def _memories(self) -> list[dict[str, str]]:
         return [
@@ -549,6 +555,10 @@ class Daemon:
 
     async def prune(self, before_seq: int | None, before_ns: int | None) -> dict[str, Any]:
         """Delete the sealed segments wholly before a seq or a time (`ifmem log prune`)."""
+        async with self._segments_lock:
+            return await self._prune(before_seq, before_ns)
+
+    async def _prune(self, before_seq: int | None, before_ns: int | None) -> dict[str, Any]:
         chain = self.reader
         try:
             plan = segments.plan_prune(

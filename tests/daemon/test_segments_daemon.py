@@ -149,6 +149,25 @@ def test_prune_through_the_daemon(
     assert f"memory:{kept['memory_id']}" in [p["path"] for p in hits["passages"]]
 
 
+def test_a_prune_right_after_a_seal_deletes_the_segment_compressed_or_not(
+    daemons: dp.DaemonFactory,
+) -> None:
+    # Compressed in the background (zstd, the default): the prune may come
+    # before, during or after the .zst replaces the .db.
+    daemon = daemons()
+    folder = segments.segments_dir(daemon.db_path)
+    for round_ in range(3):
+        daemon.request("remember", text=f"round {round_}")
+        sealed = daemon.request("seal")
+        pruned = daemon.request("prune", before_seq=sealed["last_seq"] + 1)
+        assert pruned["first_kept_seq"] == sealed["last_seq"] + 1
+        gone = Path(sealed["segment"]).name.removesuffix(".zst")
+        left = sorted(p.name for p in folder.iterdir() if p.name.startswith(gone))
+        assert left == [], (pruned, left)
+    report = verify_log(daemon.db_path)
+    assert report.ok, report.failure
+
+
 _KILLED_SEAL = textwrap.dedent(
     """
     import os, signal, sys
