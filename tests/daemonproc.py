@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -415,3 +416,22 @@ def factory(tmp_path: Path) -> Iterator[DaemonFactory]:
         yield made
     finally:
         made.close()
+
+
+@contextlib.contextmanager
+def descriptors_exhausted(d: DaemonProc, connections: int) -> Iterator[None]:
+    """Idle clients holding every file descriptor the daemon `d` may open (start it
+    under `prlimit --nofile=N`, N well below `connections`) until the block ends."""
+    held = []
+    try:
+        for _ in range(connections):  # those past the limit wait in the listen backlog
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(d.socket_path))
+            held.append(sock)
+        wait_for(
+            lambda: "Too many open files; retrying" in d.stderr(), 10.0, "EMFILE", d.diagnostics
+        )
+        yield
+    finally:
+        for sock in held:
+            sock.close()

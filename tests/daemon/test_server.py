@@ -338,17 +338,8 @@ def test_out_of_descriptors_the_daemon_waits_to_accept_and_goes_on(daemons_tmp: 
     with dp.factory(daemons_tmp) as made:
         # max_clients above what the descriptors allow, as a config may well be.
         d = made(made.default_config(max_clients=1000), prefix=["prlimit", "--nofile=128"])
-        held = []
-        try:
-            for _ in range(200):  # the rest wait in the listen backlog
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.connect(str(d.socket_path))
-                held.append(sock)
-            dp.wait_for(lambda: "Too many open files; retrying" in d.stderr(), 10.0, "EMFILE")
+        with dp.descriptors_exhausted(d, 200):
             assert d.running, d.diagnostics()
-        finally:
-            for sock in held:
-                sock.close()
         assert d.request("status")["pid"] == d.pid
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -91,13 +90,7 @@ def test_a_shard_that_cannot_be_started_is_retried_and_the_daemon_goes_on(
     d = daemons(daemons.default_config(max_clients=1000), prefix=["prlimit", "--nofile=64"])
     old = d.shard_pids()["docs"]
     before = head(d)
-    held = []
-    try:
-        for _ in range(80):  # the rest wait in the listen backlog
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(d.socket_path))
-            held.append(sock)
-        dp.wait_for(lambda: "Too many open files; retrying" in d.stderr(), 10.0, "EMFILE")
+    with dp.descriptors_exhausted(d, 80):
         os.kill(old, signal.SIGKILL)
 
         def spawn_failed() -> bool:
@@ -108,9 +101,6 @@ def test_a_shard_that_cannot_be_started_is_retried_and_the_daemon_goes_on(
 
         dp.wait_for(spawn_failed, 10.0, "a restart that cannot start the process")
         assert d.running, d.diagnostics()
-    finally:
-        for sock in held:
-            sock.close()
     # Descriptors free again, the next restart brings it back.
     dp.wait_for(
         lambda: d.shard("docs")["status"] == "ready" and d.shard("docs")["pid"] != old,

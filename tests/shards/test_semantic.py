@@ -5,8 +5,10 @@ kept beside it in the index, and a search fuses the dense ranking with bm25's.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,22 @@ def write_texts(corpus: Path) -> Path:
 @pytest.fixture(scope="module")
 def embedder() -> semantic.Embedder:
     return semantic.embedder()
+
+
+@contextlib.contextmanager
+def semantic_shard(corpus: Path, index_dir: Path) -> Iterator[Any]:
+    """A shard process over `corpus` ranking by meaning, ready, every vector made."""
+    from shardproc import ShardProc
+
+    proc = ShardProc("notes", [corpus], index_dir, semantic=True, watch=False)
+    try:
+        proc.ready()
+        # Ready on its words; the vectors are made after, by the writer thread,
+        # which says so when none are left.
+        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+        yield proc
+    finally:
+        proc.close()
 
 
 def test_the_embedder_loads_from_the_wheel_without_the_network(
@@ -248,22 +266,12 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_shard_process_with_semantic_answers_by_meaning(tmp_path: Path) -> None:
-    from shardproc import ShardProc
-
-    corpus = write_texts(tmp_path / "notes")
-    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
-    try:
-        proc.ready()
-        # Ready on its words; the vectors are made after, by the writer thread,
-        # which says so when none are left.
-        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+    with semantic_shard(write_texts(tmp_path / "notes"), tmp_path / "index") as proc:
         rows = proc.search(QUESTION, len(TEXTS))
         found = {Path(row[0]).name: Passage.from_row(row) for row in rows}
         assert None not in {p.similarity for p in found.values()}
         assert "tempdir.md" in found
         assert found["tempdir.md"].similarity > found["time.md"].similarity
-    finally:
-        proc.close()
     index = store.open_store(tmp_path / "index", semantic.MODEL)
     assert not index.rebuilt  # the shard built its index with vectors
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == len(TEXTS)
@@ -292,14 +300,8 @@ def _reply(proc: Any, rid: int, **op: Any) -> dict[str, Any]:
 def test_a_search_given_the_question_vector_answers_as_one_that_encodes_it(
     tmp_path: Path,
 ) -> None:
-    from shardproc import ShardProc
-
-    corpus = write_texts(tmp_path / "notes")
-    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
-    try:
+    with semantic_shard(write_texts(tmp_path / "notes"), tmp_path / "index") as proc:
         assert proc.ready()["vectors"] == semantic.MODEL
-        # Every passage's vector made (after ready, on the writer thread).
-        proc.wait_for("vectors", lambda m: m["queued"] == 0)
         embedded = _reply(proc, 1, op="embed", text=QUESTION)
         assert embedded["type"] == "result" and embedded["model"] == semantic.MODEL
         itself = _reply(proc, 2, op="search", query=QUESTION, k=len(TEXTS))["passages"]
@@ -312,8 +314,6 @@ def test_a_search_given_the_question_vector_answers_as_one_that_encodes_it(
         # without a vector, not the one with.
         beat = proc.wait_for("heartbeat", lambda m: m["served"] == 2)
         assert beat["encoded"] == 2
-    finally:
-        proc.close()
 
 
 def _wire(values: Any) -> str:
@@ -391,12 +391,8 @@ def test_a_shard_killed_while_making_vectors_goes_on_where_it_stopped(tmp_path: 
     made = index.db.execute("SELECT count(*) FROM vector").fetchone()[0]
     assert 0 < made < 300 and made + store.queued_vectors(index.db) == 300
     index.close()
-    again = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
-    try:
-        again.ready()
-        again.wait_for("vectors", lambda m: m["queued"] == 0)
-    finally:
-        again.close()
+    with semantic_shard(corpus, tmp_path / "index"):
+        pass  # the restart makes every vector
     index = store.open_store(tmp_path / "index", semantic.MODEL)
     assert not index.rebuilt  # the same index, its queue worked off
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 300
@@ -437,25 +433,15 @@ def test_a_damaged_index_met_while_making_vectors_is_deleted_and_rebuilt(
     finally:
         proc.close()
     assert not path.exists()
-    again = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
-    try:
-        again.ready()
-        again.wait_for("vectors", lambda m: m["queued"] == 0)
-    finally:
-        again.close()
+    with semantic_shard(corpus, tmp_path / "index"):
+        pass  # the restart makes every vector
     index = store.open_store(tmp_path / "index", semantic.MODEL)
     assert index.db.execute("SELECT count(*) FROM vector").fetchone()[0] == 20
     index.close()
 
 
 def test_a_question_with_a_lone_surrogate_is_encoded_not_fatal(tmp_path: Path) -> None:
-    from shardproc import ShardProc
-
-    corpus = write_texts(tmp_path / "notes")
-    proc = ShardProc("notes", [corpus], tmp_path / "index", semantic=True, watch=False)
-    try:
-        proc.ready()
-        proc.wait_for("vectors", lambda m: m["queued"] == 0)
+    with semantic_shard(write_texts(tmp_path / "notes"), tmp_path / "index") as proc:
         # JSON can carry one ("\ud800"); the tokenizer cannot take it as it is.
         question = "throwaway folder \ud800 that deletes itself"
         embedded = _reply(proc, 1, op="embed", text=question)
@@ -463,8 +449,6 @@ def test_a_question_with_a_lone_surrogate_is_encoded_not_fatal(tmp_path: Path) -
         found = _reply(proc, 2, op="search", query=question, k=3)
         assert found["type"] == "result" and found["passages"]
         assert proc.proc.poll() is None
-    finally:
-        proc.close()
 
 
 def test_vectors_added_a_few_at_a_time_are_those_added_at_once() -> None:
