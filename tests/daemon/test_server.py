@@ -433,6 +433,29 @@ def test_subscribe_backlog_from_zero_starts_at_seq_1(daemon: dp.DaemonProc) -> N
         assert first["kind"] == "daemon.started"
 
 
+def test_a_subscriber_that_closed_its_socket_is_let_go_without_an_event(
+    daemon: dp.DaemonProc,
+) -> None:
+    with Raw(daemon.socket_path) as raw:
+        raw.send({"id": "sub", "op": "subscribe", "kinds": ["memory.remembered"]})
+        assert raw.line()["result"]["subscribed"] is True
+        assert daemon.status()["clients"] == 2  # it, and the status request
+    # No event of its kinds comes; it must not hold a client slot till one does.
+    dp.wait_for(lambda: daemon.status()["clients"] == 1, 5.0, "the subscriber let go")
+
+
+def test_a_subscriber_that_only_stopped_sending_still_gets_its_events(
+    daemon: dp.DaemonProc,
+) -> None:
+    with Raw(daemon.socket_path) as raw:
+        raw.send({"id": "sub", "op": "subscribe", "kinds": ["memory.remembered"]})
+        assert raw.line()["result"]["subscribed"] is True
+        raw.sock.shutdown(socket.SHUT_WR)  # as `nc -N` does, reading on
+        memory = daemon.request("remember", text="read by a half-closed subscriber")
+        assert raw.line()["event"]["body"]["memory_id"] == memory["memory_id"]
+    daemon.request("forget", memory_id=memory["memory_id"])
+
+
 # --- the ops -------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import stat
 import sys
@@ -125,6 +126,34 @@ class Connection:
         self.reader = LineReader(stream)
         self._send_lock = anyio.Lock()
         self._socket = stream.extra(SocketAttribute.raw_socket)
+        # The subscriptions streaming to this client, and whether it has gone.
+        self._subscriptions: set[anyio.CancelScope] = set()
+        self._gone = False
+
+    def hung_up(self) -> bool:
+        """Whether the client closed its socket, not only its sending side (as
+        `nc -N` does, still reading): a stream socket then polls as hung up."""
+        poller = select.poll()
+        poller.register(self._socket, select.POLLHUP)
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+    def gone(self) -> None:
+        """The client has gone: end its subscriptions, now and any still to start.
+        Otherwise each would hold a client slot until an event of its kinds came."""
+        self._gone = True
+        for scope in self._subscriptions:
+            scope.cancel()
+
+    async def stream_to(self, subscription: Callable[[], Awaitable[None]]) -> None:
+        """Run `subscription` until it ends or the client goes (`gone`)."""
+        if self._gone:
+            return
+        with anyio.CancelScope() as scope:
+            self._subscriptions.add(scope)
+            try:
+                await subscription()
+            finally:
+                self._subscriptions.discard(scope)
 
     async def send(self, obj: dict[str, Any]) -> None:
         """Send `obj` as one line; raises `ReplyTooLongError` if it cannot be one."""
@@ -255,11 +284,12 @@ class Server:
                     with suppress_disconnect(), contextlib.suppress(ReplyTooLongError):
                         await conn.send(protocol.error_response(e.request_id, e.code, e.reason))
                     continue
-                except (
-                    anyio.EndOfStream,
-                    anyio.BrokenResourceError,
-                    protocol.ConnectionClosedError,
-                ):
+                except anyio.BrokenResourceError:
+                    conn.gone()
+                    break
+                except (anyio.EndOfStream, protocol.ConnectionClosedError):
+                    if conn.hung_up():
+                        conn.gone()
                     break
                 await room.acquire()
                 tg.start_soon(self._dispatch_one, conn, request, room)
@@ -277,10 +307,13 @@ class Server:
         if request.op == protocol.SUBSCRIBE:
             # A subscription streams until the client or the daemon goes away:
             # it is not a request in flight that a stopping daemon waits for.
-            try:
-                await self.handler(conn, request)
-            except OpError as e:
-                await conn.send(protocol.error_response(request.id, e.code, str(e)))
+            async def subscription() -> None:
+                try:
+                    await self.handler(conn, request)
+                except OpError as e:
+                    await conn.send(protocol.error_response(request.id, e.code, str(e)))
+
+            await conn.stream_to(subscription)
             return
         self.busy += 1
         if self.busy == 1:
