@@ -150,6 +150,46 @@ def test_a_file_replaced_by_binary_is_dropped_with_a_warning(shard: ShardProc, n
     assert shard.search("tuesdays") == []
 
 
+def test_names_that_are_not_utf8_are_skipped_with_a_warning_at_every_start(
+    tmp_path: Path, notes: Path
+) -> None:
+    # A directory (with a file in it) and a file, named by bytes no UTF-8 decodes.
+    bad_dir = os.fsencode(notes) + b"/old\xff"
+    os.mkdir(bad_dir)
+    Path(os.fsdecode(bad_dir + b"/inside.md")).write_text("Bathyal zone.\n")
+    Path(os.fsdecode(os.fsencode(notes) + b"/caf\xe9.md")).write_text("Bathyal fish.\n")
+    for _ in range(2):  # built, then restarted over the same index
+        proc = ShardProc("notes", [notes], tmp_path / "index")
+        try:
+            proc.ready()
+            assert "Tuesdays" in texts(proc.search("deploys"))
+            assert proc.search("bathyal") == []
+            reasons = {m["reason"] for m in proc.seen("warning")}
+            assert "directory name is not valid UTF-8" in reasons
+        finally:
+            assert proc.close() == 0
+
+
+def test_a_file_not_utf8_named_that_changes_does_not_end_watching(
+    shard: ShardProc, notes: Path
+) -> None:
+    log = os.fsdecode(os.fsencode(notes) + b"/run\xe9.log")
+    for i in range(5):  # written on, as a log is: each change ends the watch
+        with open(log, "a") as f:
+            f.write(f"line {i}\n")
+        time.sleep(0.1)
+    mark = shard.count()
+    new = write(notes / "later.md", "# Later\n\nAbyssal plains are flat.\n")
+    changed(shard, new, mark)
+    assert paths(shard.search("abyssal")) == {str(new)}
+    # Said once, however many times it ended the watch; the file itself is
+    # left out with a warning, as at a start.
+    ended = [m for m in shard.seen("warning") if "end the watch" in m["reason"]]
+    assert len(ended) == 1 and ended[0]["path"] == str(notes)
+    assert any(m["reason"] == "file name is not valid UTF-8" for m in shard.seen("warning"))
+    assert shard.proc.poll() is None
+
+
 def test_a_file_made_unreadable_is_dropped(tmp_path: Path, notes: Path) -> None:
     proc = ShardProc("notes", [notes], tmp_path / "index", prefix=USERNS)
     try:

@@ -436,6 +436,12 @@ def _walk_from(
             is_dir = _is_dir(entry)
             if left_out is not None and left_out(entry.path, is_dir):
                 continue
+            shown = _unnamable(entry.path)
+            if shown is not None:
+                # No citation could name it, nor the index hold its path (nor anything under it).
+                kind = "directory" if is_dir else "file"
+                skipped.append(Skipped(shown, f"{kind} name is not valid UTF-8"))
+                continue
             if is_dir:
                 if descend is not None and not descend(entry.path):
                     continue
@@ -455,6 +461,16 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def _unnamable(path: str) -> str | None:
+    """None for a path that is valid UTF-8; else how to show it (its undecodable
+    bytes escaped): the file system gave bytes that name nothing we can cite."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
+
+
 def _read(
     path: str,
     max_bytes: int,
@@ -463,11 +479,6 @@ def _read(
     opened: list[tuple[bytes, os.stat_result]] | None = None,
 ) -> SourceFile | Skipped:
     """Read one candidate file, or say why it is left out."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
-        return Skipped(shown, "file name is not valid UTF-8")
     try:
         with opener(path) as f:
             st = os.fstat(f.fileno())

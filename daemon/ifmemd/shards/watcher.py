@@ -24,9 +24,13 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import watchfiles
+
+# What watchfiles raises when it cannot hand a path to Python (not re-exported).
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 # Changes are handed over once none came for STEP_MS, or after DEBOUNCE_MS of a burst.
 STEP_MS = 30
@@ -36,6 +40,9 @@ ROOT_CHECK_MS = 1_000
 # Polling (when inotify cannot be used): how often the whole tree is looked at.
 POLL_MS = 1_000
 _LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE})
+# A watch that a file name not valid UTF-8 ended again within this long is set
+# up again only after this long (a log file with such a name, written on).
+UNDECODABLE_PAUSE_S = 1.0
 
 ChangeSink = Callable[[set[str]], None]
 Warn = Callable[[str, str], None]
@@ -68,6 +75,8 @@ class Watcher:
         self.stop = threading.Event()
         # Only once a watch failed for lack of permission: it also hides running out of watches.
         self._skip_denied = False
+        # When a file name not valid UTF-8 last ended the watch (time.monotonic()).
+        self._undecodable_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
     def start(self) -> None:
@@ -106,8 +115,29 @@ class Watcher:
                     "longer to show; raise fs.inotify.max_user_watches to watch",
                 )
                 continue
+            except WatchfilesRustInternalError as e:
+                if "decode path" not in str(e):
+                    raise
+                self._undecodable(present, e)
+                continue
             if came_back:
                 self.on_change(came_back)
+
+    def _undecodable(self, present: list[str], error: Exception) -> None:
+        """A change to a file whose name is not valid UTF-8 (which no scan indexes)
+        ended the watch: the roots are looked at again for changes made meanwhile,
+        and the watch is set up again, after a pause if this keeps happening."""
+        now = time.monotonic()
+        if self._undecodable_at is None:
+            self.warn(
+                present[0] if present else "",
+                f"a file whose name is not valid UTF-8 changed ({error}); such changes "
+                "end the watch, which is set up again and the tree looked at again",
+            )
+        elif now - self._undecodable_at < UNDECODABLE_PAUSE_S:
+            self.stop.wait(UNDECODABLE_PAUSE_S)
+        self._undecodable_at = now
+        self.on_change(set(present))
 
     def _watch(self, present: list[str]) -> set[str]:
         """Watch `present` until a root vanishes or a missing one returns (which are returned)."""
