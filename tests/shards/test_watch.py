@@ -190,6 +190,47 @@ def test_a_file_not_utf8_named_that_changes_does_not_end_watching(
     assert shard.proc.poll() is None
 
 
+def test_a_file_replaced_by_a_directory_of_its_name_is_gone(
+    tmp_path: Path, shard: ShardProc, notes: Path
+) -> None:
+    target = notes / "deploy.md"
+    mark = shard.count()
+    target.unlink()
+    write(target / "inside.md", "# Inside\n\nHadal trenches are deepest.\n")
+    removed(shard, target, mark)
+    changed(shard, target / "inside.md", mark)
+    assert shard.search("tuesdays") == []
+    assert paths(shard.search("hadal")) == {str(target / "inside.md")}
+    shard.close()
+    # Nor does a restart find a file there to warn about.
+    again = ShardProc("notes", [notes], tmp_path / "index")
+    try:
+        again.ready()
+        assert again.search("tuesdays") == []
+        assert not [m for m in again.seen("warning") if m["path"] == str(target)]
+    finally:
+        again.close()
+
+
+def test_a_file_made_a_directory_while_the_shard_was_down_is_gone(
+    tmp_path: Path, notes: Path
+) -> None:
+    with_file = ShardProc("notes", [notes], tmp_path / "index", watch=False)
+    with_file.ready()
+    assert with_file.close() == 0
+    target = notes / "deploy.md"
+    target.unlink()
+    write(target / "inside.md", "# Inside\n\nHadal trenches are deepest.\n")
+    again = ShardProc("notes", [notes], tmp_path / "index", watch=False)
+    try:
+        again.ready()
+        assert again.search("tuesdays") == []
+        assert paths(again.search("hadal")) == {str(target / "inside.md")}
+        assert not [m for m in again.seen("warning") if m["path"] == str(target)]
+    finally:
+        again.close()
+
+
 def test_a_file_made_unreadable_is_dropped(tmp_path: Path, notes: Path) -> None:
     proc = ShardProc("notes", [notes], tmp_path / "index", prefix=USERNS)
     try:

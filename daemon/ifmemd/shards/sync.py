@@ -227,6 +227,8 @@ class Updater:
             for gone in self._known_under(path):
                 todo.setdefault(gone, _Remove(gone))
             if _is_dir(path):
+                if self._knows(path):
+                    todo[path] = _Remove(path)  # a file once, a directory now
                 for found in sorted(self.selection.under(path, skipped)):
                     todo[found] = None
             elif self.selection.matches(path):
@@ -255,6 +257,9 @@ class Updater:
             return _Remove(path) if known else None
         except OSError as e:
             return _Skip(Skipped(path, f"cannot read: {e.strerror or e}"), None)
+        if stat.S_ISDIR(st.st_mode):
+            # A file once, a directory now: what is under it is walked on its own.
+            return _Remove(path) if known else None
         identity = (st.st_dev, st.st_ino)
         twin = self._twin(path, identity, seen)
         if twin:
