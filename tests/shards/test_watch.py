@@ -231,6 +231,20 @@ def test_a_file_made_a_directory_while_the_shard_was_down_is_gone(
         again.close()
 
 
+def test_a_hard_link_left_out_as_a_twin_is_indexed_when_its_twin_goes(
+    shard: ShardProc, notes: Path
+) -> None:
+    mark = shard.count()
+    twin = notes / "zz-deploy-copy.md"  # walked after deploy.md: the one left out
+    os.link(notes / "deploy.md", twin)
+    shard.wait_for("warning", lambda m: m["path"] == str(twin), after=mark)
+    assert paths(shard.search("tuesdays")) == {str(notes / "deploy.md")}
+    mark = shard.count()
+    (notes / "deploy.md").unlink()
+    changed(shard, twin, mark)
+    assert paths(shard.search("tuesdays")) == {str(twin)}
+
+
 def test_a_file_made_unreadable_is_dropped(tmp_path: Path, notes: Path) -> None:
     proc = ShardProc("notes", [notes], tmp_path / "index", prefix=USERNS)
     try:

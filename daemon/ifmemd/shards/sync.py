@@ -241,6 +241,12 @@ class Updater:
                 work = self._look(path, self._state(path), None)
             if work is not None:
                 pending.append(work)
+        # A hard link left out as the same file as one removed now is that file's
+        # only path left: looked at afresh, whatever its stat says.
+        for removed in [w.path for w in pending if isinstance(w, _Remove)]:
+            for twin in self._skipped_as_twin_of(removed):
+                if twin not in todo and (work := self._look(twin, None, None)) is not None:
+                    pending.append(work)
         yield from self._apply(pending, Batch(skipped=skipped), (BATCH_FILES, BATCH_BYTES))
 
     # -- looking at one file ------------------------------------------------------
@@ -287,6 +293,11 @@ class Updater:
 
     def _state(self, path: str) -> FileState | None:
         return store.file_states_of(self.db, [path]).get(path)
+
+    def _skipped_as_twin_of(self, path: str) -> list[str]:
+        """The files left out as the same file as `path`."""
+        rows = self.db.execute("SELECT path FROM file WHERE skipped = ?", (f"same file as {path}",))
+        return [p for (p,) in rows]
 
     def _knows(self, path: str) -> bool:
         return self.db.execute("SELECT 1 FROM file WHERE path = ?", (path,)).fetchone() is not None
