@@ -400,7 +400,8 @@ class Daemon:
         recorded = self._recorded(rid)
         if recorded is not None and recorded.kind != "query.abandoned":
             return self._replayed(rid, question, recorded)
-        names = shards if shards else list(self.supervisor.shards)
+        # A shard named twice is asked once (and recorded once).
+        names = list(dict.fromkeys(shards)) if shards else list(self.supervisor.shards)
         unknown = [n for n in names if n not in self.supervisor.shards]
         if unknown:
             named = ", ".join(map(protocol.shown, unknown[:SHOWN_NAMES]))

@@ -459,6 +459,13 @@ def test_a_subscriber_that_only_stopped_sending_still_gets_its_events(
 # --- the ops -------------------------------------------------------------------
 
 
+def test_a_shard_named_many_times_is_asked_and_recorded_once(daemon: dp.DaemonProc) -> None:
+    answer = daemon.request("ask", question="valve opened", shards=["code", "docs"] * 500)
+    assert answer["shards"] == ["code", "docs"]
+    [body] = [b for _, _, b in daemon.events("query.answered") if b["qid"] == answer["qid"]]
+    assert sorted(r["shard"] for r in body["results"]) == ["code", "docs"]
+
+
 def test_remember_and_forget(daemon: dp.DaemonProc) -> None:
     with daemon.client() as c:
         r = c.request("remember", request_id="rem-1", text="the kettle is descaled monthly")
