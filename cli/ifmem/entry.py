@@ -6,6 +6,11 @@ import sys
 
 
 def main() -> None:
+    # A terminal whose encoding cannot show a character (a Latin-1 locale, and
+    # "…" or a snippet's "☕") gets it escaped, not a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from ifmem import fast
     from ifmem.closedpipe import quiet_on_closed_stdout
 

@@ -225,6 +225,19 @@ def ifmem_command() -> list[str]:
     return [sys.executable, "-c", "from ifmem.main import main; main()"]
 
 
+@pytest.mark.parametrize("command", [("log",), ("replay",)])
+def test_a_terminal_that_cannot_show_a_character_gets_it_escaped(
+    db: Path, command: tuple[str, ...]
+) -> None:
+    done = subprocess.run(
+        [*ifmem_command(), *command, "--db", str(db)],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+    )
+    assert done.returncode == 0, done.stderr.decode("latin-1")
+    assert "café \\u2615".encode("latin-1") in done.stdout  # é shown, ☕ escaped
+
+
 def test_log_follow_prints_new_events(db: Path, signer: Signer) -> None:
     lines: queue.Queue[str] = queue.Queue()
     # Ctrl-C must reach the follower as from a terminal, even when this run
