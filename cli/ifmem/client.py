@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     SocketArg = Path | str | None
 
 STOP_WAIT_S = 15.0
+# The longest --timeout: a day (past it, a mistake; inf or NaN cannot be waited on).
+MAX_TIMEOUT_S = 86_400.0
 
 
 def socket_path(path: SocketArg) -> str:

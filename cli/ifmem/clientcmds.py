@@ -9,6 +9,14 @@ import typer
 
 from ifmem import client
 
+
+def _timeout(seconds: float) -> float:
+    """A --timeout from 0.1 s to client.MAX_TIMEOUT_S (typer's own range lets NaN pass)."""
+    if not 0.1 <= seconds <= client.MAX_TIMEOUT_S:
+        raise typer.BadParameter(f"must be from 0.1 to {client.MAX_TIMEOUT_S:g} seconds")
+    return seconds
+
+
 SocketOption = Annotated[
     Path | None,
     typer.Option(
@@ -28,7 +36,7 @@ def ask(
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many passages.")] = 5,
     socket: SocketOption = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the answer.")
+        float, typer.Option("--timeout", callback=_timeout, help="Seconds to wait for the answer.")
     ] = 30.0,
     as_json: JsonOption = False,
 ) -> None:
@@ -101,7 +109,9 @@ def mcp(
     ] = None,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.1, help="Seconds memory_ask waits for the daemon."),
+        typer.Option(
+            "--timeout", callback=_timeout, help="Seconds memory_ask waits for the daemon."
+        ),
     ] = 30.0,
 ) -> None:
     """Serve the memory to MCP clients (Claude Code, Claude Desktop…) over stdio."""

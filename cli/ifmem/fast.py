@@ -114,8 +114,8 @@ def run(argv: list[str]) -> bool:
     socket = a.values.get("socket")
     as_json = "as_json" in a.flags
     if command == "ask":
-        if not 1 <= k <= 100 or timeout < 0.1:
-            return False
+        if not 1 <= k <= 100 or not 0.1 <= timeout <= client.MAX_TIMEOUT_S:
+            return False  # typer says why
         client.ask(a.argument, a.repeated.get("shard"), k, socket, timeout, as_json)
     elif command == "remember":
         client.remember(a.argument, socket, as_json)

@@ -135,6 +135,16 @@ def test_no_daemon_exits_3_and_says_how_to_start_one(tmp_path: Path, command: li
     assert str(nowhere) in result.stderr
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e300", "0.05"])
+@pytest.mark.parametrize("command", [["ask", "q"], ["mcp"]], ids=lambda c: c[0])
+def test_a_timeout_that_cannot_be_waited_is_a_usage_error(
+    tmp_path: Path, seconds: str, command: list[str]
+) -> None:
+    result = CliRunner().invoke(app, [*command, "--timeout", seconds])
+    assert result.exit_code == 2, result.output
+    assert "must be from 0.1 to 86400 seconds" in result.output
+
+
 def test_a_stale_socket_file_is_unreachable_too(tmp_path: Path) -> None:
     import socket
 

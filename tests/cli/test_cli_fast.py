@@ -101,6 +101,8 @@ def test_fast_parser_reads_the_plain_forms(
         ["ask", "-h", "q"],
         ["ask", "--json=yes", "q"],
         ["ask", "--timeout", "0", "q"],
+        ["ask", "--timeout", "nan", "q"],
+        ["ask", "--timeout", "inf", "q"],
         ["status", "extra"],
         ["status", "-k", "3"],  # not an option of status
         ["proxy", "--json"],
