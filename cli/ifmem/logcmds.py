@@ -239,10 +239,13 @@ def _signer() -> Any:
     from ifmemd.log.keys import load_signer
     from ifmemd.system import paths
 
+    key = paths.key_path()
     try:
-        return load_signer(paths.key_path())
+        return load_signer(key)
     except IfmemError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"signing key {key}: {e.strerror or e}; the daemon makes it at its first start")
 
 
 @log_app.command("seal")
@@ -270,6 +273,7 @@ def seal(
     if result is None:
         try:
             compress = load_config(config).log.compress == "zstd"
+            maintenance.require_log(path)
             segment = maintenance.seal_files(
                 path, _signer(), paths.checkpoints_path(), compress=compress
             )
@@ -318,6 +322,7 @@ def prune(
     result = _through_daemon(path, socket, "prune", **bound)
     if result is None:
         try:
+            maintenance.require_log(path)
             plan, record = maintenance.prune_files(
                 path, _signer(), None if db else paths.snapshot_path(), **bound
             )

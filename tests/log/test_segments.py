@@ -132,6 +132,25 @@ def test_seal_on_the_cli_without_a_daemon(tmp_path: Path, signer: Signer) -> Non
     assert verify_log(db).ok
 
 
+@pytest.mark.parametrize("command", [["log", "seal"], ["log", "prune", "--before", "5"]])
+def test_sealing_or_pruning_a_log_that_is_not_there_makes_none(
+    tmp_path: Path, command: list[str]
+) -> None:
+    db = db_in(tmp_path)
+    result = CliRunner().invoke(app, [*command, "--db", str(db)])
+    assert result.exit_code == 1, result.output
+    assert "no such file" in result.stderr
+    assert not db.parent.exists()  # nothing made that `audit verify` would call a log
+
+
+def test_sealing_without_the_signing_key_says_so(tmp_path: Path, signer: Signer) -> None:
+    db = db_in(tmp_path)
+    lf.build(db, signer, 9)  # the key in tmp_path/keys, not where the CLI looks
+    result = CliRunner().invoke(app, ["log", "seal", "--db", str(db)])
+    assert result.exit_code == 1, result.output
+    assert "signing key" in result.stderr and "first start" in result.stderr
+
+
 def test_sealing_is_refused_while_a_daemon_holds_the_log(tmp_path: Path, signer: Signer) -> None:
     db = db_in(tmp_path)
     lf.build(db, signer, 5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ifmemd.errors import LogMissingError
 from ifmemd.log import segments
 from ifmemd.log import snapshot as snapshots
 from ifmemd.log.chain import LogChain
@@ -25,6 +26,7 @@ def seal_files(
     live: Path, signer: Signer, checkpoints_path: Path | None, *, compress: bool
 ) -> Segment:
     """Seal the live file `live` into a segment (compressed if `compress`)."""
+    require_log(live)
     with segments.locked(live, exclusive=True):
         segments.recover(live, signer)
         new, segment, _first = segments.seal(EventLog.open(live, signer), checkpoints_path)
@@ -43,6 +45,7 @@ def prune_files(
     """Record `log.pruned`, save a snapshot standing on it (what the deleted events
     built, working memory first, lives on there), then delete the sealed segments
     wholly before the bound."""
+    require_log(live)
     with segments.locked(live, exclusive=True):
         segments.recover(live, signer)
         with LogChain.open(live) as chain:
@@ -57,3 +60,10 @@ def prune_files(
                 snapshots.save(snapshot_path, chain.log_id, state)
         segments.delete_pruned(plan)
         return plan, record
+
+
+def require_log(live: Path) -> None:
+    """Refuse a log that is not there (neither its live file nor a segment): opened
+    to write, it would be made, and an empty log then verifies as "ok"."""
+    if not live.exists() and not segments.list_segments(live):
+        raise LogMissingError(live)
