@@ -191,6 +191,8 @@ def replay(
     from ifmemd.system import paths
 
     with _open(db) as elog:
+        if upto is not None and upto < elog.first_seq - 1:
+            fail(f"--upto {upto}: the log was pruned before seq {elog.first_seq}; no state then")
         try:
             result = rebuild(elog, snapshot_path=None if db else paths.snapshot_path(), upto=upto)
         except IfmemError as e:
@@ -202,6 +204,8 @@ def replay(
     print(f"state at seq {state.seq} (hash {state.hash.hex()[:16]}…)")
     source = f"snapshot at seq {result.from_snapshot} + " if result.from_snapshot else ""
     print(f"rebuilt from {source}{result.replayed} events; daemon runs: {state.runs}")
+    if "pruned" in result.snapshot_note:
+        print(f"note: {result.snapshot_note}")
     print(f"working memory: {len(state.memories)} item(s)")
     for m in state.memories.values():
         print(f"  memory:{m.memory_id}  {m.text[:80]}")

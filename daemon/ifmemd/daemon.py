@@ -28,7 +28,7 @@ from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
 from ifmemd.coordinator import LOGGED_PASSAGE_FIELDS, ask_shards, fuse, synthesize
 from ifmemd.errors import NothingToPruneError, StoreError
-from ifmemd.log import segments
+from ifmemd.log import maintenance, segments
 from ifmemd.log import snapshot as snapshots
 from ifmemd.log.chain import LogChain
 from ifmemd.log.eventlog import EventLog, Record
@@ -561,6 +561,8 @@ class Daemon:
 
     async def _prune(self, before_seq: int | None, before_ns: int | None) -> dict[str, Any]:
         chain = self.reader
+        # A note forgotten but not yet committed must not be carried over the prune.
+        await self.writer.settled()
         try:
             plan = segments.plan_prune(
                 chain.segments,
@@ -568,12 +570,16 @@ class Daemon:
                 before_seq=before_seq,
                 before_ns=before_ns,
             )
+            carried = maintenance.carried_memories(
+                self.projection.memories.values(), plan.first_kept_seq, chain
+            )
         except NothingToPruneError as e:
             raise OpError(protocol.NOT_FOUND, str(e)) from e
         except StoreError as e:
             raise OpError(protocol.UNAVAILABLE, f"prune refused: {e}") from e
-        record = await self.writer.append("log.pruned", plan.fields())
-        # The state the deleted events built lives on in a snapshot standing after them.
+        # No await since `settled`: nothing appended meanwhile goes before these.
+        *_, record = await self.writer.append_many([*carried, ("log.pruned", plan.fields())])
+        # What else the deleted events built lives on in a snapshot standing after them.
         await self._snapshot_now()
         self.reader.close()
         try:

@@ -142,11 +142,14 @@ def test_prune_through_the_daemon(
     report = verify_log(daemon.db_path)
     assert report.ok, report.failure
     assert report.first_seq == first["last_seq"] + 1
-    # What the pruned events built stays: the daemon saved a snapshot before deleting.
+    # What the pruned events built stays: the daemon saved a snapshot before deleting,
+    # and working memory is in the kept log itself (the snapshot may be deleted).
     assert daemon.stop() == 0
+    (daemon.root / "home/.local/state/ifmem/snapshot.json").unlink()
     daemon.start()
     hits = daemon.request("ask", question="kept across the prune", shards=["working"])
     assert f"memory:{kept['memory_id']}" in [p["path"] for p in hits["passages"]]
+    assert daemon.status()["memories"] == 2
 
 
 def test_a_prune_right_after_a_seal_deletes_the_segment_compressed_or_not(

@@ -132,18 +132,31 @@ def test_prune_deletes_whole_old_segments_and_verify_starts_from_its_anchor(
         "events-000000000001-000000000010.db",
         "events-000000000011-000000000020.db",
     ]
-    assert (plan.first_kept_seq, record.seq, record.kind) == (21, 36, "log.pruned")
+    # Before it, each note of working memory remembered in seq 1-20 is remembered
+    # again (seq 36-40): the kept log alone still folds into working memory.
+    assert (plan.first_kept_seq, record.seq, record.kind) == (21, 41, "log.pruned")
+    with LogChain.open(db) as chain:
+        carried = [chain.record(seq) for seq in range(36, 41)]
+    assert {r.kind for r in carried} == {"memory.remembered"}
+    assert all(r.data()["carried_from"] < 21 for r in carried)
     assert [s.first for s in segments.list_segments(db)] == [21]
     report = verify_log(db, checkpoints=checkpoints)
     assert report.ok, report.failure
-    assert report.pruned_note == "verified from seq 21; seq 1\u201320 pruned at seq 36"
-    assert (report.rows, report.first_seq) == (16, 21)
+    assert report.pruned_note == "verified from seq 21; seq 1\u201320 pruned at seq 41"
+    assert (report.rows, report.first_seq) == (21, 21)
     audit = CliRunner().invoke(app, ["audit", "verify", "--db", str(db)])
     assert audit.exit_code == 0, audit.output
-    assert "verified from seq 21; seq 1\u201320 pruned at seq 36" in audit.stdout
+    assert "verified from seq 21; seq 1\u201320 pruned at seq 41" in audit.stdout
     with LogChain.open(db) as chain:
         result = replay(chain)
-    assert result.state.seq == 36 and "pruned before seq 21" in result.snapshot_note
+    assert result.state.seq == 41 and "pruned before seq 21" in result.snapshot_note
+    assert result.from_snapshot == 0  # none was given
+    shown = CliRunner().invoke(app, ["replay", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert "rebuilt from 21 events" in shown.stdout and "pruned before seq 21" in shown.stdout
+    assert f"working memory: {len(result.state.memories)} item(s)" in shown.stdout
+    before = CliRunner().invoke(app, ["replay", "--db", str(db), "--upto", "3"])
+    assert before.exit_code == 1 and "pruned before seq 21" in before.stderr
 
     # Another gap is still refused, and a truncated tail still caught.
     seg(db, 0).unlink()
@@ -154,12 +167,12 @@ def test_prune_deletes_whole_old_segments_and_verify_starts_from_its_anchor(
 def test_a_checkpoint_still_catches_a_truncated_tail_after_prune(
     db: Path, tmp_path: Path, signer: Signer
 ) -> None:
-    maintenance.prune_files(db, signer, None, before_seq=11)
+    _, pruned = maintenance.prune_files(db, signer, None, before_seq=11)
     with EventLog.open(db, signer) as log:
         log.append_batch(lf.items(3, 400))
         checkpoint = cp.Checkpoint.make(signer, log.log_id, log.head_seq, log.head_hash)
     with lf.tamper(db) as conn:
-        conn.execute("DELETE FROM events WHERE seq > 36")
+        conn.execute("DELETE FROM events WHERE seq > ?", (pruned.seq,))
     f = verify_log(db, checkpoints=[checkpoint]).failure
     assert f is not None and f.reason == TRUNCATED
 
@@ -199,10 +212,14 @@ def test_prune_by_date_and_the_snapshot_keeps_the_state(tmp_path: Path, signer: 
         boundary = chain.first_row_after(chain.segments[0]).ts_ns
     maintenance.prune_files(db, signer, snap_path, before_ns=boundary + 1)
     assert [s.first for s in segments.list_segments(db)] == [11, 21]
+    notes = {m.memory_id: m.text for m in whole.memories.values()}
     snap, why = snapshot.load(snap_path)
     assert snap is not None, why
-    assert snap.state.memories == whole.memories
+    assert {m.memory_id: m.text for m in snap.state.memories.values()} == notes
     with LogChain.open(db) as chain:
         again = replay(chain, snapshot_path=snap_path).state
-    assert again.memories == whole.memories
+        # The snapshot is derived data: without it, the kept log holds working memory.
+        alone = replay(chain).state
+    assert {m.memory_id: m.text for m in again.memories.values()} == notes
+    assert {m.memory_id: m.text for m in alone.memories.values()} == notes
     assert verify_log(db).ok

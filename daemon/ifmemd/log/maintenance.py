@@ -9,6 +9,7 @@ is the same as the daemon's (`segments`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ifmemd.errors import LogMissingError
@@ -20,6 +21,7 @@ from ifmemd.log.events import encode
 from ifmemd.log.keys import Signer
 from ifmemd.log.replay import replay
 from ifmemd.log.segments import PrunePlan, Segment
+from ifmemd.log.state import Memory
 
 
 def seal_files(
@@ -52,14 +54,38 @@ def prune_files(
             plan = segments.plan_prune(
                 chain.segments, chain.first_row_after, before_seq=before_seq, before_ns=before_ns
             )
+            memories = replay(chain, snapshot_path=snapshot_path).state.memories.values()
+            events = [*carried_memories(memories, plan.first_kept_seq, chain)]
+        events.append(("log.pruned", plan.fields()))
         with EventLog.open(live, signer) as log:
-            [record] = log.append_batch([("log.pruned", encode("log.pruned", plan.fields()))])
+            *_, record = log.append_batch([(kind, encode(kind, body)) for kind, body in events])
         if snapshot_path is not None:
             with LogChain.open(live) as chain:
                 state = replay(chain, snapshot_path=snapshot_path).state
                 snapshots.save(snapshot_path, chain.log_id, state)
         segments.delete_pruned(plan)
         return plan, record
+
+
+def carried_memories(
+    memories: Iterable[Memory], first_kept_seq: int, chain: LogChain
+) -> list[tuple[str, dict[str, object]]]:
+    """A `memory.remembered` again for each note of working memory remembered
+    before `first_kept_seq`: appended before `log.pruned`, they keep working
+    memory the fold of the log that is kept (not of a snapshot, which may be
+    deleted). Each repeats its note's fields (its request id too, so that a
+    retry still finds its answer) and says which seq it carries (`carried_from`).
+    """
+    events: list[tuple[str, dict[str, object]]] = []
+    for memory in sorted(memories, key=lambda m: m.seq):
+        if memory.seq >= first_kept_seq:
+            continue
+        record = chain.record(memory.seq)  # gone if an earlier prune took it
+        body = dict(record.data()) if record is not None else {}
+        kept = {k: body[k] for k in ("rid", "source") if k in body}
+        fields = {"memory_id": memory.memory_id, "text": memory.text, **kept}
+        events.append(("memory.remembered", {**fields, "carried_from": memory.seq}))
+    return events
 
 
 def require_log(live: Path) -> None:

@@ -73,6 +73,7 @@ def replay(
 ) -> ReplayResult:
     """The state at `upto` (default: the head), from a usable snapshot if there is one."""
     start = State()
+    used = 0  # the seq of the snapshot started from, if one was
     note = "no snapshot path given"
     if snapshot_path is not None:
         snap, note = snapshots.load(snapshot_path)
@@ -81,7 +82,7 @@ def replay(
             if not note and upto is not None and snap.state.seq > upto:
                 note = f"snapshot stands on seq {snap.state.seq}, after --upto {upto}"
             if not note:
-                start = snap.state
+                start, used = snap.state, snap.state.seq
     if isinstance(log, LogChain) and start.seq < log.first_seq - 1:
         # Pruned: what the deleted rows said is gone; the chain starts from the
         # hash the oldest kept row links to (the auditor checks it against
@@ -91,4 +92,4 @@ def replay(
         )
         start = State(seq=log.first_seq - 1, hash=log.first_prev)
     state = fold(start, checked_events(log, start.seq, start.hash, upto))
-    return ReplayResult(state, start.seq, state.seq - start.seq, note)
+    return ReplayResult(state, used, state.seq - start.seq, note)

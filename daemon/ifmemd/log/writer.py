@@ -155,6 +155,15 @@ class LogWriter:
             raise batch.error
         return batch.records[start : start + len(encoded)]
 
+    async def settled(self) -> None:
+        """Return once every event appended so far is committed and handed to
+        `on_commit`: what the state says then stands for the whole log. (A batch
+        is taken and committed with no await between: none is half-way.)"""
+        while self._batch.items and not self._closed:
+            batch = self._batch
+            self._wakeup.set()
+            await batch.done.wait()
+
     def enqueue(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Queue an event without waiting for it (for the writer's own bookkeeping)."""
         if not self._closed:
