@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -495,6 +496,18 @@ def test_client_timeout_names_the_retryable_id(daemon: tuple[Path, TinyDaemon]) 
         str(info.value) == "ask: no answer from ifmemd within 0.2 s; retrying with id 'q-7' is safe"
     )
     assert client.closed
+
+
+def test_client_retries_share_one_timeout(daemon: tuple[Path, TinyDaemon]) -> None:
+    path, tiny = daemon
+    client = Client(path, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(DaemonTimeoutError):
+        client.request("ask", question="hang", request_id="q-8", retries=2, retry_delay=0.1)
+    # Each attempt waited what was left of the one timeout (not 0.5 s apiece):
+    # the first took it all, and no retry had enough time left to be made.
+    assert time.monotonic() - started < 0.5 + 0.4
+    assert tiny.seen == ["q-8"]
 
 
 def test_client_connection_dropped_before_answer(daemon: tuple[Path, TinyDaemon]) -> None:

@@ -712,19 +712,25 @@ class Client:
 
         With `retries`, a connection that breaks or times out before the answer
         arrives is reopened and the request resent under the same id, at most
-        that many times, `retry_delay` seconds apart.
+        that many times, `retry_delay` seconds apart. The client's `timeout`
+        bounds them all together: a retry gets what is left of it, and none is
+        made when too little is.
         """
         rid: RequestId = _fresh_id() if request_id is None else request_id
         message = make_request(op, rid, **args)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         attempt = 0
         while True:
             try:
                 if attempt and self._sock is None:
                     self._connect()
+                    if deadline is not None:
+                        self._require().settimeout(max(deadline - time.monotonic(), 0.001))
                 self._send(message, op, rid)
                 return self._answer(self._receive(op, rid), op, rid)
             except (ConnectionClosedError, DaemonTimeoutError, DaemonUnreachableError):
-                if attempt >= retries:
+                late = deadline is not None and time.monotonic() + retry_delay >= deadline
+                if attempt >= retries or late:
                     raise
                 attempt += 1
                 self.close()
