@@ -75,6 +75,11 @@ class Raw:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
+    def subscribe(self, **args: Any) -> None:
+        """Subscribe (request id "sub"), and read its acknowledgement."""
+        self.send({"id": "sub", "op": "subscribe", **args})
+        assert self.line()["result"]["subscribed"] is True
+
     def closed_by_peer(self) -> bool:
         return self.sock.recv(1) == b""
 
@@ -190,8 +195,7 @@ def test_a_memory_is_refused_over_its_limit_and_sent_whole_at_it(daemon: dp.Daem
         # still fits in a line for a subscriber.
         raw.send({"id": "at", "op": "remember", "text": "\x01" * MAX_MEMORY_BYTES})
         memory_id = raw.line()["result"]["memory_id"]
-        raw.send({"id": "sub", "op": "subscribe", "since_seq": 0})
-        assert raw.line()["result"]["subscribed"] is True
+        raw.subscribe(since_seq=0)
         while (event := raw.line()["event"])["body"].get("memory_id") != memory_id:
             pass
         assert event["body"]["text"] == "\x01" * MAX_MEMORY_BYTES
@@ -437,8 +441,7 @@ def test_a_subscriber_that_closed_its_socket_is_let_go_without_an_event(
     daemon: dp.DaemonProc,
 ) -> None:
     with Raw(daemon.socket_path) as raw:
-        raw.send({"id": "sub", "op": "subscribe", "kinds": ["memory.remembered"]})
-        assert raw.line()["result"]["subscribed"] is True
+        raw.subscribe(kinds=["memory.remembered"])
         assert daemon.status()["clients"] == 2  # it, and the status request
     # No event of its kinds comes; it must not hold a client slot till one does.
     dp.wait_for(lambda: daemon.status()["clients"] == 1, 5.0, "the subscriber let go")
@@ -448,8 +451,7 @@ def test_a_subscriber_that_only_stopped_sending_still_gets_its_events(
     daemon: dp.DaemonProc,
 ) -> None:
     with Raw(daemon.socket_path) as raw:
-        raw.send({"id": "sub", "op": "subscribe", "kinds": ["memory.remembered"]})
-        assert raw.line()["result"]["subscribed"] is True
+        raw.subscribe(kinds=["memory.remembered"])
         raw.sock.shutdown(socket.SHUT_WR)  # as `nc -N` does, reading on
         memory = daemon.request("remember", text="read by a half-closed subscriber")
         assert raw.line()["event"]["body"]["memory_id"] == memory["memory_id"]
