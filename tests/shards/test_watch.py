@@ -245,6 +245,35 @@ def test_a_hard_link_left_out_as_a_twin_is_indexed_when_its_twin_goes(
     assert paths(shard.search("tuesdays")) == {str(twin)}
 
 
+def test_a_root_symlink_pointed_elsewhere_is_followed(tmp_path: Path) -> None:
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    write(v1 / "doc.md", "# Release\n\nVersion one ships the lighthouse.\n")
+    write(v2 / "doc.md", "# Intro\n\nRead this first.\n\nVersion two ships the beacon.\n")
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    proc = ShardProc("notes", [current], tmp_path / "index")
+    try:
+        proc.ready()
+        assert proc.watching() == "inotify"
+        assert "lighthouse" in texts(proc.search("version"))
+        mark = proc.count()
+        swap = tmp_path / "current.new"
+        swap.symlink_to("v2")
+        swap.rename(current)  # as a deploy flips `current` (ln -sfn), atomically
+        changed(proc, current / "doc.md", mark)
+        found = proc.search("beacon")
+        assert paths(found) == {str(current / "doc.md")}
+        assert found[0][ROW_FIELDS.index("span_start")] == 5  # its line in the new file
+        assert proc.search("lighthouse") == []
+        # And what is written there afterwards: the new directory is the one watched.
+        mark = proc.count()
+        write(v2 / "new.md", "# New\n\nThe foghorn arrives in version two.\n")
+        changed(proc, current / "new.md", mark)
+        assert paths(proc.search("foghorn")) == {str(current / "new.md")}
+    finally:
+        proc.close()
+
+
 def test_a_file_made_unreadable_is_dropped(tmp_path: Path, notes: Path) -> None:
     proc = ShardProc("notes", [notes], tmp_path / "index", prefix=USERNS)
     try:

@@ -11,7 +11,8 @@ what a shard falls back to when the kernel's inotify watches run out
 
 A watched root that vanishes is noticed within `ROOT_CHECK_MS`; the watch is
 set up again on the roots still there, and a root that comes back is
-reported as changed so all it holds is looked at.
+reported as changed so all it holds is looked at. So is a root that is
+another directory now (a symlink such as `current` pointed at a new release).
 
 Limitation: running out of watches is seen when the watch is set up (at a
 start, or when a root comes back). When directories created later exceed the
@@ -140,8 +141,12 @@ class Watcher:
         self.on_change(set(present))
 
     def _watch(self, present: list[str]) -> set[str]:
-        """Watch `present` until a root vanishes or a missing one returns (which are returned)."""
+        """Watch `present` until a root vanishes, a missing one returns, or one is
+        another directory now (a symlink pointed elsewhere); returns those that
+        returned or changed."""
         missing = set(self.roots) - set(present)
+        # The watches hold the directories the roots were when set up.
+        watched = {root: _identity(root) for root in present}
         if not present:
             self.stop.wait(ROOT_CHECK_MS / 1000)
             return {r for r in missing if os.path.isdir(r)}
@@ -166,9 +171,19 @@ class Watcher:
             if changes:
                 self.on_change({path for _, path in changes})
             back = {r for r in missing if os.path.isdir(r)}
-            if back or not all(os.path.isdir(r) for r in present):
-                return back
+            moved = {r for r in present if _identity(r) != watched[r]}
+            if back or moved or not all(os.path.isdir(r) for r in present):
+                return back | {r for r in moved if os.path.isdir(r)}
         return set()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The directory `path` is now (following symlinks), or None if none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _out_of_watches(error: OSError) -> bool:
