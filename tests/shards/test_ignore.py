@@ -145,3 +145,35 @@ def test_a_root_the_repository_ignores_is_indexed_whole(repo: Path) -> None:
     # As pyenv's clone ignores its versions/: a shard over one of them names that tree.
     write(repo / "build" / "lib" / "x.md")
     assert listed(repo, IgnoreRules(), str(repo / "build")) == ["build/lib/x.md", "build/out.md"]
+
+
+def test_a_repository_exclude_file_made_later_applies_watched_or_at_a_start(
+    tmp_path: Path, repo: Path
+) -> None:
+    (repo / ".git" / "info" / "exclude").unlink()
+    notes = write(repo / "notes.md", "# Notes\n\nexcludedword\n")
+    proc = ShardProc("repo", [repo], tmp_path / "index")
+    try:
+        proc.ready()
+        proc.watching()
+        assert proc.search("excludedword")
+        mark = proc.count()
+        write(repo / ".git" / "info" / "exclude", "notes.md\n")
+        proc.wait_for("changed", lambda m: str(notes) in m["removed"], after=mark)
+    finally:
+        proc.close()
+    # Made while no shard ran: the next start finds it (a walk never lists .git).
+    (repo / ".git" / "info" / "exclude").unlink()
+    again = ShardProc("repo", [repo], tmp_path / "index", watch=False)
+    try:
+        again.ready()
+        assert again.search("excludedword")
+    finally:
+        again.close()
+    write(repo / ".git" / "info" / "exclude", "notes.md\n")
+    third = ShardProc("repo", [repo], tmp_path / "index", watch=False)
+    try:
+        third.ready()
+        assert third.search("excludedword") == []
+    finally:
+        third.close()

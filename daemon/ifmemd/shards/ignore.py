@@ -27,6 +27,11 @@ import pathspec
 
 IGNORE_FILES = (".gitignore", ".ignore")
 _GIT_ONLY = ".gitignore"
+# The repository's own excludes: not in the tree a shard walks (inside .git).
+EXCLUDE_FILE = os.path.join(".git", "info", "exclude")
+# The signature recorded for a repository's exclude file that is not there: a
+# walk never lists .git, so only this tells a later start that one was made.
+ABSENT = ""
 
 
 class IgnoreRules:
@@ -119,7 +124,7 @@ class IgnoreRules:
                 chain = list(self._chain(os.path.dirname(directory), top))
             in_repo = self._repo(directory) is not None
             if directory == top and in_repo:
-                chain += self._read(directory, os.path.join(".git", "info", "exclude"))
+                chain += self._read(directory, EXCLUDE_FILE)
             for name in IGNORE_FILES:
                 if name != _GIT_ONLY or in_repo:
                     chain += self._read(directory, name)
@@ -132,6 +137,10 @@ class IgnoreRules:
             with open(path, encoding="utf-8", errors="replace") as f:
                 self.read[path] = signature(os.fstat(f.fileno()))
                 lines = f.read().splitlines()
+        except FileNotFoundError:
+            if name == EXCLUDE_FILE:
+                self.read[path] = ABSENT
+            return []
         except OSError:
             return []
         spec = pathspec.GitIgnoreSpec.from_lines(lines)

@@ -32,7 +32,7 @@ from ifmemd.shards.corpus import (
     Skipped,
     open_file,
 )
-from ifmemd.shards.ignore import IGNORE_FILES, signature
+from ifmemd.shards.ignore import ABSENT, EXCLUDE_FILE, IGNORE_FILES, signature
 from ifmemd.shards.readahead import Read, ReadAhead, ReadAheadError, read_and_cut
 from ifmemd.shards.store import FileState, Passages
 
@@ -163,7 +163,7 @@ class Updater:
             yield from self.scan()
             return
         old_dirs, rule_files = remembered
-        if any(_signature(path) != sig for path, sig in rule_files.items()):
+        if any((_signature(path) or ABSENT) != sig for path, sig in rule_files.items()):
             yield from self.scan()
             return
         changed = [d for d, mtime in old_dirs.items() if _mtime(d) not in (mtime, None)]
@@ -216,7 +216,9 @@ class Updater:
         """Re-check the files at or under `paths` (from a watcher), in small batches."""
         paths = set(paths)
         rules = self.selection.rules
-        if rules is not None and any(os.path.basename(p) in IGNORE_FILES for p in paths):
+        if rules is not None and any(
+            os.path.basename(p) in IGNORE_FILES or p.endswith(os.sep + EXCLUDE_FILE) for p in paths
+        ):
             # The rules changed: what they leave out may be anywhere.
             rules.forget()
             yield from self.scan()
