@@ -31,6 +31,7 @@ from ifmemd.restart import RestartPolicy, heartbeat_overdue
 from ifmemd.shards import pipejson
 from ifmemd.shards.index import Passage
 from ifmemd.wire.framing import LineReader
+from ifmemd.wire.protocol import ConnectionClosedError, ProtocolError
 
 Recorder = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 HandleFactory = Callable[[ShardConfig, DaemonConfig, Callable[[], float]], "ShardHandle"]
@@ -112,6 +113,8 @@ class ShardHandle:
         # When it last let a question to encode for the others go unanswered in
         # time (time.monotonic(); the coordinator then asks another for a while).
         self.embed_late_at = -math.inf
+        # Lines from its process that were not messages (dropped, see `_unreadable`).
+        self.dropped_lines = 0
         self.failure = ""
         # How its files are watched: "inotify", "polling", "off" (watch = false); None: not yet.
         self.watch: str | None = None if config.watch else "off"
@@ -277,6 +280,19 @@ def spawn_failure(error: OSError) -> str:
     return f"cannot start its process: {error.strerror or error}"
 
 
+def _unreadable(handle: ShardHandle, why: str) -> None:
+    """Say (to the journal) that a line from `handle`'s process was dropped: the
+    first, then each time the count doubles, so that a flood says so but briefly."""
+    handle.dropped_lines += 1
+    if handle.dropped_lines & (handle.dropped_lines - 1) == 0:
+        print(
+            f"ifmemd: shard {handle.name!r}: dropped a line that is not a message ({why}); "
+            f"{handle.dropped_lines} so far",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 async def open_child(
     command: list[str], *, stderr: int | None = None
 ) -> tuple[Process, PipeWriter]:
@@ -394,6 +410,7 @@ class Supervisor:
                 if decision.failed:
                     handle.status = "failed"
                     handle.failure = f"shard {handle.name!r} {decision.reason}"
+                    handle.ready_event.set()  # askers waiting for it to load: it never will
                     await self.record(
                         "shard.failed", {"shard": handle.name, "reason": decision.reason}
                     )
@@ -448,7 +465,10 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watchdog, handle, process)
                 try:
-                    await handle.send(init)
+                    # A process that died at once (it could not import, say) took
+                    # its stdin with it: its exit code and the restart policy tell.
+                    with contextlib.suppress(ShardUnavailableError):
+                        await handle.send(init)
                     await self._read(handle, process)
                 finally:
                     tg.cancel_scope.cancel()
@@ -471,57 +491,73 @@ class Supervisor:
     async def _read(self, handle: ShardHandle, process: Process) -> None:
         assert process.stdout is not None
         reader = LineReader(process.stdout, SHARD_STDOUT_MAX_LINE)
-        name = handle.name
         while True:
             try:
-                msg = pipejson.loads(await reader.read_line())
-            except (anyio.EndOfStream, anyio.BrokenResourceError, IfmemError):
+                line = await reader.read_line()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionClosedError):
                 return
-            handle.last_heard = self.clock()
-            kind = msg.get("type")
-            if kind in ("result", "answer", "synthesis", "error"):
-                handle._resolve(msg)
-            elif kind == "heartbeat":
-                handle.served, handle.rss_bytes = msg["served"], msg["rss_bytes"]
-                handle.encoded = msg.get("encoded", handle.encoded)
-                self.heard(name, msg["rss_bytes"], msg["served"], msg["uptime_s"])
-            elif kind == "ready":
-                info = {k: msg[k] for k in ("files", "lines", "tokens", "digest", "load_ms")}
-                # Model-backed shards say which model and whether the API counted the tokens.
-                info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
-                handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
-                handle.vectors = str(msg.get("vectors", ""))
-                await self.record("shard.ready", info | {"shard": name})
-                if handle.config.uses_model:
-                    handle.model_status = str(msg.get("model_status", "ready"))
-                handle.status = "ready"
-                handle.failure = ""
-                handle.ready_event.set()
-            elif kind == "model_ready":
-                info = {k: msg[k] for k in ("model", "tokens", "token_source", "load_ms")}
-                handle.ready_info |= {k: info[k] for k in ("tokens", "token_source")}
-                await self.record("shard.model_ready", info | {"shard": name})
-                handle.model_status = "ready"
-            elif kind == "warmed":
-                await self.record(
-                    "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}
-                )
-            elif kind == "changed":
-                # One batch of file changes the shard has indexed.
-                await self.record(
-                    "corpus.changed",
-                    {"shard": name, "changed": msg["changed"], "removed": msg["removed"]},
-                )
-            elif kind == "watching":
-                handle.watch = str(msg["mode"])
-            elif kind == "vectors":
-                handle.vectors_queued = int(msg["queued"])
-            elif kind == "fatal":
-                handle.fatal = str(msg.get("reason", "the shard cannot serve"))
-            elif kind == "warning":
-                await self.record(
-                    "shard.warning", {"shard": name, "path": msg["path"], "reason": msg["reason"]}
-                )
+            except ProtocolError as e:
+                # Longer than any message: skipped whole, the next line is read.
+                _unreadable(handle, e.reason)
+                continue
+            try:
+                msg = pipejson.loads(line)
+                if not isinstance(msg, dict):
+                    raise ValueError(f"a JSON {type(msg).__name__}, not an object")
+                await self._message(handle, msg)
+            except (ValueError, KeyError, TypeError) as e:
+                # A shard's bug, or a library writing to its protocol: the line
+                # is dropped, the shard's own messages still count.
+                _unreadable(handle, f"{e!r:.200}")
+
+    async def _message(self, handle: ShardHandle, msg: dict[str, Any]) -> None:
+        """Act on one message from a shard (KeyError, TypeError, ValueError: malformed)."""
+        name = handle.name
+        handle.last_heard = self.clock()
+        kind = msg.get("type")
+        if kind in ("result", "answer", "synthesis", "error"):
+            handle._resolve(msg)
+        elif kind == "heartbeat":
+            handle.served, handle.rss_bytes = msg["served"], msg["rss_bytes"]
+            handle.encoded = msg.get("encoded", handle.encoded)
+            self.heard(name, msg["rss_bytes"], msg["served"], msg["uptime_s"])
+        elif kind == "ready":
+            info = {k: msg[k] for k in ("files", "lines", "tokens", "digest", "load_ms")}
+            # Model-backed shards say which model and whether the API counted the tokens.
+            info |= {k: msg[k] for k in ("model", "token_source") if k in msg}
+            handle.ready_info = info | {"bytes": msg.get("bytes", 0)}
+            handle.vectors = str(msg.get("vectors", ""))
+            await self.record("shard.ready", info | {"shard": name})
+            if handle.config.uses_model:
+                handle.model_status = str(msg.get("model_status", "ready"))
+            handle.status = "ready"
+            handle.failure = ""
+            handle.ready_event.set()
+        elif kind == "model_ready":
+            info = {k: msg[k] for k in ("model", "tokens", "token_source", "load_ms")}
+            handle.ready_info |= {k: info[k] for k in ("tokens", "token_source")}
+            await self.record("shard.model_ready", info | {"shard": name})
+            handle.model_status = "ready"
+        elif kind == "warmed":
+            await self.record(
+                "shard.warmed", {"shard": name, "model": msg["model"], **msg["usage"]}
+            )
+        elif kind == "changed":
+            # One batch of file changes the shard has indexed.
+            await self.record(
+                "corpus.changed",
+                {"shard": name, "changed": msg["changed"], "removed": msg["removed"]},
+            )
+        elif kind == "watching":
+            handle.watch = str(msg["mode"])
+        elif kind == "vectors":
+            handle.vectors_queued = int(msg["queued"])
+        elif kind == "fatal":
+            handle.fatal = str(msg.get("reason", "the shard cannot serve"))
+        elif kind == "warning":
+            await self.record(
+                "shard.warning", {"shard": name, "path": msg["path"], "reason": msg["reason"]}
+            )
 
     # -- control ------------------------------------------------------------------
 

@@ -111,6 +111,30 @@ def test_a_shard_that_cannot_be_started_is_retried_and_the_daemon_goes_on(
     assert answer["passages"][0]["path"].endswith("beacon.md")
 
 
+def test_shards_that_die_before_reading_their_init_fail_and_the_daemon_goes_on(
+    daemons: dp.DaemonFactory, tmp_path: Path
+) -> None:
+    # As after an upgrade that broke an import: every shard process exits at once.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\nif sys.argv and sys.argv[0] == '-m':\n    os._exit(3)\n"
+    )
+    d = daemons(start=False)
+    own_env = d.env
+    d.env = lambda: {**own_env(), "PYTHONPATH": f"{site}:{own_env().get('PYTHONPATH', '')}"}
+    d.start(wait=False)
+
+    def all_failed() -> bool:
+        status = d._try_status()
+        return status is not None and all(s["status"] == "failed" for s in status["shards"])
+
+    dp.wait_for(all_failed, 30.0, "every shard failed", d.diagnostics)
+    assert d.running, d.diagnostics()
+    reasons = {body["reason"] for _, _, body in d.events("shard.failed")}
+    assert reasons and all("exited" in r for r in reasons), reasons
+
+
 def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
     daemon: dp.DaemonProc,
 ) -> None:

@@ -619,7 +619,11 @@ def main() -> int:
     # writer chunks files (pure Python), each hand-back waits out the switch
     # interval. 1 ms instead of 5 keeps asks fast during a burst of changes.
     sys.setswitchinterval(GIL_SWITCH_S)
-    out = _Out(sys.stdout.buffer)
+    # The pipe to the supervisor gets a descriptor of its own, and descriptor 1
+    # becomes stderr: whatever a library prints (or a C library writes to fd 1)
+    # goes to the journal, not into the protocol.
+    out = _Out(os.fdopen(os.dup(sys.stdout.fileno()), "wb"))
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stdin = _Lines(sys.stdin.fileno())
     lines: list[bytes] | None = []
     while lines == []:
