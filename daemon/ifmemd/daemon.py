@@ -270,7 +270,7 @@ class Daemon:
                 "checkpoint", {"seq": checkpoint.seq, "hash": checkpoint.hash.hex()}
             )
         await self.writer.close()
-        await anyio.to_thread.run_sync(self._save_snapshot)
+        await self._snapshot_now()
 
     async def _snapshot_now(self) -> None:
         """Save a snapshot of the state as it is now: taken on the event loop, which
@@ -278,10 +278,6 @@ class Daemon:
         state = self.projection.state()
         await anyio.to_thread.run_sync(snapshots.save, self.snapshot_path, self.log.log_id, state)
         self._snapshot_seq = state.seq
-
-    def _save_snapshot(self) -> None:
-        snapshots.save(self.snapshot_path, self.log.log_id, self.projection.state())
-        self._snapshot_seq = self.projection.seq
 
     async def _signals(self, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -305,7 +301,9 @@ class Daemon:
                 lines.append("WATCHDOG=1")
             sdnotify.notify(*lines)
             if self.projection.seq - self._snapshot_seq >= self.config.daemon.checkpoint_every:
-                await anyio.to_thread.run_sync(self._save_snapshot)
+                # Not taken in a thread: the loop advances the state meanwhile, and a
+                # copy made across that could stand on a seq it lacks events of.
+                await self._snapshot_now()
 
     def _status_line(self) -> str:
         shards = self.supervisor.shards.values()
