@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
 from ifmemd.coordinator import LOGGED_PASSAGE_FIELDS, ask_shards, fuse, synthesize
-from ifmemd.errors import NothingToPruneError, StoreError
+from ifmemd.errors import LogInUseError, LogLockedError, NothingToPruneError, StoreError
 from ifmemd.log import maintenance, segments
 from ifmemd.log import snapshot as snapshots
 from ifmemd.log.chain import LogChain
@@ -47,6 +47,8 @@ from ifmemd.wire.protocol import RequestId
 from ifmemd.wire.server import Connection, OpError, Server, bind_socket, listener_from
 
 DRAIN_TIMEOUT_S = 5.0
+# How long a starting daemon waits for the log's folder (an `ifmem log seal` at work).
+LOG_LOCK_WAIT_S = 10.0
 SUBSCRIBER_BUFFER = 10000
 BACKLOG_PAGE = 1000
 # How many of the unknown shards an ask named its error quotes.
@@ -83,9 +85,13 @@ class Daemon:
         self.socket_path = options.socket or paths.socket_path()
         signer = load_or_create_signer(options.key or paths.key_path())
         db = options.db or paths.log_path()
-        # Held while the daemon runs: `ifmem log seal|prune` on the files needs it alone.
+        # Held while the daemon runs: one writer a log (another daemon, or
+        # `ifmem log seal|prune` on the files, would break the chain).
         self._lock = contextlib.ExitStack()
-        self._lock.enter_context(segments.locked(db, exclusive=False))
+        try:
+            self._lock.enter_context(segments.locked(db, wait_s=LOG_LOCK_WAIT_S))
+        except LogLockedError as e:
+            raise LogInUseError(db) from e
         segments.recover(db, signer)
         self.log = EventLog.open(db, signer)
         # Reads what the writer does not hold: sealed segments and committed rows.

@@ -77,6 +77,18 @@ class KeyFileError(IfmemError):
         super().__init__(f"signing key {path}: {reason}")
 
 
+class LogInUseError(StoreError):
+    """Raised when a daemon would start on a log another process holds."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            "lock event log",
+            path,
+            "another ifmemd writes this log (or `ifmem log seal|prune` works on it): "
+            "one daemon a log; stop the other, or give this one its own --db",
+        )
+
+
 class LogLockedError(StoreError):
     """Raised when `ifmem log seal|prune` would change the log files while a daemon uses them."""
 

@@ -135,6 +135,16 @@ def test_shards_that_die_before_reading_their_init_fail_and_the_daemon_goes_on(
     assert reasons and all("exited" in r for r in reasons), reasons
 
 
+def test_a_second_daemon_on_the_same_log_is_refused(daemons: dp.DaemonFactory) -> None:
+    first = daemons()
+    second = daemons(start=False, db=first.db_path)
+    second.env = first.env  # the same user's key, as two starts by one user would have
+    second.start(wait=False)
+    assert second.proc is not None and second.proc.wait(60) == 1
+    assert "another ifmemd writes this log" in second.stderr()
+    assert first.request("remember", text="the first one still writes")["memory_id"]
+
+
 def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
     daemon: dp.DaemonProc,
 ) -> None:

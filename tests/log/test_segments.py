@@ -154,7 +154,7 @@ def test_sealing_without_the_signing_key_says_so(tmp_path: Path, signer: Signer)
 def test_sealing_is_refused_while_a_daemon_holds_the_log(tmp_path: Path, signer: Signer) -> None:
     db = db_in(tmp_path)
     lf.build(db, signer, 5)
-    with segments.locked(db, exclusive=False), pytest.raises(LogLockedError):
+    with segments.locked(db), pytest.raises(LogLockedError):
         maintenance.seal_files(db, signer, None, compress=False)
     assert [r[0] for r in all_rows(db)] == [1, 2, 3, 4, 5]
     assert not (db.parent / "segments").exists()

@@ -29,7 +29,7 @@ def seal_files(
 ) -> Segment:
     """Seal the live file `live` into a segment (compressed if `compress`)."""
     require_log(live)
-    with segments.locked(live, exclusive=True):
+    with segments.locked(live):
         segments.recover(live, signer)
         new, segment, _first = segments.seal(EventLog.open(live, signer), checkpoints_path)
         new.close()
@@ -48,7 +48,7 @@ def prune_files(
     built, working memory first, lives on there), then delete the sealed segments
     wholly before the bound."""
     require_log(live)
-    with segments.locked(live, exclusive=True):
+    with segments.locked(live):
         segments.recover(live, signer)
         with LogChain.open(live) as chain:
             plan = segments.plan_prune(

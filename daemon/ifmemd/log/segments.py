@@ -40,6 +40,7 @@ import contextlib
 import fcntl
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ SEGMENTS_DIR = "segments"
 _NAME = re.compile(r"events-(\d{12})-(\d{12})\.db(\.zst)?")
 ZSTD_LEVEL = 3
 _COPY_CHUNK = 1 << 20
+# How often a held log folder is tried again (`locked`).
+LOCK_RETRY_S = 0.05
 
 # Called with each step's name once it is done (tests kill the process there).
 after_step: Callable[[str], None] = lambda step: None  # noqa: E731
@@ -116,11 +119,11 @@ def list_segments(live: Path) -> list[Segment]:
 
 
 @contextlib.contextmanager
-def locked(live: Path, *, exclusive: bool) -> Iterator[None]:
-    """Hold a lock on the log's folder (created if missing): shared by a running
-    daemon, exclusive for `ifmem log seal|prune` working on the files while no
-    daemon runs. A shared lock waits out an exclusive one (a seal takes
-    moments); an exclusive one is refused at once with LogLockedError.
+def locked(live: Path, *, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the log's folder (created if missing) alone: the daemon that writes the
+    log holds it while it runs, `ifmem log seal|prune` while it works on the files.
+    One held elsewhere is tried again for up to `wait_s` seconds (a seal takes
+    moments), then refused with LogLockedError.
     """
     try:
         durable.ensure_private_dir(live.parent)
@@ -128,10 +131,15 @@ def locked(live: Path, *, exclusive: bool) -> Iterator[None]:
     except OSError as e:
         raise StoreError("lock event log", live.parent, e.strerror or str(e)) from e
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-        except BlockingIOError as e:
-            raise LogLockedError(live) from e
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as e:
+                if time.monotonic() >= deadline:
+                    raise LogLockedError(live) from e
+                time.sleep(LOCK_RETRY_S)
         yield
     finally:
         os.close(fd)
