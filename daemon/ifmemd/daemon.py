@@ -196,6 +196,14 @@ class Daemon:
 
     async def run(self) -> None:
         """Serve until stopped by a signal or `ifmem stop`."""
+        # Signals are caught from here to the end: one that comes before the task
+        # reading them starts waits for it (a SIGHUP right after READY, say).
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            await self._run(signals)
+        # What is left (closing files) must not be cut short by a late SIGHUP.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    async def _run(self, signals: AsyncIterator[int]) -> None:
         inherited = sdnotify.listen_fds()
         if inherited:
             sock = inherited[0]
@@ -216,7 +224,7 @@ class Daemon:
             await tg.start(self.supervisor.run)
             server_scope = anyio.CancelScope()
             tg.start_soon(self._serve, server_scope)
-            tg.start_soon(self._signals, tg)
+            tg.start_soon(self._signals, signals)
             tg.start_soon(self._watchdog)
             sdnotify.notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
             print(
@@ -285,16 +293,15 @@ class Daemon:
         await anyio.to_thread.run_sync(snapshots.save, self.snapshot_path, self.log.log_id, state)
         self._snapshot_seq = state.seq
 
-    async def _signals(self, tg: TaskGroup) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    try:
-                        await self.reload()
-                    except ConfigError as e:
-                        print(f"ifmemd: reload refused: {e}", file=sys.stderr, flush=True)
-                else:
-                    self.request_stop(signal.Signals(signum).name)
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                self.request_stop(signal.Signals(signum).name)
+            elif not self._stop.is_set():  # no reload once stopping
+                try:
+                    await self.reload()
+                except ConfigError as e:
+                    print(f"ifmemd: reload refused: {e}", file=sys.stderr, flush=True)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 def main() -> None:
+    # Until the daemon reads signals (`Daemon.run`), a SIGHUP (reload) has no
+    # config to reload yet: ignored, not the end of a daemon starting.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parser().parse_args()
     sys.exit(run(args.config, args.socket, args.db))
 

@@ -6,6 +6,7 @@ heartbeats (0.2 s, timeout 1 s); nothing of ours is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -143,6 +144,18 @@ def test_a_second_daemon_on_the_same_log_is_refused(daemons: dp.DaemonFactory) -
     assert second.proc is not None and second.proc.wait(60) == 1
     assert "another ifmemd writes this log" in second.stderr()
     assert first.request("remember", text="the first one still writes")["memory_id"]
+
+
+def test_sighup_while_stopping_neither_reloads_nor_kills(daemons: dp.DaemonFactory) -> None:
+    d = daemons()
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    while d.proc.poll() is None:  # SIGHUP all through the stop, to its last moment
+        with contextlib.suppress(ProcessLookupError):
+            d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.005)
+    assert d.proc.returncode == 0, d.diagnostics()
+    assert [k for _, k, _ in d.events("config.loaded", "daemon.stopping")][-1] == "daemon.stopping"
 
 
 def test_a_stopped_shard_is_killed_after_the_heartbeat_timeout_and_replaced(
