@@ -213,7 +213,7 @@ def test_ifmemd_options_are_in_ifmemd_8() -> None:
 
 def test_unit_settings_quoted_in_ifmemd_8_are_the_units_we_install() -> None:
     text = plain(read_page("ifmemd.8"))
-    rendered = units.render_service("/usr/bin/ifmemd") + units.render_socket()
+    rendered = units.render_service(["/usr/bin/ifmemd"]) + units.render_socket()
     for line in rendered.splitlines():
         key, eq, value = line.partition("=")
         if eq and not line.startswith("#") and f"{key}=" in text:

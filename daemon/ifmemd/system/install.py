@@ -91,8 +91,8 @@ def init(force: bool = False, unit_dir: Path | None = None) -> InitReport:
     report.key_id = load_or_create_signer(key_path).key_id
     report.actions.append((key_path, "kept" if existed else "created (0600)"))
     unit_dir = unit_dir or units.user_unit_dir()
-    exec_start = f"{sys.executable} -m ifmemd"
-    _write(unit_dir / units.SERVICE, units.render_service(exec_start), force, report)
+    command = [sys.executable, "-m", "ifmemd"]
+    _write(unit_dir / units.SERVICE, units.render_service(command), force, report)
     _write(unit_dir / units.SOCKET, units.render_socket(), force, report)
     report.systemctl = _daemon_reload()
     return report

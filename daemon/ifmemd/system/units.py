@@ -8,6 +8,7 @@ renders them with the interpreter that is actually running.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 SERVICE = "ifmem.service"
@@ -60,8 +61,23 @@ WantedBy=sockets.target
 """
 
 
-def render_service(exec_start: str) -> str:
-    return _SERVICE_TEMPLATE.format(exec_start=exec_start)
+def render_service(command: Sequence[str]) -> str:
+    """The service unit, running `command` (its argv) as it is."""
+    return _SERVICE_TEMPLATE.format(exec_start=command_line(command))
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """`argv` as systemd reads a command line back into the same words
+    (systemd.service(5), "Command lines"): a word holding a space or a quote is
+    quoted, and backslashes, quotes, `%` (specifiers) and `$` (variables) are
+    escaped, so that an install under "~/odd dir" runs."""
+    words = []
+    for arg in argv:
+        word = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        word = word.replace("$", "$$")
+        quote = not arg or any(c.isspace() for c in arg) or '"' in arg or "'" in arg
+        words.append(f'"{word}"' if quote else word)
+    return " ".join(words)
 
 
 def render_socket() -> str:
