@@ -10,6 +10,7 @@ checkpoint and a snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -23,6 +24,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ifmemd import __version__
 from ifmemd.config import ConfigError, load_config
@@ -49,6 +51,8 @@ from ifmemd.wire.server import Connection, OpError, Server, bind_socket, listene
 DRAIN_TIMEOUT_S = 5.0
 # How long a starting daemon waits for the log's folder (an `ifmem log seal` at work).
 LOG_LOCK_WAIT_S = 10.0
+# SIGHUPs waiting to be acted on; more in a burst are one reload.
+HUP_BUFFER = 4
 SUBSCRIBER_BUFFER = 10000
 BACKLOG_PAGE = 1000
 # How many of the unknown shards an ask named its error quotes.
@@ -131,6 +135,7 @@ class Daemon:
         self._bound_socket = False
         self._snapshot_seq = result.state.seq
         self._tg: TaskGroup | None = None
+        self._hups: MemoryObjectSendStream[int] | None = None  # SIGHUPs (set by `run`)
 
     # -- the log ------------------------------------------------------------------
 
@@ -195,15 +200,36 @@ class Daemon:
     # -- running ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until stopped by a signal or `ifmem stop`."""
-        # Signals are caught from here to the end: one that comes before the task
-        # reading them starts waits for it (a SIGHUP right after READY, say).
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            await self._run(signals)
-        # What is left (closing files) must not be cut short by a late SIGHUP.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        """Serve until stopped by a signal or `ifmem stop`.
 
-    async def _run(self, signals: AsyncIterator[int]) -> None:
+        Signals are caught from here to the end: one that comes before the task
+        reading them starts waits for it (a SIGHUP right after READY, say).
+        SIGHUP has a handler of its own rather than anyio's receiver: closing a
+        receiver puts back the default action (the end of the process) before
+        anything else could be put there, and a SIGHUP at that moment, at the
+        end of a stop, ended the daemon. This one is swapped for "ignore" in one
+        step, and the interpreter leaves that as it is when it exits.
+        """
+        self._hups, hups = anyio.create_memory_object_stream[int](HUP_BUFFER)
+        loop = asyncio.get_running_loop()
+
+        def on_hup(signum: int, _frame: object) -> None:
+            # On the loop's thread, between two bytecodes: hand it to the loop.
+            loop.call_soon_threadsafe(self._hup)
+
+        signal.signal(signal.SIGHUP, on_hup)
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                await self._run(signals, hups)
+        finally:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _hup(self) -> None:
+        assert self._hups is not None
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+            self._hups.send_nowait(signal.SIGHUP)  # a burst is one reload (or a few)
+
+    async def _run(self, signals: AsyncIterator[int], hups: MemoryObjectReceiveStream[int]) -> None:
         inherited = sdnotify.listen_fds()
         if inherited:
             sock = inherited[0]
@@ -225,6 +251,7 @@ class Daemon:
             server_scope = anyio.CancelScope()
             tg.start_soon(self._serve, server_scope)
             tg.start_soon(self._signals, signals)
+            tg.start_soon(self._reloads, hups)
             tg.start_soon(self._watchdog)
             sdnotify.notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
             print(
@@ -295,13 +322,16 @@ class Daemon:
 
     async def _signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
-            if signum != signal.SIGHUP:
-                self.request_stop(signal.Signals(signum).name)
-            elif not self._stop.is_set():  # no reload once stopping
-                try:
-                    await self.reload()
-                except ConfigError as e:
-                    print(f"ifmemd: reload refused: {e}", file=sys.stderr, flush=True)
+            self.request_stop(signal.Signals(signum).name)
+
+    async def _reloads(self, hups: MemoryObjectReceiveStream[int]) -> None:
+        async for _ in hups:
+            if self._stop.is_set():
+                continue  # no reload once stopping
+            try:
+                await self.reload()
+            except ConfigError as e:
+                print(f"ifmemd: reload refused: {e}", file=sys.stderr, flush=True)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()
