@@ -191,6 +191,7 @@ def replay(
     from ifmemd.system import paths
 
     with _open(db) as elog:
+        pruned = elog.first_seq > 1  # the log starts after a prune
         if upto is not None and upto < elog.first_seq - 1:
             fail(f"--upto {upto}: the log was pruned before seq {elog.first_seq}; no state then")
         try:
@@ -204,7 +205,7 @@ def replay(
     print(f"state at seq {state.seq} (hash {state.hash.hex()[:16]}…)")
     source = f"snapshot at seq {result.from_snapshot} + " if result.from_snapshot else ""
     print(f"rebuilt from {source}{result.replayed} events; daemon runs: {state.runs}")
-    if "pruned" in result.snapshot_note:
+    if pruned:
         print(f"note: {result.snapshot_note}")
     print(f"working memory: {len(state.memories)} item(s)")
     for m in state.memories.values():

@@ -461,6 +461,12 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def same_file_as(path: str) -> str:
+    """Why a file is left out when `path` is the same file (a hard link, a symlink):
+    stored with it, and how the index finds those left out for `path`."""
+    return f"same file as {path}"
+
+
 def _unnamable(path: str) -> str | None:
     """None for a path that is valid UTF-8; else how to show it (its undecodable
     bytes escaped): the file system gave bytes that name nothing we can cite."""
@@ -488,7 +494,7 @@ def _read(
                 return _too_big(path, st.st_size, max_bytes)
             identity = (st.st_dev, st.st_ino)
             if identity in seen:
-                return Skipped(path, f"same file as {seen[identity]}")
+                return Skipped(path, same_file_as(seen[identity]))
             seen[identity] = path
             data = f.read(max_bytes + 1)
     except FileNotFoundError:

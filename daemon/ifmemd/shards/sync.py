@@ -31,6 +31,7 @@ from ifmemd.shards.corpus import (
     Selection,
     Skipped,
     open_file,
+    same_file_as,
 )
 from ifmemd.shards.ignore import ABSENT, EXCLUDE_FILE, IGNORE_FILES, signature
 from ifmemd.shards.readahead import Read, ReadAhead, ReadAheadError, read_and_cut
@@ -271,7 +272,7 @@ class Updater:
         identity = (st.st_dev, st.st_ino)
         twin = self._twin(path, identity, seen)
         if twin:
-            return _Skip(Skipped(path, f"same file as {twin}"), st)
+            return _Skip(Skipped(path, same_file_as(twin)), st)
         if known is not None and known.unchanged(st):
             if known.skipped:
                 # Still left out, for the same reason: say so again without opening it.
@@ -298,7 +299,7 @@ class Updater:
 
     def _skipped_as_twin_of(self, path: str) -> list[str]:
         """The files left out as the same file as `path`."""
-        rows = self.db.execute("SELECT path FROM file WHERE skipped = ?", (f"same file as {path}",))
+        rows = self.db.execute("SELECT path FROM file WHERE skipped = ?", (same_file_as(path),))
         return [p for (p,) in rows]
 
     def _knows(self, path: str) -> bool:

@@ -63,9 +63,6 @@ class ReplyTooLongError(IfmemError):
     """Raised by `Connection.send` after telling the client, under the request's
     id, that what it asked for does not fit in a line: nothing more is sent for it."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-
 
 class OpError(IfmemError):
     """Raised by a request handler to answer with a protocol error code."""
